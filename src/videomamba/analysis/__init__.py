@@ -1,0 +1,1 @@
+"""Analyses of a VideoMamba: cost (FLOPs, parameters), Δ maps, frame shuffles."""

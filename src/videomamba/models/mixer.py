@@ -1,0 +1,115 @@
+"""The bidirectional Mamba mixer (Vision Mamba's "bimamba v2" layout).
+
+in_proj and out_proj are shared; each direction has its own conv1d, x_proj, dt_proj, A_log and D.
+The mixer reads top to bottom as the equations:
+in_proj -> (x, z) -> per direction: conv1d -> SiLU -> x_proj -> (dt, B, C) -> dt_proj -> scan
+(with the SiLU(z) gate) -> back to forward order -> combine -> out_proj.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops import selective_scan
+
+
+class _PermuteTokens(torch.autograd.Function):
+    """x[:, :, index] whose backward is a gather by the inverse permutation: autograd's default
+    backward of advanced indexing is a scatter (index_put), several times slower on CPU."""
+
+    @staticmethod
+    def forward(ctx, x, index, inverse):
+        ctx.save_for_backward(inverse)
+        return x.index_select(2, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(2, inverse), None, None
+
+
+def permute_tokens(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """Reorder the sequence axis of (B, C, L) by ``index`` (``inverse`` is its inverse permutation)."""
+    return _PermuteTokens.apply(x, index, inverse)
+
+
+class ScanDirection(nn.Module):
+    """One direction's parameters and its path from the in_proj output to the gated scan output."""
+
+    def __init__(self, d_inner: int, d_state: int, dt_rank: int, d_conv: int,
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, dt_init_floor: float = 1e-4):
+        super().__init__()
+        self.d_state, self.dt_rank = d_state, dt_rank
+        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, bias=True)
+        self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)
+        # Mamba's init: dt_proj.weight ~ U(+-dt_rank^-0.5) keeps dt_proj(x) at unit scale, and the
+        # bias is the inverse softplus of dt drawn log-uniformly in [dt_min, dt_max], so that every
+        # channel starts with its own time scale.
+        nn.init.uniform_(self.dt_proj.weight, -dt_rank ** -0.5, dt_rank ** -0.5)
+        dt = torch.exp(torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        self.dt_proj.bias._no_reinit = True
+        # A = -[1..N] per channel (S4D-real), stored as log so that A stays negative.
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1))
+        self.D = nn.Parameter(torch.ones(d_inner))
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor, return_delta: bool = False):
+        """x, z: (B, d_inner, L) in this direction's order. Returns y (B, d_inner, L) and, when
+        asked, Δ = softplus(dt_proj(x) + bias) (B, d_inner, L) in float32."""
+        length = x.shape[-1]
+        x = F.silu(self.conv1d(x)[..., :length])
+        dt, B, C = torch.split(self.x_proj(x.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # bias is added (in float32) in the scan
+        A = -torch.exp(self.A_log.float())
+        bias = self.dt_proj.bias.float()
+        y = selective_scan(x, dt, A, B.transpose(1, 2), C.transpose(1, 2), D=self.D.float(), z=z,
+                           delta_bias=bias, delta_softplus=True)
+        delta = F.softplus(dt.float() + bias[:, None]) if return_delta else None
+        return y, delta
+
+
+class BiMambaMixer(nn.Module):
+    """Forward scan in token order; backward scan in the order given by ``backward_index``.
+
+    ``combine``: 'mean' averages the two directions (Vim, our default), 'sum' adds them (OpenGVLab's
+    VideoMamba). Without a backward direction (scan order 'none') only the forward scan runs.
+    """
+
+    def __init__(self, dim: int, d_state: int = 16, expand: int = 2, dt_rank: int | None = None,
+                 d_conv: int = 4, bidirectional: bool = True, combine: str = "mean"):
+        super().__init__()
+        if combine not in ("mean", "sum"):
+            raise ValueError(f"combine must be 'mean' or 'sum', got {combine!r}")
+        self.d_inner = expand * dim
+        self.dt_rank = dt_rank or math.ceil(dim / 16)
+        self.combine = combine
+        self.in_proj = nn.Linear(dim, 2 * self.d_inner, bias=False)
+        self.scan_fwd = ScanDirection(self.d_inner, d_state, self.dt_rank, d_conv)
+        self.scan_bwd = ScanDirection(self.d_inner, d_state, self.dt_rank, d_conv) if bidirectional else None
+        self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
+
+    def forward(self, hidden: torch.Tensor, backward_index: torch.Tensor | None = None,
+                inverse_index: torch.Tensor | None = None, return_delta: bool = False):
+        """hidden (B, L, dim) -> (B, L, dim); with ``return_delta`` also the channel-mean Δ of each
+        direction, (B, L) in forward order (None for a missing direction)."""
+        x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # (B, d_inner, L) each
+        y, delta_fwd = self.scan_fwd(x, z, return_delta)
+        deltas = [delta_fwd.mean(1) if return_delta else None, None]
+        if self.scan_bwd is not None:
+            if backward_index is None:
+                raise ValueError("a bidirectional mixer needs the backward scan's token order")
+            y_bwd, delta_bwd = self.scan_bwd(permute_tokens(x, backward_index, inverse_index),
+                                             permute_tokens(z, backward_index, inverse_index), return_delta)
+            y_bwd = permute_tokens(y_bwd, inverse_index, backward_index)
+            y = y + y_bwd if self.combine == "sum" else 0.5 * (y + y_bwd)
+            if return_delta:
+                deltas[1] = delta_bwd.mean(1)[:, inverse_index]
+        out = self.out_proj(y.transpose(1, 2))
+        return (out, deltas) if return_delta else out
