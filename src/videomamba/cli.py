@@ -35,6 +35,53 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from .data.check import check_dataset, write_skip_list
+    from .data.datasets import load_annotations
+
+    annotations = load_annotations(args.format, args.annotations, args.root, split=args.split,
+                                   train=not args.test_split)
+    report = check_dataset(annotations, min_frames=args.min_frames, decode=not args.no_decode)
+    print(report.summary())
+    if args.skip_list:
+        write_skip_list(report, args.skip_list)
+        print(f"skip list ({len(report.bad)} files) written to {args.skip_list}")
+    return 1 if report.bad else 0
+
+
+def _cmd_data_generate(args: argparse.Namespace) -> int:
+    from .data.synthetic import SyntheticConfig, generate
+
+    cfg = SyntheticConfig(train_size=args.train_size, val_size=args.val_size, frames=args.frames,
+                          size=args.size, seed=args.seed)
+    root = generate(args.root, cfg, workers=args.workers)
+    print(f"built-in dataset at {root}: motion/{{train,val}}.txt and digit/{{train,val}}.txt")
+    return 0
+
+
+def _add_data_parsers(sub) -> None:
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
+    check = data.add_parser("check", help="validate a dataset before training")
+    check.add_argument("annotations", help="list file, Kinetics CSV, SSV2 split JSON, HMDB51 split folder or class folder")
+    check.add_argument("--format", default="list", choices=["list", "kinetics", "ssv2", "hmdb51", "folder"])
+    check.add_argument("--root", default="", help="prefix of the video paths")
+    check.add_argument("--split", type=int, default=1, help="HMDB51 split number")
+    check.add_argument("--test-split", action="store_true", help="HMDB51: check the test videos (tag 2)")
+    check.add_argument("--min-frames", type=int, default=1)
+    check.add_argument("--no-decode", action="store_true", help="only demux (faster), do not decode frames")
+    check.add_argument("--skip-list", default=None, help="write bad files here (path<TAB>reason)")
+    check.set_defaults(func=_cmd_data_check)
+    gen = data.add_parser("generate", help="write the built-in moving-digits dataset")
+    gen.add_argument("root")
+    gen.add_argument("--train-size", type=int, default=1600)
+    gen.add_argument("--val-size", type=int, default=400)
+    gen.add_argument("--frames", type=int, default=16)
+    gen.add_argument("--size", type=int, default=64)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--workers", type=int, default=None)
+    gen.set_defaults(func=_cmd_data_generate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="videomamba", description=__doc__)
@@ -48,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--scan-order", default=None, choices=["spatiotemporal", "spatial", "temporal", "none"])
     info.add_argument("--pos-embed", default=None)
     info.set_defaults(func=_cmd_info)
+    _add_data_parsers(sub)
     return parser
 
 
@@ -56,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # AnnotationError is a ValueError
         print(f"videomamba {args.command}: error: {err}", file=sys.stderr)
         return 2
 
