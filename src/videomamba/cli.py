@@ -82,6 +82,109 @@ def _add_data_parsers(sub) -> None:
     gen.set_defaults(func=_cmd_data_generate)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .engine.config import load_config
+    from .engine.train import TrainingDiverged, run_training
+
+    config = load_config(args.config, args.overrides)
+    resume = None if args.resume == "none" else args.resume
+    try:
+        summary = run_training(config, resume=resume, progress=not args.no_progress)
+    except TrainingDiverged as err:
+        print(f"videomamba train: {err}", file=sys.stderr)
+        return 3
+    if summary is not None:
+        line = f"top-1 {100 * summary['top1']:.1f}%  top-5 {100 * summary['top5']:.1f}%  ({summary['steps']} steps, " \
+               f"{summary['train_seconds']:.0f} s)"
+        if "shuffle" in summary:
+            line += "\nframe shuffle, top-1: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in summary["shuffle"].items())
+        print(line)
+        print(f"run folder: {config.train.output}  (model.safetensors, last.pt, eval.json, curves.png)")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .engine.config import load_config
+    from .engine.evaluate import run_evaluation
+
+    config = load_config(args.config, args.overrides)
+    output = args.output or config.train.output
+    results = run_evaluation(config, args.checkpoint, output, progress=not args.no_progress)
+    result = results["sequential"]
+    print(json.dumps({"top1": result["top1"], "top5": result["top5"], "videos": result["videos"],
+                      "skipped_files": len(result["skipped_files"])}))
+    print(f"reports in {output}: eval.json, eval_confusion.csv, eval_confusion.png")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .engine.predict import predict
+
+    results = predict(args.videos, args.checkpoint, topk=args.topk, clips=args.clips, crops=args.crops)
+    for path, top in zip(args.videos, results):
+        print(path)
+        for name, prob in top:
+            print(f"  {prob:7.4f}  {name}")
+    return 0
+
+
+def _cmd_shuffle(args: argparse.Namespace) -> int:
+    from .analysis.shuffle import SHUFFLE_ORDERS, write_shuffle_report
+    from .engine.config import load_config
+    from .engine.evaluate import run_evaluation
+
+    overrides = list(args.overrides) + ([f"data.val={args.data}"] if args.data else [])
+    config = load_config(args.config, overrides)
+    results = run_evaluation(config, args.checkpoint, None, frame_orders=(None,) + SHUFFLE_ORDERS[1:],
+                             unit=args.unit, progress=not args.no_progress)
+    table = {order: results[order]["top1"] for order in SHUFFLE_ORDERS}
+    output = args.output or config.train.output
+    from pathlib import Path
+
+    Path(output).mkdir(parents=True, exist_ok=True)
+    write_shuffle_report({Path(args.checkpoint).parent.name or "model": table}, output)
+    print("  ".join(f"{k} {100 * v:.1f}%" for k, v in table.items()))
+    print(f"table and plot in {output}: shuffle.md, shuffle.png")
+    return 0
+
+
+def _add_run_parsers(sub) -> None:
+    train = sub.add_parser("train", help="train (and evaluate) a model from a YAML config")
+    train.add_argument("--config", required=True, help="configs/NAME.yaml")
+    train.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.lr=1e-3 train.batch_size=32")
+    train.add_argument("--resume", default="auto", help="a checkpoint, 'auto' (the run folder's last.pt) or 'none'")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser("eval", help="multi-view evaluation of a checkpoint")
+    evaluate.add_argument("--config", required=True)
+    evaluate.add_argument("--checkpoint", required=True, help="model.safetensors or last.pt")
+    evaluate.add_argument("overrides", nargs="*", help="e.g. data.test_clips=5 data.test_crops=3")
+    evaluate.add_argument("--output", default=None, help="folder for the reports (default: train.output)")
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(func=_cmd_eval)
+
+    pred = sub.add_parser("predict", help="top classes of each video")
+    pred.add_argument("videos", nargs="+")
+    pred.add_argument("--checkpoint", required=True)
+    pred.add_argument("--topk", type=int, default=5)
+    pred.add_argument("--clips", type=int, default=1)
+    pred.add_argument("--crops", type=int, default=1, choices=[1, 3])
+    pred.set_defaults(func=_cmd_predict)
+
+    shuffle = sub.add_parser("shuffle", help="accuracy under the paper's frame-shuffle orders")
+    shuffle.add_argument("--checkpoint", required=True)
+    shuffle.add_argument("--config", required=True, help="the config the model was trained with")
+    shuffle.add_argument("--data", default=None, help="annotations to test on (default: the config's data.val)")
+    shuffle.add_argument("--unit", type=int, default=2, help="frames per shuffled unit (2: a tubelet step)")
+    shuffle.add_argument("overrides", nargs="*")
+    shuffle.add_argument("--output", default=None)
+    shuffle.add_argument("--no-progress", action="store_true")
+    shuffle.set_defaults(func=_cmd_shuffle)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="videomamba", description=__doc__)
@@ -96,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--pos-embed", default=None)
     info.set_defaults(func=_cmd_info)
     _add_data_parsers(sub)
+    _add_run_parsers(sub)
     return parser
 
 
@@ -104,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        return 130
     except (ValueError, FileNotFoundError) as err:  # AnnotationError is a ValueError
         print(f"videomamba {args.command}: error: {err}", file=sys.stderr)
         return 2

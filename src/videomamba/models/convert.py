@@ -78,3 +78,26 @@ def load_pretrained(model: VideoMamba, path: str | Path, strict: bool = True) ->
         raise ValueError(f"{path}: weights do not fit the model: missing {report['missing'][:10]}, "
                          f"unexpected {report['unexpected'][:10]}")
     return report
+
+
+def load_init(model: VideoMamba, path: str | Path) -> dict[str, list[str]]:
+    """Initialise a model for training from a video checkpoint of ours: every backbone tensor must
+    fit (the positional table is resampled); a head of another size is dropped and left fresh."""
+    state, metadata = read_state_dict(path)
+    own = model.state_dict()
+    dropped = [k for k in ("head.weight", "head.bias") if k in state and (k not in own or state[k].shape != own[k].shape)]
+    for key in dropped:
+        del state[key]
+    if "pos_embed" in state and model.pos_embed is not None and state["pos_embed"].shape != model.pos_embed.shape:
+        from .pos_embed import resample_table
+
+        if "config" not in metadata:
+            raise ValueError(f"{path}: pos_embed of shape {tuple(state['pos_embed'].shape)} and no config to resample from")
+        source = VideoMambaConfig.from_dict(json.loads(metadata["config"]))
+        state["pos_embed"] = resample_table(state["pos_embed"][0], source.grid, model.cfg.grid)[None]
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("head.")]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{path}: does not fit {type(model).__name__}: missing {missing[:10]}, "
+                         f"unexpected {list(result.unexpected_keys)[:10]}")
+    return {"dropped": dropped, "missing": list(result.missing_keys), "unexpected": []}

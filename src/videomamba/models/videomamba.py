@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from .mixer import BiMambaMixer
@@ -162,6 +162,7 @@ class VideoMamba(nn.Module):
         self.head_drop = nn.Dropout(cfg.drop_rate)
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self._order_cache: dict = {}
+        self.grad_checkpointing = False
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -219,8 +220,13 @@ class VideoMamba(nn.Module):
             internals.grid, internals.prefix = grid, self.prefix_tokens
         want_delta = internals is not None and "delta" in record
         residual = tokens.to(torch.promote_types(tokens.dtype, torch.float32))  # float32 at least
+        checkpointing = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            residual, deltas = layer(residual, backward_index, inverse_index, want_delta)
+            if checkpointing:  # recompute each block in the backward pass instead of storing it
+                residual, deltas = torch.utils.checkpoint.checkpoint(
+                    layer, residual, backward_index, inverse_index, want_delta, use_reentrant=False)
+            else:
+                residual, deltas = layer(residual, backward_index, inverse_index, want_delta)
             if want_delta:
                 internals.deltas.append(tuple(deltas))
             if internals is not None and "features" in record:

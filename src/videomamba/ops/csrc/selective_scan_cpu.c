@@ -22,9 +22,9 @@
 #include <string.h>
 #include <omp.h>
 
-#define DEFINE_SCAN(T, SUFFIX, EXP, LOG1P, FABS, FMAX)                                            \
+#define DEFINE_SCAN(T, SUFFIX, EXP, LOG1P, FABS, FMAX, DECAY_EXP)                                            \
 /* dts = softplus(delta + bias) (or delta + bias), as = exp(dts A); returns nothing */           \
-static void prepare_##SUFFIX(const T *dt_c, T bias, int softplus, const T *A_c, long L, long n,  \
+static inline __attribute__((always_inline)) void prepare_##SUFFIX(const T *dt_c, T bias, int softplus, const T *A_c, long L, long n,  \
                              T *dts, T *as) {                                                     \
     if (softplus) {                                                                               \
         for (long t = 0; t < L; t++) {                                                            \
@@ -35,11 +35,11 @@ static void prepare_##SUFFIX(const T *dt_c, T bias, int softplus, const T *A_c, 
         for (long t = 0; t < L; t++) dts[t] = dt_c[t] + bias;                                     \
     }                                                                                             \
     for (long t = 0; t < L; t++)                                                                  \
-        for (long k = 0; k < n; k++) as[t * n + k] = EXP(dts[t] * A_c[k]);                        \
+        for (long k = 0; k < n; k++) as[t * n + k] = DECAY_EXP(dts[t] * A_c[k]);                  \
 }                                                                                                 \
                                                                                                   \
 /* One reverse step over the n states; restrict lets gcc vectorize it (no aliasing). */          \
-static inline void bwd_step_##SUFFIX(long n, const T *restrict Cv, const T *restrict hv,         \
+static inline __attribute__((always_inline)) void bwd_step_##SUFFIX(long n, const T *restrict Cv, const T *restrict hv,         \
         const T *restrict av, const T *restrict hp, const T *restrict Bv, const T *restrict A_c,  \
         T *restrict g, T *restrict dA, T *restrict dCv, T *restrict dBv,                          \
         T dy, T dt, T ut, T *du_out, T *ddt_out) {                                                \
@@ -59,7 +59,7 @@ static inline void bwd_step_##SUFFIX(long n, const T *restrict Cv, const T *rest
 }                                                                                                 \
                                                                                                   \
 /* The recurrence; writes y_t (before D and the gate) and, when hs is given, every state. */     \
-static void recur_##SUFFIX(const T *restrict u_c, const T *restrict dts, const T *restrict as,   \
+static inline __attribute__((always_inline)) void recur_##SUFFIX(const T *restrict u_c, const T *restrict dts, const T *restrict as,   \
                            const T *restrict B_b, const T *restrict C_b, long L, long n,          \
                            T *restrict h, T *restrict ys, T *restrict hs) {                       \
     for (long k = 0; k < n; k++) h[k] = 0;                                                        \
@@ -93,8 +93,13 @@ int scan_fwd_##SUFFIX(const T *u, const T *delta, const T *A, const T *Bt, const
             const T *u_c = u + item * L;                                                          \
             T Dv = D ? D[di] : (T)0, bias = delta_bias ? delta_bias[di] : (T)0;                   \
             T *y = out + item * L;                                                                \
-            prepare_##SUFFIX(delta + item * L, bias, softplus, A + di * n, L, n, dts, as);        \
-            recur_##SUFFIX(u_c, dts, as, Bt + bi * L * n, Ct + bi * L * n, L, n, h, y, NULL);     \
+            if (n == 16) {                                                                        \
+                prepare_##SUFFIX(delta + item * L, bias, softplus, A + di * 16, L, 16, dts, as);  \
+                recur_##SUFFIX(u_c, dts, as, Bt + bi * L * 16, Ct + bi * L * 16, L, 16, h, y, NULL);\
+            } else {                                                                              \
+                prepare_##SUFFIX(delta + item * L, bias, softplus, A + di * n, L, n, dts, as);    \
+                recur_##SUFFIX(u_c, dts, as, Bt + bi * L * n, Ct + bi * L * n, L, n, h, y, NULL); \
+            }                                                                                     \
             if (z) {                                                                              \
                 const T *z_c = z + item * L;                                                      \
                 for (long t = 0; t < L; t++)                                                      \
@@ -142,8 +147,13 @@ int scan_bwd_##SUFFIX(const T *u, const T *delta, const T *A, const T *Bt, const
             const T *B_b = Bt + bi * L * n, *C_b = Ct + bi * L * n;                               \
             T *dB_b = dB_b0 + bi * L * n, *dC_b = dC_b0 + bi * L * n;                             \
             T Dv = D ? D[di] : (T)0, bias = delta_bias ? delta_bias[di] : (T)0;                   \
-            prepare_##SUFFIX(dt_c, bias, softplus, A_c, L, n, dts, as);                           \
-            recur_##SUFFIX(u_c, dts, as, B_b, C_b, L, n, h, ys, hs);                              \
+            if (n == 16) {                                                                        \
+                prepare_##SUFFIX(dt_c, bias, softplus, A_c, L, 16, dts, as);                      \
+                recur_##SUFFIX(u_c, dts, as, B_b, C_b, L, 16, h, ys, hs);                         \
+            } else {                                                                              \
+                prepare_##SUFFIX(dt_c, bias, softplus, A_c, L, n, dts, as);                       \
+                recur_##SUFFIX(u_c, dts, as, B_b, C_b, L, n, h, ys, hs);                          \
+            }                                                                                     \
             T dD = 0;                                                                             \
             if (z) {                                                                              \
                 const T *z_c = z + item * L;                                                      \
@@ -166,7 +176,10 @@ int scan_bwd_##SUFFIX(const T *u, const T *delta, const T *A, const T *Bt, const
                 T *dBv = dB_b + t * n, *dCv = dC_b + t * n;                                       \
                 const T *hv = hs + t * n, *av = as + t * n;                                       \
                 const T *hp = t > 0 ? hs + (t - 1) * n : zeros;  /* branch-free inner loop */    \
-                bwd_step_##SUFFIX(n, Cv, hv, av, hp, Bv, A_c, g, dA, dCv, dBv, dy, dt, ut, &du_acc, &ddt); \
+                if (n == 16)                                                                      \
+                    bwd_step_##SUFFIX(16, Cv, hv, av, hp, Bv, A_c, g, dA, dCv, dBv, dy, dt, ut, &du_acc, &ddt); \
+                else                                                                              \
+                    bwd_step_##SUFFIX(n, Cv, hv, av, hp, Bv, A_c, g, dA, dCv, dBv, dy, dt, ut, &du_acc, &ddt); \
                 ddt_c[t] = ddt;                                                                   \
                 du_c[t] = du_acc;                                                                 \
             }                                                                                     \
@@ -183,5 +196,5 @@ int scan_bwd_##SUFFIX(const T *u, const T *delta, const T *A, const T *Bt, const
     return failed ? -1 : 0;                                                                       \
 }
 
-DEFINE_SCAN(float, f32, expf, log1pf, fabsf, fmaxf)
-DEFINE_SCAN(double, f64, exp, log1p, fabs, fmax)
+DEFINE_SCAN(float, f32, expf, log1pf, fabsf, fmaxf, expf)
+DEFINE_SCAN(double, f64, exp, log1p, fabs, fmax, exp)
