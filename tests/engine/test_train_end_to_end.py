@@ -134,3 +134,16 @@ def test_eval_and_predict_from_trained_model(tmp_path, tiny_data):
     cli = subprocess.run([sys.executable, "-m", "videomamba", "predict", str(video), "--checkpoint",
                           str(run / "model.safetensors"), "--topk", "2"], env=ENV, capture_output=True, text=True)
     assert cli.returncode == 0 and cli.stdout.count("\n") == 3
+
+
+def test_corrupt_video_never_kills_an_epoch_and_is_named_once(tmp_path, tiny_data):
+    lines = (tiny_data / "motion/train.txt").read_text().splitlines()
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x01not a video" * 20)
+    (tmp_path / "train.txt").write_text("\n".join(lines + [f"{tmp_path / 'broken.mp4'} 3"] * 3) + "\n")
+    cfg = write_config(tmp_path / "c.yaml", tiny_config(tiny_data, tmp_path / "run"))
+    run = subprocess.run(train_cmd(cfg, f"data.train={tmp_path / 'train.txt'}",
+                                   "optim.epochs=2"), env=ENV, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stderr.count(f"{tmp_path / 'broken.mp4'}: ") == 1
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(summary["bad_files"]) == 1

@@ -23,7 +23,7 @@ from ..data import SoftTargets
 from .builders import SkipFirst, build_dataset, build_loader, build_model, ensure_synthetic, run_dir
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, RunConfig, validate
-from .distributed import DistInfo, all_reduce_mean, broadcast_flag, cleanup, init_distributed
+from .distributed import DistInfo, all_reduce_mean, broadcast_flag, cleanup, gather_objects, init_distributed
 from .evaluate import metrics, predict_scores, write_report
 from .optim import ModelEma, WarmupCosine, param_groups
 
@@ -147,7 +147,8 @@ class Trainer:
         self.soft_targets = SoftTargets(len(self.class_names), train.label_smoothing, train.mixup, train.cutmix,
                                         train.mix_prob)
         self.epoch, self.batches_done, self.global_step = 0, 0, 0
-        self.bad_files: set[str] = set()
+        self.bad_files: set[str] = set()  # "path: reason" of every bad video met, all ranks
+        self.reported_bad: set[str] = set()
         self.log = MetricsLog(self.folder, info.is_main)
 
     # ------------------------------------------------------------------ checkpoints
@@ -186,6 +187,7 @@ class Trainer:
             torch.manual_seed(self.config.train.seed + self.info.rank + 7919 * state["global_step"])
         self.epoch, self.batches_done, self.global_step = state["epoch"], state["batches_done"], state["global_step"]
         self.bad_files = set(state.get("bad_files", []))
+        self.reported_bad = set(self.bad_files)
         if self.info.is_main:
             print(f"resumed from {path}: epoch {self.epoch}, step {self.global_step}, "
                   f"{self.batches_done} micro-batches into the epoch", file=sys.stderr)
@@ -311,12 +313,14 @@ class Trainer:
                 self.batches_done = 0
             self.save()
             record = {"epoch": self.epoch, **epoch_stats}
-            bad = sorted(self.bad_files)
+            self.bad_files = set().union(*gather_objects(self.bad_files, info))
+            new_bad = sorted(self.bad_files - self.reported_bad)
+            self.reported_bad |= self.bad_files
             if info.is_main:
-                self.log.write("epoch", self.global_step, **record, bad_files=len(bad))
-                if bad:
-                    print(f"{len(bad)} bad videos skipped so far (each named once):\n  " + "\n  ".join(bad),
-                          file=sys.stderr)
+                self.log.write("epoch", self.global_step, **record, bad_files=len(self.bad_files))
+                if new_bad:
+                    print(f"epoch {self.epoch}: {len(new_bad)} bad videos skipped ({len(self.bad_files)} in all):\n  "
+                          + "\n  ".join(new_bad), file=sys.stderr)
             every = config.train.eval_every_epochs
             last = self.epoch >= config.optim.epochs or stopped
             if epoch_done and every and self.epoch % every == 0 and not last:
