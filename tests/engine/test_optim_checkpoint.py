@@ -60,3 +60,29 @@ def test_unsafe_checkpoint_is_refused(tmp_path):
     torch.save({"args": argparse.Namespace(lr=1)}, tmp_path / "unsafe.pt")
     with pytest.raises(ValueError, match="not a loadable training checkpoint"):
         load_checkpoint(tmp_path / "unsafe.pt")
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = videomamba.create_model("videomamba_nano", embed_dim=16, depth=2, num_frames=4, img_size=32).double()
+    model.train()
+    video = torch.randn(2, 3, 4, 32, 32, dtype=torch.float64)
+    grads = []
+    for checkpointing in (False, True):
+        model.zero_grad()
+        model.grad_checkpointing = checkpointing
+        model(video).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_ema_is_an_exponential_average():
+    from videomamba.engine.optim import ModelEma
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.constant_(model.weight, 1.0)
+    ema = ModelEma(model, decay=0.9)
+    torch.nn.init.constant_(model.weight, 3.0)
+    ema.update(model)
+    assert ema.shadow["weight"].flatten().tolist() == pytest.approx([1.2, 1.2])
