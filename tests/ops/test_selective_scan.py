@@ -1,5 +1,7 @@
 """Every scan backend against an independent float64 recurrence, output and every gradient."""
 
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -66,7 +68,7 @@ def float64_truth(inputs, softplus):
 @pytest.mark.parametrize("softplus,optional", [(True, True), (False, False)])
 def test_backend_matches_float64(backend, dtype, shape, softplus, optional):
     b, d, L, n = shape
-    seed = hash((backend, str(dtype), shape, softplus)) % 10_000
+    seed = zlib.crc32(repr((backend, str(dtype), shape, softplus)).encode()) % 10_000  # stable across runs
     inputs = make_inputs(b, d, L, n, dtype, seed, optional)
     truth_inputs, y_true, h_true = float64_truth(inputs, softplus)
     ny, nh = numpy_scan(*(None if v is None else v.detach().numpy() for v in inputs.values()), softplus)
@@ -82,8 +84,11 @@ def test_backend_matches_float64(backend, dtype, shape, softplus, optional):
     ((y_true * w_out).sum() + (h_true * w_last).sum()).backward()
 
     tol = dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
-    torch.testing.assert_close(y.double(), y_true.detach(), **tol)
-    torch.testing.assert_close(last.double(), h_true.detach(), **tol)
+    # float32 error grows with the magnitude of the states (without softplus, negative Δ makes
+    # exp(ΔA) > 1), so compare relative to the largest value, as for the gradients below
+    for got, expected in ((y, y_true), (last, h_true)):
+        scale = expected.detach().abs().max().clamp(min=1.0)
+        torch.testing.assert_close(got.double() / scale, expected.detach() / scale, **tol)
     for name, tensor in inputs.items():
         if tensor is None:
             continue
