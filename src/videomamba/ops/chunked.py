@@ -6,7 +6,8 @@ propagated (L/K steps), then each position adds its chunk's carry times the runn
 its decays. That is K + L/K Python steps instead of L, and it is exact: only products of decays
 in (0, 1] appear, never their inverses, so nothing overflows (the cumulative-sum formulation
 divides by decays and needs clamping). The backward is the same scan run in reverse for the
-adjoint state, with the forward states recomputed instead of saved.
+adjoint state, with the forward states recomputed instead of saved. Autograd wiring lives in
+selective_scan.py (one custom op for every compiled backend).
 """
 
 from __future__ import annotations
@@ -54,68 +55,50 @@ def _prepare(u, delta, A, B, delta_bias, delta_softplus):
     return raw, dt, decay, drive
 
 
-class ChunkedSelectiveScan(torch.autograd.Function):
-    """Autograd wrapper: saves only the inputs; the backward recomputes the states."""
+def chunked_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """(out, last state) by the chunked scan; inputs already in the compute dtype."""
+    _, _, decay, drive = _prepare(u, delta, A, B, delta_bias, delta_softplus)
+    states = linear_scan(decay, drive)
+    y = torch.einsum("bdln,bnl->bdl", states, C)
+    if D is not None:
+        y = y + u * D[:, None]
+    out = y * F.silu(z) if z is not None else y
+    return out, states[:, :, -1].clone()
 
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        _, dt, decay, drive = _prepare(u, delta, A, B, delta_bias, delta_softplus)
-        states = linear_scan(decay, drive)
+
+def chunked_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """Gradients (du, ddelta, dA, dB, dC, dD, dz, dbias), None where an input is absent; the
+    states are recomputed and the adjoint state g_t = dy_t C_t + a_{t+1} g_{t+1} is scanned from
+    the end (starting from dlast)."""
+    raw, dt, decay, drive = _prepare(u, delta, A, B, delta_bias, delta_softplus)
+    states = linear_scan(decay, drive)
+    dz = None
+    if z is not None:
         y = torch.einsum("bdln,bnl->bdl", states, C)
         if D is not None:
             y = y + u * D[:, None]
-        out = y * F.silu(z) if z is not None else y
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
-        ctx.delta_softplus = delta_softplus
-        return out, states[:, :, -1]
-
-    @staticmethod
-    def backward(ctx, dout, dlast):
-        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
-        raw, dt, decay, drive = _prepare(u, delta, A, B, delta_bias, ctx.delta_softplus)
-        states = linear_scan(decay, drive)
-        dz = None
-        if z is not None:
-            y = torch.einsum("bdln,bnl->bdl", states, C)
-            if D is not None:
-                y = y + u * D[:, None]
-            sig = torch.sigmoid(z)
-            dz = dout * y * sig * (1 + z * (1 - sig))
-            dy = dout * z * sig
-        else:
-            dy = dout
-        # Adjoint: g_t = dy_t C_t + a_{t+1} g_{t+1}, scanned from the end (g_{L-1} starts at dlast).
-        shifted = torch.cat([decay[:, :, 1:], torch.ones_like(decay[:, :, :1])], dim=2)
-        source = dy.unsqueeze(-1) * C.transpose(1, 2).unsqueeze(1)
-        g = linear_scan(shifted.flip(2), source.flip(2), dlast).flip(2)
-        prev = torch.cat([torch.zeros_like(states[:, :, :1]), states[:, :, :-1]], dim=2)
-        g_decay_prev = g * decay * prev
-        Bt = B.transpose(1, 2).unsqueeze(1)
-        dC = torch.einsum("bdl,bdln->bnl", dy, states)
-        dB = torch.einsum("bdln,bdl->bnl", g, dt * u)
-        g_dot_b = (g * Bt).sum(-1)
-        du = g_dot_b * dt
-        ddt = g_dot_b * u + torch.einsum("bdln,dn->bdl", g_decay_prev, A)
-        dA = torch.einsum("bdln,bdl->dn", g_decay_prev, dt)
-        dD = None
-        if D is not None:
-            du = du + dy * D[:, None]
-            dD = (dy * u).sum(dim=(0, 2))
-        if ctx.delta_softplus:
-            ddt = ddt * torch.sigmoid(raw)
-        dbias = ddt.sum(dim=(0, 2)) if delta_bias is not None else None
-        return du, ddt, dA, dB, dC, dD, dz, dbias, None
-
-
-def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                           delta_softplus=False, return_last_state=False):
-    """Selective scan by the chunked linear scan; same contract as the reference."""
-    dtype_in = u.dtype
-    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
-    cast = lambda t: None if t is None else t.to(compute)  # noqa: E731
-    out, last = ChunkedSelectiveScan.apply(
-        cast(u), cast(delta), cast(A), cast(B), cast(C), cast(D), cast(z), cast(delta_bias),
-        delta_softplus,
-    )
-    out = out.to(dtype_in)
-    return (out, last) if return_last_state else out
+        sig = torch.sigmoid(z)
+        dz = dout * y * sig * (1 + z * (1 - sig))
+        dy = dout * z * sig
+    else:
+        dy = dout
+    shifted = torch.cat([decay[:, :, 1:], torch.ones_like(decay[:, :, :1])], dim=2)
+    source = dy.unsqueeze(-1) * C.transpose(1, 2).unsqueeze(1)
+    g = linear_scan(shifted.flip(2), source.flip(2), dlast).flip(2)
+    prev = torch.cat([torch.zeros_like(states[:, :, :1]), states[:, :, :-1]], dim=2)
+    g_decay_prev = g * decay * prev
+    Bt = B.transpose(1, 2).unsqueeze(1)
+    dC = torch.einsum("bdl,bdln->bnl", dy, states)
+    dB = torch.einsum("bdln,bdl->bnl", g, dt * u)
+    g_dot_b = (g * Bt).sum(-1)
+    du = g_dot_b * dt
+    ddt = g_dot_b * u + torch.einsum("bdln,dn->bdl", g_decay_prev, A)
+    dA = torch.einsum("bdln,bdl->dn", g_decay_prev, dt)
+    dD = None
+    if D is not None:
+        du = du + dy * D[:, None]
+        dD = (dy * u).sum(dim=(0, 2))
+    if delta_softplus:
+        ddt = ddt * torch.sigmoid(raw)
+    dbias = ddt.sum(dim=(0, 2)) if delta_bias is not None else None
+    return du, ddt, dA, dB, dC, dD, dz, dbias

@@ -87,74 +87,53 @@ def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr() if t is not None else None)
 
 
-class CpuSelectiveScan(torch.autograd.Function):
-    """Autograd wrapper around the C kernels; saves inputs only, recomputes states in backward."""
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        lib = library()
-        suffix = "f64" if u.dtype == torch.float64 else "f32"
-        batch, d_inner, length = u.shape
-        n = A.shape[1]
-        Bt = B.transpose(1, 2).contiguous()
-        Ct = C.transpose(1, 2).contiguous()
-        out = torch.empty_like(u)
-        last = u.new_empty(batch, d_inner, n)
-        threads = torch.get_num_threads()
-        getattr(lib, f"scan_fwd_{suffix}")(
-            _ptr(u), _ptr(delta), _ptr(A), _ptr(Bt), _ptr(Ct), _ptr(D), _ptr(z), _ptr(delta_bias),
-            ctypes.c_int(int(delta_softplus)), ctypes.c_long(batch), ctypes.c_long(d_inner),
-            ctypes.c_long(length), ctypes.c_long(n), ctypes.c_int(threads), _ptr(out), _ptr(last))
-        ctx.save_for_backward(u, delta, A, Bt, Ct, D, z, delta_bias)
-        ctx.delta_softplus = delta_softplus
-        return out, last
-
-    @staticmethod
-    def backward(ctx, dout, dlast):
-        u, delta, A, Bt, Ct, D, z, delta_bias = ctx.saved_tensors
-        lib = library()
-        suffix = "f64" if u.dtype == torch.float64 else "f32"
-        batch, d_inner, length = u.shape
-        n = A.shape[1]
-        threads = torch.get_num_threads()
-        dout = dout.contiguous()
-        dlast = dlast.contiguous() if dlast is not None else None
-        du, ddelta = torch.empty_like(u), torch.empty_like(u)
-        dz = torch.empty_like(u) if z is not None else None
-        dA_bd = u.new_empty(batch, d_inner, n)
-        dBt = u.new_zeros(threads, batch, length, n)
-        dCt = u.new_zeros(threads, batch, length, n)
-        dD_bd = u.new_empty(batch, d_inner)
-        dbias_bd = u.new_empty(batch, d_inner)
-        status = getattr(lib, f"scan_bwd_{suffix}")(
-            _ptr(u), _ptr(delta), _ptr(A), _ptr(Bt), _ptr(Ct), _ptr(D), _ptr(z), _ptr(delta_bias),
-            ctypes.c_int(int(ctx.delta_softplus)), ctypes.c_long(batch), ctypes.c_long(d_inner),
-            ctypes.c_long(length), ctypes.c_long(n), ctypes.c_int(threads), _ptr(dout), _ptr(dlast),
-            _ptr(du), _ptr(ddelta), _ptr(dA_bd), _ptr(dBt), _ptr(dCt), _ptr(dD_bd), _ptr(dz),
-            _ptr(dbias_bd))
-        if status != 0:
-            raise MemoryError("selective scan backward: could not allocate per-thread state buffers")
-        dB = dBt.sum(0).transpose(1, 2)
-        dC = dCt.sum(0).transpose(1, 2)
-        dD = dD_bd.sum(0) if D is not None else None
-        dbias = dbias_bd.sum(0) if delta_bias is not None else None
-        return du, ddelta, dA_bd.sum(0), dB, dC, dD, dz, dbias, None
-
-
-def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                       delta_softplus=False, return_last_state=False):
-    """Selective scan by the compiled C kernel; same contract as the reference. CPU tensors only."""
-    if library() is None:
+def cpu_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """(out, last state) by the C kernel; contiguous float32/float64 CPU inputs."""
+    lib = library()
+    if lib is None:
         raise RuntimeError(f"compiled CPU scan unavailable: {_load_error}")
-    dtype_in = u.dtype
-    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
-    prep = lambda t: None if t is None else t.to(compute).contiguous()  # noqa: E731
-    out, last = CpuSelectiveScan.apply(
-        prep(u), prep(delta), prep(A), prep(B), prep(C), prep(D), prep(z), prep(delta_bias),
-        delta_softplus,
-    )
-    out = out.to(dtype_in)
-    return (out, last) if return_last_state else out
+    suffix = "f64" if u.dtype == torch.float64 else "f32"
+    batch, d_inner, length = u.shape
+    n = A.shape[1]
+    Bt = B.transpose(1, 2).contiguous()
+    Ct = C.transpose(1, 2).contiguous()
+    out = torch.empty_like(u)
+    last = u.new_empty(batch, d_inner, n)
+    getattr(lib, f"scan_fwd_{suffix}")(
+        _ptr(u), _ptr(delta), _ptr(A), _ptr(Bt), _ptr(Ct), _ptr(D), _ptr(z), _ptr(delta_bias),
+        ctypes.c_int(int(delta_softplus)), ctypes.c_long(batch), ctypes.c_long(d_inner),
+        ctypes.c_long(length), ctypes.c_long(n), ctypes.c_int(torch.get_num_threads()), _ptr(out), _ptr(last))
+    return out, last
 
 
-__all__ = ["available", "library", "selective_scan_cpu"]
+def cpu_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """Gradients (du, ddelta, dA, dB, dC, dD, dz, dbias), None where an input is absent."""
+    lib = library()
+    suffix = "f64" if u.dtype == torch.float64 else "f32"
+    batch, d_inner, length = u.shape
+    n = A.shape[1]
+    threads = torch.get_num_threads()
+    Bt = B.transpose(1, 2).contiguous()
+    Ct = C.transpose(1, 2).contiguous()
+    dout = dout.contiguous()
+    dlast = dlast.contiguous() if dlast is not None else None
+    du, ddelta = torch.empty_like(u), torch.empty_like(u)
+    dz = torch.empty_like(u) if z is not None else None
+    dA_bd = u.new_empty(batch, d_inner, n)
+    dBt = u.new_zeros(threads, batch, length, n)
+    dCt = u.new_zeros(threads, batch, length, n)
+    dD_bd = u.new_empty(batch, d_inner)
+    dbias_bd = u.new_empty(batch, d_inner)
+    status = getattr(lib, f"scan_bwd_{suffix}")(
+        _ptr(u), _ptr(delta), _ptr(A), _ptr(Bt), _ptr(Ct), _ptr(D), _ptr(z), _ptr(delta_bias),
+        ctypes.c_int(int(delta_softplus)), ctypes.c_long(batch), ctypes.c_long(d_inner),
+        ctypes.c_long(length), ctypes.c_long(n), ctypes.c_int(threads), _ptr(dout), _ptr(dlast),
+        _ptr(du), _ptr(ddelta), _ptr(dA_bd), _ptr(dBt), _ptr(dCt), _ptr(dD_bd), _ptr(dz),
+        _ptr(dbias_bd))
+    if status != 0:
+        raise MemoryError("selective scan backward: could not allocate per-thread state buffers")
+    dB = dBt.sum(0).transpose(1, 2)
+    dC = dCt.sum(0).transpose(1, 2)
+    dD = dD_bd.sum(0) if D is not None else None
+    dbias = dbias_bd.sum(0) if delta_bias is not None else None
+    return du, ddelta, dA_bd.sum(0), dB, dC, dD, dz, dbias

@@ -5,24 +5,94 @@ Backends:
   ``chunked``    the two-level chunked scan in PyTorch (CPU and GPU; exact; custom backward)
   ``cpu``        the compiled C kernel (CPU; built at first use; custom backward)
 Set ``backend=`` or the environment variable ``VIDEOMAMBA_SCAN_BACKEND`` to force one.
+
+The fast backends run behind one ``torch.library.custom_op`` pair (``videomamba::selective_scan``
+and its backward), with fake implementations and a FLOP formula, so that ``torch.compile`` traces a
+model without graph breaks and ``torch.utils.flop_counter.FlopCounterMode`` counts the scan.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
+from torch.utils.flop_counter import register_flop_formula
 
 from . import cpu_kernel
-from .chunked import selective_scan_chunked
+from .chunked import chunked_backward, chunked_forward
 from .reference import selective_scan_reference
 
-BACKENDS: dict[str, Callable] = {
-    "reference": selective_scan_reference,
-    "chunked": selective_scan_chunked,
-    "cpu": cpu_kernel.selective_scan_cpu,
-}
+_FORWARD: dict[str, Callable] = {"chunked": chunked_forward, "cpu": cpu_kernel.cpu_forward}
+_BACKWARD: dict[str, Callable] = {"chunked": chunked_backward, "cpu": cpu_kernel.cpu_backward}
+BACKENDS = ("reference", *_FORWARD)
+SCAN_FLOPS_PER_ELEMENT = 9  # per (batch, channel, token, state), as mamba_ssm's FLOP counter
+
+
+def _absent(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if t is None or t.numel() == 0 else t
+
+
+@torch.library.custom_op("videomamba::selective_scan", mutates_args=())
+def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+             D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+             delta_softplus: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _FORWARD[backend](u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+@_scan_op.register_fake
+def _scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
+    return torch.empty_like(u), u.new_empty(u.shape[0], u.shape[1], A.shape[1])
+
+
+@torch.library.custom_op("videomamba::selective_scan_backward", mutates_args=())
+def _scan_backward_op(dout: torch.Tensor, dlast: torch.Tensor, u: torch.Tensor, delta: torch.Tensor,
+                      A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: Optional[torch.Tensor],
+                      z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor], delta_softplus: bool,
+                      backend: str) -> list[torch.Tensor]:
+    grads = _BACKWARD[backend](dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return [g if g is not None else u.new_empty(0) for g in grads]  # empty = input absent
+
+
+@_scan_backward_op.register_fake
+def _scan_backward_fake(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
+    like = lambda t: torch.empty_like(t) if t is not None else u.new_empty(0)  # noqa: E731
+    return [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
+            torch.empty_like(C), like(D), like(z), like(delta_bias)]
+
+
+def _setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+    ctx.delta_softplus, ctx.backend = delta_softplus, backend
+
+
+def _backward(ctx, dout, dlast):
+    u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+    dout = dout if dout is not None else torch.zeros_like(u)
+    dlast = dlast if dlast is not None else u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    grads = _scan_backward_op(dout.contiguous(), dlast.contiguous(), u, delta, A, B, C, D, z, delta_bias,
+                              ctx.delta_softplus, ctx.backend)
+    du, ddelta, dA, dB, dC, dD, dz, dbias = grads
+    return du, ddelta, dA, dB, dC, _absent(dD), _absent(dz), _absent(dbias), None, None
+
+
+_scan_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+@register_flop_formula(torch.ops.videomamba.selective_scan)
+def _scan_flops(u_shape, delta_shape, A_shape, *args, out_shape=None, **kwargs) -> int:
+    """Mamba's count, 9·B·L·D·N (it mixes adds and multiplies), taken as multiply-accumulates:
+    FlopCounterMode counts 2 FLOPs per multiply-accumulate, so the formula returns 2·9·B·L·D·N."""
+    batch, channels, length = u_shape
+    return 2 * SCAN_FLOPS_PER_ELEMENT * batch * channels * length * A_shape[1]
+
+
+@register_flop_formula(torch.ops.videomamba.selective_scan_backward)
+def _scan_backward_flops(dout_shape, dlast_shape, u_shape, delta_shape, A_shape, *args, out_shape=None, **kwargs) -> int:
+    """The backward recomputes the forward and runs the adjoint: counted as twice the forward."""
+    batch, channels, length = u_shape
+    return 2 * 2 * SCAN_FLOPS_PER_ELEMENT * batch * channels * length * A_shape[1]
 
 
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
@@ -81,8 +151,16 @@ def selective_scan(
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     name = backend or choose_backend(u)
     if name not in BACKENDS:
-        raise ValueError(f"selective_scan: unknown backend {name!r}; choose from {sorted(BACKENDS)}")
+        raise ValueError(f"selective_scan: unknown backend {name!r}; choose from {BACKENDS}")
+    if name == "reference":
+        return selective_scan_reference(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+                                        delta_softplus=delta_softplus, return_last_state=return_last_state)
     if name == "cpu" and u.device.type != "cpu":
         raise ValueError(f"selective_scan: backend 'cpu' needs CPU tensors, got {u.device}")
-    return BACKENDS[name](u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
-                          delta_softplus=delta_softplus, return_last_state=return_last_state)
+    dtype_in = u.dtype
+    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    prep = lambda t: None if t is None else t.to(compute).contiguous()  # noqa: E731
+    out, last = _scan_op(prep(u), prep(delta), prep(A), prep(B), prep(C), prep(D), prep(z), prep(delta_bias),
+                         bool(delta_softplus), name)
+    out = out.to(dtype_in)
+    return (out, last) if return_last_state else out
