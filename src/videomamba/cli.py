@@ -150,6 +150,67 @@ def _cmd_shuffle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_delta(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .analysis import delta
+    from .engine.predict import load_model
+
+    model = load_model(args.checkpoint)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    depth = model.cfg.depth
+    layers = args.layers if args.layers else sorted({0, depth // 2, depth - 1})
+    bad = [layer for layer in layers if not 0 <= layer < depth]
+    if bad:
+        raise ValueError(f"--layers {bad}: the model has layers 0..{depth - 1}")
+    if args.dataset:
+        result = delta.object_mass_by_layer(model, args.dataset, videos=args.videos)
+        (output / "delta_object_mass.json").write_text(json.dumps(result, indent=2))
+        delta.plot_object_mass(result, output / "delta_object_mass.png")
+        print("layer  " + "  ".join(f"{d:>9s}" for d in delta.DIRECTIONS) + "   (object area "
+              f"{result['object_area']:.3f})")
+        for layer in range(depth):
+            print(f"{layer:5d}  " + "  ".join(f"{result[d][layer]:9.3f}" for d in delta.DIRECTIONS))
+        print(f"written to {output}: delta_object_mass.json, delta_object_mass.png")
+        return 0
+    if not args.video:
+        raise ValueError("give a VIDEO, or --dataset ROOT for the object-mass table of the built-in dataset")
+    shown, video, indices = delta.load_clip(args.video, model, args.stride)
+    maps = delta.compute_delta_maps(model, video)
+    mask = delta.mask_for_clip(args.mask_root, args.video, indices, shown.shape[-1]) if args.mask_root else None
+    stem = Path(args.video).stem
+    delta.save_grid(maps, shown, output / f"{stem}_delta_grid.png", direction=args.direction)
+    delta.save_animation(maps, shown, output / f"{stem}_delta.gif", layers, direction=args.direction)
+    rows = {d: delta.layer_summary(maps, d, mask) for d in delta.DIRECTIONS}
+    delta.write_summary(rows, output / f"{stem}_delta_summary.md")
+    print((output / f"{stem}_delta_summary.md").read_text())
+    print(f"written to {output}: {stem}_delta_grid.png, {stem}_delta.gif, {stem}_delta_summary.md")
+    return 0
+
+
+def _cmd_efficiency(args: argparse.Namespace) -> int:
+    import datetime
+    import platform
+
+    import torch
+
+    from .analysis.efficiency import efficiency_table, write_efficiency_report
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    frames = args.frames or ([8, 16, 32, 64, 128] if device.type == "cuda" else [8, 16, 32])
+    size = args.img_size or (224 if device.type == "cuda" else 112)
+    rows = efficiency_table(frames, size, args.batch, device, args.model, timed=not args.no_timing)
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    note = (f"{datetime.date.today()}, {card}, torch {torch.__version__}; input {size}x{size}, batch {args.batch} for "
+            f"memory and throughput (inference{', bf16 autocast' if device.type == 'cuda' else ', float32'}); "
+            f"GFLOPs at batch 1 in multiply-accumulates; command: videomamba efficiency {' '.join(args.argv)}")
+    write_efficiency_report(rows, args.output, note)
+    print((__import__("pathlib").Path(args.output) / "efficiency.md").read_text())
+    return 0
+
+
 def _add_run_parsers(sub) -> None:
     train = sub.add_parser("train", help="train (and evaluate) a model from a YAML config")
     train.add_argument("--config", required=True, help="configs/NAME.yaml")
@@ -184,6 +245,28 @@ def _add_run_parsers(sub) -> None:
     shuffle.add_argument("--no-progress", action="store_true")
     shuffle.set_defaults(func=_cmd_shuffle)
 
+    dmap = sub.add_parser("delta", help="Δ maps of a video (PNG grid, GIF, per-layer table)")
+    dmap.add_argument("video", nargs="?", help="a video file or frame folder")
+    dmap.add_argument("--checkpoint", required=True)
+    dmap.add_argument("--layers", type=int, nargs="*", help="layers for the animation (default: first, middle, last)")
+    dmap.add_argument("--direction", default="mean", choices=["forward", "backward", "mean"])
+    dmap.add_argument("--stride", type=int, default=1, help="frame stride of the clip")
+    dmap.add_argument("--mask-root", default=None, help="built-in dataset root: add the Δ mass inside the object")
+    dmap.add_argument("--dataset", default=None, help="built-in dataset root: Δ mass in the object per layer over videos")
+    dmap.add_argument("--videos", type=int, default=50)
+    dmap.add_argument("--output", default="delta_maps")
+    dmap.set_defaults(func=_cmd_delta)
+
+    eff = sub.add_parser("efficiency", help="params, GFLOPs, memory and throughput vs frames, against a ViT-S")
+    eff.add_argument("--model", default="videomamba_small")
+    eff.add_argument("--frames", type=int, nargs="*", help="default: 8..128 on a GPU, 8 16 32 on CPU")
+    eff.add_argument("--img-size", type=int, default=None, help="default: 224 on a GPU, 112 on CPU")
+    eff.add_argument("--batch", type=int, default=8)
+    eff.add_argument("--device", default=None)
+    eff.add_argument("--no-timing", action="store_true", help="counts only")
+    eff.add_argument("--output", default="efficiency")
+    eff.set_defaults(func=_cmd_efficiency)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
@@ -206,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``videomamba`` console script."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[2:] if argv is None else argv[1:])
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -24,7 +24,7 @@ def test_layout_and_both_label_sets(dataset_root):
     assert [r.path for r in motion.records] == [r.path for r in digit.records]
     video = read_frames(motion.records[0].path, range(16))
     assert video.shape == (16, 3, 64, 64)
-    mask = load_mask(dataset_root, motion.records[0].path, 16, 64)
+    mask = load_mask(dataset_root, motion.records[0].path)
     assert mask.shape == (16, 64, 64) and mask.any()
 
 

@@ -135,6 +135,21 @@ def test_eval_and_predict_from_trained_model(tmp_path, tiny_data):
                           str(run / "model.safetensors"), "--topk", "2"], env=ENV, capture_output=True, text=True)
     assert cli.returncode == 0 and cli.stdout.count("\n") == 3
 
+    shuffle = subprocess.run([sys.executable, "-m", "videomamba", "shuffle", "--checkpoint", str(run / "model.safetensors"),
+                              "--config", str(cfg), "--unit", "1", "--output", str(tmp_path / "sh"), "--no-progress"],
+                             env=ENV, capture_output=True, text=True, timeout=600)
+    assert shuffle.returncode == 0, shuffle.stderr[-2000:]
+    table = json.loads((tmp_path / "sh" / "shuffle.json").read_text())
+    assert set(next(iter(table.values()))) == {"sequential", "blockwise", "pairwise", "interleaved"}
+    assert (tmp_path / "sh" / "shuffle.png").is_file()
+
+    maps = subprocess.run([sys.executable, "-m", "videomamba", "delta", str(video), "--checkpoint",
+                           str(run / "model.safetensors"), "--mask-root", str(tiny_data), "--layers", "0", "1",
+                           "--output", str(tmp_path / "dm")], env=ENV, capture_output=True, text=True, timeout=600)
+    assert maps.returncode == 0, maps.stderr[-2000:]
+    assert {p.name for p in (tmp_path / "dm").iterdir()} == {"00000_delta_grid.png", "00000_delta.gif",
+                                                             "00000_delta_summary.md"}
+
 
 def test_corrupt_video_never_kills_an_epoch_and_is_named_once(tmp_path, tiny_data):
     lines = (tiny_data / "motion/train.txt").read_text().splitlines()

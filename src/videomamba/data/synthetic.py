@@ -246,10 +246,15 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def load_mask(root: str | Path, video_path: str | Path, frames: int, size: int) -> np.ndarray:
-    """The bool mask (T, S, S) stored for a generated video (by its path under root)."""
+def load_mask(root: str | Path, video_path: str | Path) -> np.ndarray:
+    """The bool mask (T, S, S) stored for a generated video (by its path under root); T and S come
+    from the dataset's meta.json."""
     video_path = Path(video_path)
+    meta = json.loads((Path(root) / "meta.json").read_text())["config"]
+    frames, size = meta["frames"], meta["size"]
     mask_path = Path(root) / "masks" / video_path.parent.name / (video_path.stem + ".npy")
+    if not mask_path.is_file():
+        raise FileNotFoundError(f"{mask_path}: no mask for {video_path} (is it a video of this generated dataset?)")
     bits = np.load(mask_path)
     return np.unpackbits(bits)[: frames * size * size].reshape(frames, size, size).astype(bool)
 
