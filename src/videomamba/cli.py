@@ -211,6 +211,44 @@ def _cmd_efficiency(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .models import create_model
+    from .models.convert import detect_layout, load_into, read_state_dict, save_weights
+
+    state, _ = read_state_dict(args.src)
+    layout = detect_layout(state) if args.layout == "auto" else args.layout
+    overrides = {"num_classes": args.num_classes, "num_frames": args.num_frames, "img_size": args.img_size,
+                 "pos_embed": args.pos_embed, "scan_order": args.scan_order, "embed_dim": args.embed_dim,
+                 "depth": args.depth}
+    if layout == "opengvlab":  # their model: 1-frame tubelets, directions summed, frames from their table
+        overrides.update(tubelet=1, combine="sum")
+        if args.num_frames is None and "temporal_pos_embedding" in state:
+            overrides["num_frames"] = state["temporal_pos_embedding"].shape[1]
+    model = create_model(args.model, **overrides)
+    report = load_into(model, args.src, layout=layout, strict=not args.allow_missing)
+    save_weights(model, args.dst)
+    print(report)
+    print(f"wrote {args.dst} ({model.cfg.embed_dim} wide, {model.cfg.depth} layers, tubelet {model.cfg.tubelet}, "
+          f"{model.cfg.num_frames} frames, combine {model.cfg.combine})")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .engine.predict import load_model
+    from .models.export import check_onnx, export_onnx
+
+    model = load_model(args.checkpoint)
+    path = export_onnx(model, args.onnx, batch=args.batch)
+    print(f"wrote {path}")
+    try:
+        diff = check_onnx(model, path, batch=args.batch)
+    except ImportError:
+        print("onnxruntime is not installed: output not checked (pip install onnxruntime)")
+        return 0
+    print(f"onnxruntime vs PyTorch on 3 random clips: max |difference| {diff:.2e}")
+    return 0 if diff < 1e-3 else 1
+
+
 def _add_run_parsers(sub) -> None:
     train = sub.add_parser("train", help="train (and evaluate) a model from a YAML config")
     train.add_argument("--config", required=True, help="configs/NAME.yaml")
@@ -266,6 +304,27 @@ def _add_run_parsers(sub) -> None:
     eff.add_argument("--no-timing", action="store_true", help="counts only")
     eff.add_argument("--output", default="efficiency")
     eff.set_defaults(func=_cmd_efficiency)
+
+    conv = sub.add_parser("convert", help="Vim / OpenGVLab VideoMamba / our checkpoints -> our safetensors")
+    conv.add_argument("src")
+    conv.add_argument("dst", help="output .safetensors (weights + config in the metadata)")
+    conv.add_argument("--model", default="videomamba_small", help="registered size matching the source's width and depth")
+    conv.add_argument("--layout", default="auto", choices=["auto", "videomamba", "vim", "opengvlab"])
+    conv.add_argument("--num-classes", type=int, default=None)
+    conv.add_argument("--num-frames", type=int, default=None)
+    conv.add_argument("--img-size", type=int, default=None)
+    conv.add_argument("--pos-embed", default=None, help="positional scheme built from an image table (Vim)")
+    conv.add_argument("--scan-order", default=None)
+    conv.add_argument("--embed-dim", type=int, default=None, help="width, for sizes not in the registry")
+    conv.add_argument("--depth", type=int, default=None, help="layers, for sizes not in the registry")
+    conv.add_argument("--allow-missing", action="store_true", help="keep going when backbone tensors are missing")
+    conv.set_defaults(func=_cmd_convert)
+
+    export = sub.add_parser("export", help="export a model to ONNX (checked with onnxruntime)")
+    export.add_argument("checkpoint")
+    export.add_argument("--onnx", required=True, help="output .onnx path")
+    export.add_argument("--batch", type=int, default=1)
+    export.set_defaults(func=_cmd_export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -115,6 +115,24 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
                              f"(u is {tuple(u.shape)}, A is {tuple(A.shape)}), got {tuple(tensor.shape)}")
 
 
+_EXPORTING = False
+
+
+class export_mode:
+    """Within this context the scan runs as plain PyTorch ops (the chunked scan, forward only), not
+    as the custom op, so that ``torch.onnx.export`` and ``torch.export`` see only standard ops."""
+
+    def __enter__(self):
+        global _EXPORTING
+        self.previous, _EXPORTING = _EXPORTING, True
+        return self
+
+    def __exit__(self, *exc):
+        global _EXPORTING
+        _EXPORTING = self.previous
+        return False
+
+
 def choose_backend(u: torch.Tensor) -> str:
     """The backend ``selective_scan`` runs for this input when none is forced."""
     forced = os.environ.get("VIDEOMAMBA_SCAN_BACKEND")
@@ -160,6 +178,11 @@ def selective_scan(
     dtype_in = u.dtype
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
     prep = lambda t: None if t is None else t.to(compute).contiguous()  # noqa: E731
+    if _EXPORTING:
+        out, last = chunked_forward(prep(u), prep(delta), prep(A), prep(B), prep(C), prep(D), prep(z),
+                                    prep(delta_bias), bool(delta_softplus))
+        out = out.to(dtype_in)
+        return (out, last) if return_last_state else out
     out, last = _scan_op(prep(u), prep(delta), prep(A), prep(B), prep(C), prep(D), prep(z), prep(delta_bias),
                          bool(delta_softplus), name)
     out = out.to(dtype_in)
