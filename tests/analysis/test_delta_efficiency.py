@@ -7,7 +7,6 @@ from videomamba.analysis import delta
 from videomamba.analysis.efficiency import (ViTBaseline, count_macs, efficiency_table, measure_macs,
                                             vit_attention_macs, write_efficiency_report)
 from videomamba.models import backward_order
-from videomamba.models.mixer import ScanDirection
 
 
 def tiny(**overrides):

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..models.videomamba import VideoMamba, VideoMambaConfig
+from ..models.videomamba import VideoMambaConfig
 from ..ops.selective_scan import SCAN_FLOPS_PER_ELEMENT
 
 

@@ -25,7 +25,6 @@ Layout under ``root`` (all written atomically, deterministic from the seed):
 from __future__ import annotations
 
 import json
-import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass

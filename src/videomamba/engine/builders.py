@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -102,6 +101,3 @@ def run_dir(config: RunConfig) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
 
-
-def replace(config: RunConfig, **sections) -> RunConfig:
-    return dataclasses.replace(config, **sections)

@@ -4,6 +4,7 @@ Backends:
   ``reference``  a loop over time differentiated by autograd (the definition; slow)
   ``chunked``    the two-level chunked scan in PyTorch (CPU and GPU; exact; custom backward)
   ``cpu``        the compiled C kernel (CPU; built at first use; custom backward)
+  ``triton``     Triton kernels (CUDA; fp32 state; chunk checkpoints, states recomputed backwards)
 Set ``backend=`` or the environment variable ``VIDEOMAMBA_SCAN_BACKEND`` to force one.
 
 The fast backends run behind one ``torch.library.custom_op`` pair (``videomamba::selective_scan``
@@ -19,12 +20,24 @@ from typing import Callable, Optional
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
-from . import cpu_kernel
+from . import cpu_kernel, triton_scan
 from .chunked import chunked_backward, chunked_forward
 from .reference import selective_scan_reference
 
-_FORWARD: dict[str, Callable] = {"chunked": chunked_forward, "cpu": cpu_kernel.cpu_forward}
-_BACKWARD: dict[str, Callable] = {"chunked": chunked_backward, "cpu": cpu_kernel.cpu_backward}
+
+def _triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    out, last, _ = triton_scan.triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return out, last
+
+
+def _triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    # v1: the chunk checkpoints are recomputed by a forward pass rather than kept from the forward
+    return triton_scan.triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+_FORWARD: dict[str, Callable] = {"chunked": chunked_forward, "cpu": cpu_kernel.cpu_forward, "triton": _triton_forward}
+_BACKWARD: dict[str, Callable] = {"chunked": chunked_backward, "cpu": cpu_kernel.cpu_backward,
+                                  "triton": _triton_backward}
 BACKENDS = ("reference", *_FORWARD)
 SCAN_FLOPS_PER_ELEMENT = 9  # per (batch, channel, token, state), as mamba_ssm's FLOP counter
 
@@ -133,13 +146,17 @@ class export_mode:
         return False
 
 
-def choose_backend(u: torch.Tensor) -> str:
+def choose_backend(u: torch.Tensor, A: torch.Tensor | None = None) -> str:
     """The backend ``selective_scan`` runs for this input when none is forced."""
+    A = A if A is not None else u.new_empty(1, 16)
     forced = os.environ.get("VIDEOMAMBA_SCAN_BACKEND")
     if forced:
         return forced
     if u.device.type == "cpu" and cpu_kernel.available():
         return "cpu"
+    if (u.device.type == "cuda" and triton_scan.available() and u.dtype != torch.float64
+            and A.shape[-1] & (A.shape[-1] - 1) == 0):
+        return "triton"
     return "chunked"
 
 
@@ -167,7 +184,7 @@ def selective_scan(
     at least, whatever the input dtype.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    name = backend or choose_backend(u)
+    name = backend or choose_backend(u, A)
     if name not in BACKENDS:
         raise ValueError(f"selective_scan: unknown backend {name!r}; choose from {BACKENDS}")
     if name == "reference":

@@ -1,0 +1,154 @@
+"""GPU scan benchmark: correctness of the Triton kernels against float64, then timings against the
+chunked PyTorch scan and mamba_ssm's CUDA selective_scan_fn (if built), with the memory and exp
+floors, and a training step of videomamba_small.
+
+Usage (GPU machine): bash benchmarks/build_mamba_ssm.sh; PYTHONPATH=src python3 benchmarks/scan_gpu.py
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+
+import torch
+import triton.testing
+
+from videomamba.ops import selective_scan
+
+DEV = "cuda"
+
+
+def inputs(b, d, L, n=16, dtype=torch.float32, seed=0):
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, device=DEV)  # noqa: E731
+    return dict(u=r(b, d, L).to(dtype), delta=(0.5 * r(b, d, L)).to(dtype),
+                A=-(torch.rand(d, n, generator=g, device=DEV) * 2 + 0.05), B=r(b, n, L).to(dtype),
+                C=r(b, n, L).to(dtype), D=r(d), z=r(b, d, L).to(dtype), delta_bias=0.3 * r(d))
+
+
+def correctness() -> None:
+    print("## correctness: Triton vs float64 (chunked scan in float64 on the GPU), max error / max |value|\n")
+    print("| b | d_inner | L | dtype | out | du | ddelta | dA | dB | dC | dD | dz | dbias |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    worst = 0.0
+    for b, d, L in [(1, 384, 1), (2, 384, 197), (8, 768, 785), (4, 1152, 1569), (1, 768, 3137), (1, 384, 6273)]:
+        for dtype in (torch.float32, torch.bfloat16):
+            x = inputs(b, d, L, dtype=dtype, seed=L + d)
+            ref = {k: v.double().requires_grad_() for k, v in x.items()}
+            got = {k: v.clone().requires_grad_() for k, v in x.items()}
+            y_ref = selective_scan(**ref, delta_softplus=True, backend="chunked")
+            y = selective_scan(**got, delta_softplus=True, backend="triton")
+            w = torch.randn_like(y_ref)
+            (y_ref * w).sum().backward()
+            (y.double() * w).sum().backward()
+            errs = [((y.double() - y_ref).abs().max() / y_ref.abs().max().clamp(min=1)).item()]
+            for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"):
+                a, r = got[k].grad.double(), ref[k].grad
+                errs.append(((a - r).abs().max() / r.abs().max().clamp(min=1)).item())
+            worst = max(worst, max(errs) if dtype == torch.float32 else 0)
+            print(f"| {b} | {d} | {L} | {str(dtype)[6:]} | " + " | ".join(f"{e:.1e}" for e in errs) + " |", flush=True)
+    print(f"\nworst fp32 error: {worst:.2e}\n")
+
+
+def floors(b, d, L, n=16) -> tuple[float, float]:
+    x = torch.empty(2**28, device=DEV)
+    ms = triton.testing.do_bench(lambda: x.clone())
+    bandwidth = 2 * x.numel() * 4 / (ms * 1e-3)
+    bytes_fwd = 4 * (4 * b * d * L + 2 * b * n * L)  # u, delta, z read, out written; B, C read (fp32)
+    exps = b * d * L * n
+    return bytes_fwd / bandwidth * 1e3, exps / 4.2e12 * 1e3
+
+
+def timings(have_mamba: bool) -> None:
+    if have_mamba:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    print("## scan alone, one direction, d_inner 768, d_state 16, fp32 inputs, ms (do_bench median)\n")
+    print("| b | L | pass | triton | chunked | mamba_ssm | mem floor | exp floor |")
+    print("|---|---|---|---|---|---|---|---|")
+    for b in (8, 32):
+        for L in (785, 1569, 3137, 6273):
+            x = inputs(b, 768, L)
+            for name in x:
+                x[name].requires_grad_()
+            mem_floor, exp_floor = floors(b, 768, L)
+            row = {}
+            for backend in ("triton", "chunked", "mamba_ssm"):
+                if backend == "chunked" and b * L > 8 * 1569:
+                    continue  # materialises (b, d, L, 16) tensors several times: skipped where it cannot fit
+                if backend == "mamba_ssm" and not have_mamba:
+                    continue
+
+                def fwd():
+                    if backend == "mamba_ssm":
+                        return selective_scan_fn(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
+                                                 x["delta_bias"], delta_softplus=True)
+                    return selective_scan(**x, delta_softplus=True, backend=backend)
+
+                def fwd_bwd():
+                    fwd().sum().backward()
+
+                with torch.no_grad():
+                    row[(backend, "fwd")] = triton.testing.do_bench(fwd)
+                row[(backend, "fwd+bwd")] = triton.testing.do_bench(fwd_bwd)
+            for pass_ in ("fwd", "fwd+bwd"):
+                cells = [f"{row[(k, pass_)]:.3f}" if (k, pass_) in row else "-" for k in ("triton", "chunked", "mamba_ssm")]
+                print(f"| {b} | {L} | {pass_} | " + " | ".join(cells) + f" | {mem_floor:.3f} | {exp_floor:.3f} |", flush=True)
+    print()
+
+
+def end_to_end() -> None:
+    import os
+
+    import videomamba
+    from videomamba.analysis.efficiency import ViTBaseline
+
+    print("## training step, batch 8, 224x224, bf16 autocast, AdamW; clips/s and peak GiB\n")
+    print("| model | frames | scan | step ms | clips/s | peak GiB |")
+    print("|---|---|---|---|---|---|")
+    for frames in (8, 16, 32):
+        for name, backend in (("videomamba_small", "triton"), ("videomamba_small", "chunked"), ("vit_s", None)):
+            if backend == "chunked" and frames > 16:
+                continue
+            if backend:
+                os.environ["VIDEOMAMBA_SCAN_BACKEND"] = backend
+            model = (videomamba.create_model("videomamba_small", num_frames=frames) if backend else ViTBaseline()).to(DEV)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            video = torch.randn(8, 3, frames, 224, 224, device=DEV)
+            labels = torch.randint(0, 400, (8,), device=DEV)
+
+            def step():
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    loss = torch.nn.functional.cross_entropy(model(video).float(), labels)
+                loss.backward()
+                opt.step()
+            step()
+            torch.cuda.reset_peak_memory_stats()
+            ms = triton.testing.do_bench(step, warmup=1, rep=200)
+            peak = torch.cuda.max_memory_allocated() / 2**30
+            print(f"| {name} | {frames} | {backend or 'sdpa'} | {ms:.1f} | {8 / ms * 1e3:.2f} | {peak:.1f} |", flush=True)
+            del model, opt
+            torch.cuda.empty_cache()
+    os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
+
+
+def main() -> None:
+    print(f"# GPU scan benchmark, {datetime.date.today()}, {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+          f"triton {triton.__version__}\n")
+    try:
+        import selective_scan_cuda  # noqa: F401
+        have_mamba = True
+    except ImportError:
+        have_mamba = False
+        print("mamba_ssm is not built here: its column stays empty\n")
+    parts = sys.argv[1:] or ["correctness", "timings", "e2e"]
+    if "correctness" in parts:
+        correctness()
+    if "timings" in parts:
+        timings(have_mamba)
+    if "e2e" in parts:
+        end_to_end()
+
+
+if __name__ == "__main__":
+    main()
