@@ -130,17 +130,19 @@ class Measurement:
     clips_per_s: float | None
 
 
-def _throughput(model, video, repeats: int, device: torch.device, amp) -> float:
+def _throughput(model, video, repeats: int, device: torch.device, amp, min_seconds: float = 1.0) -> float:
+    """Clips/s over at least ``repeats`` calls and ``min_seconds`` (after two warm-up calls)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with torch.no_grad(), amp:
-        model(video)  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(repeats):
+        model(video)
+        model(video)
+        sync()
+        calls, start = 0, time.perf_counter()
+        while calls < repeats or time.perf_counter() - start < min_seconds:
             model(video)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return repeats * video.shape[0] / (time.perf_counter() - start)
+            calls += 1
+            sync()
+    return calls * video.shape[0] / (time.perf_counter() - start)
 
 
 def efficiency_table(frames: list[int], img_size: int, batch: int, device: torch.device,
@@ -168,7 +170,7 @@ def efficiency_table(frames: list[int], img_size: int, batch: int, device: torch
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats(device)
                 try:
-                    rate = _throughput(model, video, repeats, device, amp)
+                    rate = _throughput(model, video, repeats, device, amp, 1.0 if device.type == "cuda" else 0.0)
                 except torch.OutOfMemoryError:  # recorded as a missing point, not a crash
                     rate = None
                     torch.cuda.empty_cache()
