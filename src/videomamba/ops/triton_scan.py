@@ -34,6 +34,16 @@ if triton is not None:
         return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
 
     @triton.jit
+    def _channel_parameters(A_ptr, D_ptr, bias_ptr, d, dmask, N: tl.constexpr, BLOCK_D: tl.constexpr,
+                            HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
+        """A (BLOCK_D, N), D and delta_bias (BLOCK_D,) of a block of channels, in fp32."""
+        n = tl.arange(0, N)
+        A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0).to(tl.float32)
+        Dv = tl.load(D_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_D else tl.zeros((BLOCK_D,), tl.float32)
+        bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros((BLOCK_D,), tl.float32)
+        return A, Dv, bias
+
+    @triton.jit
     def _scan_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
                          Dm, L, n_chunks,
                          N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, HAS_D: tl.constexpr,
@@ -43,9 +53,8 @@ if triton is not None:
         d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         dmask = d < Dm
         n = tl.arange(0, N)
-        A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0).to(tl.float32) * 1.4426950408889634
-        Dv = tl.load(D_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_D else tl.zeros((BLOCK_D,), tl.float32)
-        bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros((BLOCK_D,), tl.float32)
+        A, Dv, bias = _channel_parameters(A_ptr, D_ptr, bias_ptr, d, dmask, N, BLOCK_D, HAS_D, HAS_BIAS)
+        A = A * 1.4426950408889634  # exp(x) = exp2(x log2 e)
         row = (pid_b * Dm + d) * L
         brow = pid_b * N * L + n * L
         crow = ((pid_b * Dm + d) * N)[:, None] * n_chunks + n[None, :] * n_chunks
@@ -78,10 +87,8 @@ if triton is not None:
         d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         dmask = d < Dm
         n = tl.arange(0, N)
-        A_nat = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0).to(tl.float32)
+        A_nat, Dv, bias = _channel_parameters(A_ptr, D_ptr, bias_ptr, d, dmask, N, BLOCK_D, HAS_D, HAS_BIAS)
         A = A_nat * 1.4426950408889634
-        Dv = tl.load(D_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_D else tl.zeros((BLOCK_D,), tl.float32)
-        bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros((BLOCK_D,), tl.float32)
         row = (pid_b * Dm + d) * L
         brow = pid_b * N * L + n * L
         crow = ((pid_b * Dm + d) * N)[:, None] * n_chunks + n[None, :] * n_chunks
