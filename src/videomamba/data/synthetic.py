@@ -217,6 +217,37 @@ def render(params: ClipParams, cfg: SyntheticConfig, action: int | None = None, 
     return frames, mask.numpy()
 
 
+def _render_clip(args: tuple[SyntheticConfig, str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    cfg, split, index = args
+    torch.set_num_threads(1)
+    params = draw_params(cfg, split, index)
+    frames, mask = render(params, cfg)
+    opacity = motion_states(params.action, params.progress, params, cfg)["alpha"]
+    return frames, mask, opacity.astype(np.float32), params.action, params.digit
+
+
+def render_split(cfg: SyntheticConfig, split: str, workers: int | None = None,
+                 progress: bool = False) -> dict[str, np.ndarray]:
+    """One split of the built-in dataset rendered in memory, no files and no video codec.
+
+    Returns 'frames' uint8 (N, T, S, S, 3), 'masks' bool (N, T, S, S), 'opacity' float32 (N, T) (the
+    digit's; below 1 only in fades), 'motion' and 'digit' int64 (N,):
+    the same clips ``generate`` writes (before compression), for runs that keep the data on the GPU.
+    """
+    count = cfg.train_size if split == "train" else cfg.val_size
+    jobs = [(cfg, split, i) for i in range(count)]
+    workers = workers or min(8, os.cpu_count() or 1)
+    from tqdm import tqdm
+
+    with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Serial() as pool:
+        rows = list(tqdm(pool.map(_render_clip, jobs, chunksize=16), total=count,
+                         desc=f"rendering {split} clips", disable=not progress))
+    return {"frames": np.stack([r[0] for r in rows]), "masks": np.stack([r[1] for r in rows]),
+            "opacity": np.stack([r[2] for r in rows]),
+            "motion": np.array([r[3] for r in rows], dtype=np.int64),
+            "digit": np.array([r[4] for r in rows], dtype=np.int64)}
+
+
 def _encoder() -> str:
     import av
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, safe_open, save_file
 
-from .pos_embed import resample_table, video_table_from_image
+from .pos_embed import LEARNED_POS_EMBEDS, resample_table, video_table_from_image
 from .tokenizer import inflate_patch_kernel
 from .videomamba import VideoMamba, VideoMambaConfig
 
@@ -274,11 +274,34 @@ def _finish(state: dict, out: dict, used: set, own: dict, report: LoadReport) ->
     return out, report
 
 
+def _inflate_image_model(state: dict, source: VideoMambaConfig, model: VideoMamba, report: LoadReport) -> None:
+    """An image VideoMamba (one frame, tubelet 1) into a video model, as the paper inflates ImageNet
+    weights: the patch kernel repeated over the tubelet's frames and averaged, and the image table
+    turned into the video table by the model's positional scheme."""
+    cfg = model.cfg
+    weight = state.get("patch_embed.proj.weight")
+    if weight is not None and weight.shape[2] == 1:
+        state["patch_embed.proj.weight"] = inflate_patch_kernel(weight[:, :, 0], cfg.tubelet[0])
+        report.resampled.append(f"patch_embed.proj.weight (image kernel -> {cfg.tubelet[0]} frames, averaged)")
+    if "pos_embed" in state and cfg.pos_embed in LEARNED_POS_EMBEDS:
+        _, n_h, n_w = source.grid
+        table = resample_table(state["pos_embed"][0], source.grid, (1, *cfg.grid[1:]))
+        state["pos_embed"] = video_table_from_image(cfg.pos_embed, table, cfg.grid[0])[None]
+        report.resampled.append(f"pos_embed ({n_h}x{n_w} image table -> {cfg.pos_embed} over "
+                                f"{'x'.join(map(str, cfg.grid))})")
+
+
 def _own_to_videomamba(state: dict, model: VideoMamba, metadata: dict) -> tuple[dict, LoadReport]:
     """Our own weights: positional table resampled to the model's grid, a head of another size dropped."""
     report = LoadReport("videomamba")
     own = model.state_dict()
     state = dict(state)
+    source = VideoMambaConfig.from_dict(json.loads(metadata["config"])) if "config" in metadata else None
+    if source is not None and source.num_frames == 1 and model.cfg.tubelet[0] > 1:
+        _inflate_image_model(state, source, model, report)
+    if "pos_embed" in state and "pos_embed" not in own:
+        report.dropped["pos_embed"] = f"the model's positional scheme is {model.cfg.pos_embed!r}"
+        del state["pos_embed"]
     if "pos_embed" in state and "pos_embed" in own and state["pos_embed"].shape != own["pos_embed"].shape:
         if "config" not in metadata:
             raise ValueError(f"pos_embed has shape {tuple(state['pos_embed'].shape)}, the model needs "
