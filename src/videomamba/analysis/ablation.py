@@ -72,9 +72,15 @@ class AblationSetup:
     epochs: int = 12
     batch_size: int = 64
     lr: float = 1e-3
-    image_epochs: int = 20
-    image_frames_per_clip: int = 4
-    image_lr: float = 1e-3
+    # the image model's own data: single frames of further clips of the same generator (as ImageNet is
+    # apart from the video sets), more of them than the video runs see, since a patch model trained
+    # from scratch needs many images to recognise a glyph anywhere in the frame
+    image_clips: int = 24000
+    image_clip_frames: int = 8
+    image_frames_per_clip: int = 2
+    image_epochs: int = 10
+    image_batch_size: int = 256
+    image_lr: float = 2e-3
     workers: int = 4  # runs at once
     render_workers: int | None = None
 
@@ -85,7 +91,8 @@ class AblationSetup:
         if name == "cpu":
             return cls(train_clips=48, val_clips=24, stored_frames=16, img_size=32, default_frames=8,
                        frames=(4, 8, 16), model_overrides={"embed_dim": 32, "depth": 2}, seeds=(0, 1),
-                       epochs=1, batch_size=16, image_epochs=1, image_frames_per_clip=1, workers=1,
+                       epochs=1, batch_size=16, image_clips=48, image_clip_frames=4, image_frames_per_clip=1,
+                       image_epochs=1, image_batch_size=16, workers=1,
                        render_workers=1)
         raise ValueError(f"unknown preset {name!r}; choose gpu or cpu")
 
@@ -130,7 +137,9 @@ def _variants(setup: AblationSetup, study: str) -> dict[str, dict]:
 
 
 def _job(setup: AblationSetup, spec: dict, seed: int) -> Job:
-    overrides = tuple(sorted({**setup.model_overrides, **spec["model"]}.items()))
+    base = model_config(setup.model, **setup.model_overrides)
+    changed = {k: v for k, v in spec["model"].items() if getattr(base, k) != v}  # a default restated is no change
+    overrides = tuple(sorted({**setup.model_overrides, **changed}.items()))
     width = dict(overrides).get("embed_dim", model_config(setup.model).embed_dim)
     init = str(width) if spec["init"] else None
     key = json.dumps({"task": spec["task"], "model": dict(overrides), "frames": spec["frames"], "init": init,
@@ -158,7 +167,8 @@ def render_data(setup: AblationSetup, folder: Path, progress: bool = True) -> Pa
     path = folder / "data.pt"
     synth = SyntheticConfig(train_size=setup.train_clips, val_size=setup.val_clips, frames=setup.stored_frames,
                             size=setup.img_size, seed=1000)
-    meta = json.dumps(dataclasses.asdict(synth), sort_keys=True)
+    meta = json.dumps([dataclasses.asdict(synth), setup.image_clips, setup.image_clip_frames,
+                       setup.image_frames_per_clip], sort_keys=True)
     if path.is_file():
         stored = torch.load(path, weights_only=True, mmap=True)
         if stored.get("meta") == meta:
@@ -169,6 +179,12 @@ def render_data(setup: AblationSetup, folder: Path, progress: bool = True) -> Pa
         for name, value in rendered.items():
             if name != "masks":
                 data[f"{split}_{name}"] = torch.from_numpy(value)
+    images = SyntheticConfig(train_size=setup.image_clips, val_size=0, frames=setup.image_clip_frames,
+                             size=setup.img_size, seed=2000)
+    rendered = {k: torch.from_numpy(v) for k, v in render_split(images, "train", workers=setup.render_workers,
+                                                                 progress=progress).items() if k != "masks"}
+    picked = image_frames(rendered, "", setup.image_frames_per_clip, seed=0)
+    data["image_frames"], data["image_digit"] = picked.frames, picked.labels
     tmp = path.with_name(path.name + ".tmp")
     torch.save(data, tmp)
     tmp.replace(path)
@@ -179,7 +195,8 @@ def image_frames(data: dict, split: str, per_clip: int, seed: int) -> TensorClip
     """Single frames of ``split`` with the digit as label, ``per_clip`` from each clip, where the digit
     is at least 60 % opaque (fades start or end invisible)."""
     generator = np.random.default_rng(seed)
-    frames, opacity, digits = data[f"{split}_frames"], data[f"{split}_opacity"].numpy(), data[f"{split}_digit"]
+    prefix = f"{split}_" if split else ""
+    frames, opacity, digits = data[f"{prefix}frames"], data[f"{prefix}opacity"].numpy(), data[f"{prefix}digit"]
     picks, labels = [], []
     for clip in range(len(frames)):
         visible = np.nonzero(opacity[clip] >= 0.6)[0]
@@ -217,9 +234,9 @@ def _train_image_model(args: tuple[AblationSetup, int, str]) -> dict:
                                        "class_names": DIGIT_CLASSES})
     model = VideoMamba(cfg).to(device)
     data = _WORKER["data"]
-    train = image_frames(data, "train", setup.image_frames_per_clip, seed=0).to(device)
-    val = image_frames(data, "val", 1, seed=1).to(device)
-    settings = TensorTrainSettings(num_frames=1, epochs=setup.image_epochs, batch_size=max(setup.batch_size, 16),
+    train = TensorClips(data["image_frames"], data["image_digit"]).to(device)
+    val = image_frames(data, "val", 1, seed=1).to(device)  # frames of the video runs' val clips
+    settings = TensorTrainSettings(num_frames=1, epochs=setup.image_epochs, batch_size=setup.image_batch_size,
                                    lr=setup.image_lr, flip_label_map=None, seed=0)
     result = train_on_tensors(model, train, val, settings)
     save_weights(model, out_path)
