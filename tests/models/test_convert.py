@@ -175,3 +175,32 @@ def test_convert_cli_and_onnx_export(tmp_path):
     from videomamba.models.export import check_onnx
 
     assert check_onnx(model, tmp_path / "m.onnx", clips=2) < 1e-4
+
+
+def test_image_model_inflates_into_video_model_by_scheme(tmp_path):
+    from videomamba.models.convert import load_into, save_weights
+    from videomamba.models.pos_embed import video_table_from_image
+
+    torch.manual_seed(0)
+    image = videomamba.create_model("videomamba_nano", num_frames=1, tubelet=1)
+    with torch.no_grad():
+        image.pos_embed.normal_()
+    path = tmp_path / "image.safetensors"
+    save_weights(image, path)
+    for scheme in ("temporal_expand", "spatial_interp", "embed_dim_interp"):
+        video = videomamba.create_model("videomamba_nano", pos_embed=scheme)
+        report = load_into(video, path)
+        expected = video_table_from_image(scheme, image.pos_embed[0].detach(), video.cfg.grid[0])
+        torch.testing.assert_close(video.pos_embed[0].detach(), expected)
+        kernel = image.patch_embed.proj.weight.detach()
+        torch.testing.assert_close(video.patch_embed.proj.weight.detach(), kernel.repeat(1, 1, 2, 1, 1) / 2)
+        assert any("image kernel" in line for line in report.resampled)
+    for scheme in ("sinusoidal", "none"):
+        video = videomamba.create_model("videomamba_nano", pos_embed=scheme)
+        assert "pos_embed" in load_into(video, path).dropped
+    # a clip of repeated frames gives the image model's features (temporal expanding, one tubelet)
+    video = videomamba.create_model("videomamba_nano", num_frames=2)
+    load_into(video, path)
+    frame = torch.randn(2, 3, 1, 64, 64)
+    torch.testing.assert_close(video.forward_features(frame.repeat(1, 1, 2, 1, 1)), image.forward_features(frame),
+                               atol=1e-5, rtol=1e-5)
