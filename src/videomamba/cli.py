@@ -133,20 +133,34 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_shuffle(args: argparse.Namespace) -> int:
+    import json
+
     from .analysis.shuffle import SHUFFLE_ORDERS, write_shuffle_report
     from .engine.config import load_config
     from .engine.evaluate import run_evaluation
 
+    if args.merge:  # one table and plot from earlier runs (e.g. a motion and an appearance model)
+        merged: dict = {}
+        for folder in args.merge:
+            path = Path(folder) / "shuffle.json"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no shuffle.json (run `videomamba shuffle --output {folder}` first)")
+            merged.update(json.loads(path.read_text()))
+        output = args.output or "shuffle"
+        Path(output).mkdir(parents=True, exist_ok=True)
+        write_shuffle_report(merged, output)
+        print((Path(output) / "shuffle.md").read_text())
+        return 0
+    if not (args.checkpoint and args.config):
+        raise ValueError("give --checkpoint and --config (or --merge FOLDER... to combine earlier runs)")
     overrides = list(args.overrides) + ([f"data.val={args.data}"] if args.data else [])
     config = load_config(args.config, overrides)
     results = run_evaluation(config, args.checkpoint, None, frame_orders=(None,) + SHUFFLE_ORDERS[1:],
                              unit=args.unit, progress=not args.no_progress)
     table = {order: results[order]["top1"] for order in SHUFFLE_ORDERS}
     output = args.output or config.train.output
-    from pathlib import Path
-
     Path(output).mkdir(parents=True, exist_ok=True)
-    write_shuffle_report({Path(args.checkpoint).parent.name or "model": table}, output)
+    write_shuffle_report({args.label or Path(args.checkpoint).parent.name or "model": table}, output)
     print("  ".join(f"{k} {100 * v:.1f}%" for k, v in table.items()))
     print(f"table and plot in {output}: shuffle.md, shuffle.png")
     return 0
@@ -295,8 +309,11 @@ def _add_run_parsers(sub) -> None:
     pred.set_defaults(func=_cmd_predict)
 
     shuffle = sub.add_parser("shuffle", help="accuracy under the paper's frame-shuffle orders")
-    shuffle.add_argument("--checkpoint", required=True)
-    shuffle.add_argument("--config", required=True, help="the config the model was trained with")
+    shuffle.add_argument("--checkpoint", help="the model to test")
+    shuffle.add_argument("--config", help="the config the model was trained with (its data and labels)")
+    shuffle.add_argument("--label", default=None, help="row name in the table (default: the checkpoint's folder)")
+    shuffle.add_argument("--merge", nargs="+", default=None, metavar="FOLDER",
+                         help="combine the shuffle.json of earlier runs into one table and plot")
     shuffle.add_argument("--data", default=None, help="annotations to test on (default: the config's data.val)")
     shuffle.add_argument("--unit", type=int, default=2, help="frames per shuffled unit (2: a tubelet step)")
     shuffle.add_argument("overrides", nargs="*")

@@ -142,6 +142,14 @@ def test_eval_and_predict_from_trained_model(tmp_path, tiny_data):
     table = json.loads((tmp_path / "sh" / "shuffle.json").read_text())
     assert set(next(iter(table.values()))) == {"sequential", "blockwise", "pairwise", "interleaved"}
     assert (tmp_path / "sh" / "shuffle.png").is_file()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "shuffle.json").write_text(json.dumps({"digit": dict.fromkeys(table["run"], 0.9)}))
+    merged = subprocess.run([sys.executable, "-m", "videomamba", "shuffle", "--merge", str(tmp_path / "sh"),
+                             str(tmp_path / "other"), "--output", str(tmp_path / "both")], env=ENV,
+                            capture_output=True, text=True)
+    assert merged.returncode == 0, merged.stderr[-2000:]
+    assert set(json.loads((tmp_path / "both" / "shuffle.json").read_text())) == {"run", "digit"}
+    assert "| digit | 90.0 | 90.0 | 90.0 | 90.0 |" in merged.stdout
 
     maps = subprocess.run([sys.executable, "-m", "videomamba", "delta", str(video), "--checkpoint",
                            str(run / "model.safetensors"), "--mask-root", str(tiny_data), "--layers", "0", "1",
