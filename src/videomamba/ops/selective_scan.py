@@ -25,19 +25,33 @@ from .chunked import chunked_backward, chunked_forward
 from .reference import selective_scan_reference
 
 
-def _triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    out, last, _ = triton_scan.triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return out, last
+def _nothing_saved(forward: Callable) -> Callable:
+    """A backend whose backward needs nothing from its forward beyond the inputs."""
+
+    def run(*args):
+        out, last = forward(*args)
+        return out, last, out.new_empty(0)
+
+    return run
 
 
-def _triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    # v1: the chunk checkpoints are recomputed by a forward pass rather than kept from the forward
-    return triton_scan.triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+def _ignore_saved(backward: Callable) -> Callable:
+    def run(saved, *args):
+        return backward(*args)
+
+    return run
 
 
-_FORWARD: dict[str, Callable] = {"chunked": chunked_forward, "cpu": cpu_kernel.cpu_forward, "triton": _triton_forward}
-_BACKWARD: dict[str, Callable] = {"chunked": chunked_backward, "cpu": cpu_kernel.cpu_backward,
-                                  "triton": _triton_backward}
+def _triton_backward(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    # the state checkpoints the forward stored every CHUNK steps: no second forward pass
+    return triton_scan.triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt=saved)
+
+
+# forward: (out, last state, what the backward needs besides the inputs); backward: (saved, ...)
+_FORWARD: dict[str, Callable] = {"chunked": _nothing_saved(chunked_forward),
+                                 "cpu": _nothing_saved(cpu_kernel.cpu_forward), "triton": triton_scan.triton_forward}
+_BACKWARD: dict[str, Callable] = {"chunked": _ignore_saved(chunked_backward),
+                                  "cpu": _ignore_saved(cpu_kernel.cpu_backward), "triton": _triton_backward}
 BACKENDS = ("reference", *_FORWARD)
 SCAN_FLOPS_PER_ELEMENT = 9  # per (batch, channel, token, state), as mamba_ssm's FLOP counter
 
@@ -49,26 +63,32 @@ def _absent(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 @torch.library.custom_op("videomamba::selective_scan", mutates_args=())
 def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
              D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-             delta_softplus: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+             delta_softplus: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return _FORWARD[backend](u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
 @_scan_op.register_fake
 def _scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
-    return torch.empty_like(u), u.new_empty(u.shape[0], u.shape[1], A.shape[1])
+    batch, channels, length = u.shape
+    n = A.shape[1]
+    if backend == "triton":
+        saved = u.new_empty(batch, channels, n, -(-length // triton_scan.CHUNK), dtype=torch.float32)
+    else:
+        saved = u.new_empty(0)
+    return torch.empty_like(u), u.new_empty(batch, channels, n), saved
 
 
 @torch.library.custom_op("videomamba::selective_scan_backward", mutates_args=())
-def _scan_backward_op(dout: torch.Tensor, dlast: torch.Tensor, u: torch.Tensor, delta: torch.Tensor,
-                      A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: Optional[torch.Tensor],
-                      z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor], delta_softplus: bool,
-                      backend: str) -> list[torch.Tensor]:
-    grads = _BACKWARD[backend](dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+def _scan_backward_op(saved: torch.Tensor, dout: torch.Tensor, dlast: torch.Tensor, u: torch.Tensor,
+                      delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                      D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+                      delta_softplus: bool, backend: str) -> list[torch.Tensor]:
+    grads = _BACKWARD[backend](saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return [g if g is not None else u.new_empty(0) for g in grads]  # empty = input absent
 
 
 @_scan_backward_op.register_fake
-def _scan_backward_fake(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
+def _scan_backward_fake(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
     like = lambda t: torch.empty_like(t) if t is not None else u.new_empty(0)  # noqa: E731
     return [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
             torch.empty_like(C), like(D), like(z), like(delta_bias)]
@@ -76,15 +96,16 @@ def _scan_backward_fake(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_
 
 def _setup_context(ctx, inputs, output):
     u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend = inputs
-    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
+    ctx.mark_non_differentiable(output[2])
     ctx.delta_softplus, ctx.backend = delta_softplus, backend
 
 
-def _backward(ctx, dout, dlast):
-    u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+def _backward(ctx, dout, dlast, dsaved):
+    u, delta, A, B, C, D, z, delta_bias, saved = ctx.saved_tensors
     dout = dout if dout is not None else torch.zeros_like(u)
     dlast = dlast if dlast is not None else u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
-    grads = _scan_backward_op(dout.contiguous(), dlast.contiguous(), u, delta, A, B, C, D, z, delta_bias,
+    grads = _scan_backward_op(saved, dout.contiguous(), dlast.contiguous(), u, delta, A, B, C, D, z, delta_bias,
                               ctx.delta_softplus, ctx.backend)
     du, ddelta, dA, dB, dC, dD, dz, dbias = grads
     return du, ddelta, dA, dB, dC, _absent(dD), _absent(dz), _absent(dbias), None, None
@@ -102,8 +123,9 @@ def _scan_flops(u_shape, delta_shape, A_shape, *args, out_shape=None, **kwargs) 
 
 
 @register_flop_formula(torch.ops.videomamba.selective_scan_backward)
-def _scan_backward_flops(dout_shape, dlast_shape, u_shape, delta_shape, A_shape, *args, out_shape=None, **kwargs) -> int:
-    """The backward recomputes the forward and runs the adjoint: counted as twice the forward."""
+def _scan_backward_flops(saved_shape, dout_shape, dlast_shape, u_shape, delta_shape, A_shape, *args, out_shape=None,
+                         **kwargs) -> int:
+    """The backward recomputes the states and runs the adjoint: counted as twice the forward."""
     batch, channels, length = u_shape
     return 2 * 2 * SCAN_FLOPS_PER_ELEMENT * batch * channels * length * A_shape[1]
 
@@ -200,7 +222,7 @@ def selective_scan(
                                     prep(delta_bias), bool(delta_softplus))
         out = out.to(dtype_in)
         return (out, last) if return_last_state else out
-    out, last = _scan_op(prep(u), prep(delta), prep(A), prep(B), prep(C), prep(D), prep(z), prep(delta_bias),
-                         bool(delta_softplus), name)
+    out, last, _ = _scan_op(prep(u), prep(delta), prep(A), prep(B), prep(C), prep(D), prep(z), prep(delta_bias),
+                            bool(delta_softplus), name)
     out = out.to(dtype_in)
     return (out, last) if return_last_state else out
