@@ -154,3 +154,37 @@ def test_model_compiles_without_graph_breaks_and_matches_eager():
     torch.testing.assert_close(out, eager, atol=1e-5, rtol=1e-5)
     for got, want in zip((p.grad for p in model.parameters()), grads):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+SEQUENCE_INPUTS = ("u", "delta", "B", "C", "z")  # the (., ., L) tensors a reversed scan reads backwards
+
+
+def reversed_truth(inputs, softplus):
+    """float64 truth of a reversed scan: the forward recurrence on flipped copies, flipped back.
+    Returns (leaf tensors whose .grad are in the original order after the flip back, y, last)."""
+    flipped = {k: (v.detach().flip(-1) if (v is not None and k in SEQUENCE_INPUTS) else v) for k, v in inputs.items()}
+    leaves, y, h = float64_truth(flipped, softplus)
+    return leaves, y.flip(-1), h
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(2, 3, 1, 16), (2, 4, 37, 16), (1, 3, 70, 4)])
+def test_reversed_scan_equals_the_scan_of_flipped_inputs(backend, shape):
+    b, d, L, n = shape
+    inputs = make_inputs(b, d, L, n, torch.float64, seed=L + n)
+    leaves, y_true, h_true = reversed_truth(inputs, True)
+    y, last = selective_scan(**inputs, delta_softplus=True, return_last_state=True, backend=backend, reverse=True)
+    g = torch.Generator().manual_seed(7)
+    w_out, w_last = torch.randn(b, d, L, generator=g, dtype=torch.float64), torch.randn(b, d, n, generator=g,
+                                                                                            dtype=torch.float64)
+    ((y * w_out).sum() + (last * w_last).sum()).backward()
+    ((y_true * w_out).sum() + (h_true * w_last).sum()).backward()
+    torch.testing.assert_close(y, y_true.detach(), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(last, h_true.detach(), rtol=1e-9, atol=1e-9)
+    for name, tensor in inputs.items():
+        if tensor is None:
+            continue
+        expected = leaves[name].grad.flip(-1) if name in SEQUENCE_INPUTS else leaves[name].grad
+        torch.testing.assert_close(tensor.grad, expected, rtol=1e-9, atol=1e-9, msg=lambda m: f"d{name}: {m}")
+    if L > 1:  # and it is not the forward scan
+        assert not torch.allclose(y, selective_scan(**inputs, delta_softplus=True, backend=backend))

@@ -14,28 +14,34 @@ triton = pytest.importorskip("triton")
 CHECK = textwrap.dedent("""
     import sys, torch
     from videomamba.ops import selective_scan
-    from tests.ops.test_selective_scan import make_inputs, float64_truth
+    from tests.ops.test_selective_scan import make_inputs, float64_truth, reversed_truth, SEQUENCE_INPUTS
     device = sys.argv[1]
     failures = []
-    for shape, softplus, optional, chunk in [((2, 40, 37, 16), True, True, 16), ((1, 8, 5, 4), False, False, 64),
-                                             ((1, 33, 70, 16), True, True, 32), ((1, 4, 1, 16), True, True, 64)]:
+    for shape, softplus, optional, chunk, rev in [((2, 40, 37, 16), True, True, 16, False),
+                                                  ((1, 8, 5, 4), False, False, 64, False),
+                                                  ((1, 33, 70, 16), True, True, 32, False),
+                                                  ((1, 4, 1, 16), True, True, 64, False),
+                                                  ((2, 20, 70, 16), True, True, 32, True),
+                                                  ((1, 8, 5, 4), False, False, 64, True)]:
         import videomamba.ops.triton_scan as ts
         ts.CHUNK = chunk
         inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=optional)
         inputs = {k: (v.detach().to(device).requires_grad_() if v is not None else None) for k, v in inputs.items()}
-        truth_inputs, y_true, h_true = float64_truth({k: (v.cpu() if v is not None else None) for k, v in inputs.items()}, softplus)
-        y, last = selective_scan(**inputs, delta_softplus=softplus, return_last_state=True, backend="triton")
+        truth = reversed_truth if rev else float64_truth
+        truth_inputs, y_true, h_true = truth({k: (v.cpu() if v is not None else None) for k, v in inputs.items()}, softplus)
+        y, last = selective_scan(**inputs, delta_softplus=softplus, return_last_state=True, backend="triton", reverse=rev)
         g = torch.Generator().manual_seed(1)
         w_out = torch.randn(y.shape, generator=g, dtype=torch.float64)
         w_last = torch.randn(last.shape, generator=g, dtype=torch.float64)
         ((y.double().cpu() * w_out).sum() + (last.double().cpu() * w_last).sum()).backward()
         ((y_true * w_out).sum() + (h_true * w_last).sum()).backward()
         pairs = [("out", y.detach().double().cpu(), y_true.detach()), ("last", last.detach().double().cpu(), h_true.detach())]
-        pairs += [("d" + k, v.grad.double().cpu(), truth_inputs[k].grad) for k, v in inputs.items() if v is not None]
+        unflip = lambda k, g: g.flip(-1) if (rev and k in SEQUENCE_INPUTS) else g
+        pairs += [("d" + k, v.grad.double().cpu(), unflip(k, truth_inputs[k].grad)) for k, v in inputs.items() if v is not None]
         for name, got, want in pairs:
             err = ((got - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
             if not err < 2e-4:
-                failures.append(f"{shape} {name}: {err:.2e}")
+                failures.append(f"{shape} reverse={rev} {name}: {err:.2e}")
     print("FAILURES:", failures)
     sys.exit(1 if failures else 0)
 """)

@@ -25,26 +25,40 @@ from .chunked import chunked_backward, chunked_forward
 from .reference import selective_scan_reference
 
 
-def _nothing_saved(forward: Callable) -> Callable:
-    """A backend whose backward needs nothing from its forward beyond the inputs."""
+def _flip(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None or t.dim() < 3 else t.flip(-1)
 
-    def run(*args):
-        out, last = forward(*args)
+
+def _nothing_saved(forward: Callable) -> Callable:
+    """A backend whose backward needs nothing from its forward beyond the inputs; a reversed scan
+    runs on flipped copies (the Triton kernels address the positions backwards instead)."""
+
+    def run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+        if reverse:
+            out, last = forward(_flip(u), _flip(delta), A, _flip(B), _flip(C), D, _flip(z), delta_bias, delta_softplus)
+            return out.flip(-1), last, out.new_empty(0)
+        out, last = forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
         return out, last, out.new_empty(0)
 
     return run
 
 
 def _ignore_saved(backward: Callable) -> Callable:
-    def run(saved, *args):
-        return backward(*args)
+    def run(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+        if not reverse:
+            return backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        grads = backward(_flip(dout), dlast, _flip(u), _flip(delta), A, _flip(B), _flip(C), D, _flip(z), delta_bias,
+                         delta_softplus)
+        du, ddelta, dA, dB, dC, dD, dz, dbias = grads
+        return du.flip(-1), ddelta.flip(-1), dA, dB.flip(-1), dC.flip(-1), dD, _flip(dz), dbias
 
     return run
 
 
-def _triton_backward(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+def _triton_backward(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
     # the state checkpoints the forward stored every CHUNK steps: no second forward pass
-    return triton_scan.triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt=saved)
+    return triton_scan.triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse,
+                                       ckpt=saved)
 
 
 # forward: (out, last state, what the backward needs besides the inputs); backward: (saved, ...)
@@ -63,12 +77,12 @@ def _absent(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 @torch.library.custom_op("videomamba::selective_scan", mutates_args=())
 def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
              D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-             delta_softplus: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _FORWARD[backend](u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+             delta_softplus: bool, reverse: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _FORWARD[backend](u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
 
 
 @_scan_op.register_fake
-def _scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
+def _scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend):
     batch, channels, length = u.shape
     n = A.shape[1]
     if backend == "triton":
@@ -82,23 +96,23 @@ def _scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
 def _scan_backward_op(saved: torch.Tensor, dout: torch.Tensor, dlast: torch.Tensor, u: torch.Tensor,
                       delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                       D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-                      delta_softplus: bool, backend: str) -> list[torch.Tensor]:
-    grads = _BACKWARD[backend](saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+                      delta_softplus: bool, reverse: bool, backend: str) -> list[torch.Tensor]:
+    grads = _BACKWARD[backend](saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
     return [g if g is not None else u.new_empty(0) for g in grads]  # empty = input absent
 
 
 @_scan_backward_op.register_fake
-def _scan_backward_fake(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
+def _scan_backward_fake(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend):
     like = lambda t: torch.empty_like(t) if t is not None else u.new_empty(0)  # noqa: E731
     return [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
             torch.empty_like(C), like(D), like(z), like(delta_bias)]
 
 
 def _setup_context(ctx, inputs, output):
-    u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend = inputs
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend = inputs
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
     ctx.mark_non_differentiable(output[2])
-    ctx.delta_softplus, ctx.backend = delta_softplus, backend
+    ctx.delta_softplus, ctx.reverse, ctx.backend = delta_softplus, reverse, backend
 
 
 def _backward(ctx, dout, dlast, dsaved):
@@ -106,9 +120,9 @@ def _backward(ctx, dout, dlast, dsaved):
     dout = dout if dout is not None else torch.zeros_like(u)
     dlast = dlast if dlast is not None else u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
     grads = _scan_backward_op(saved, dout.contiguous(), dlast.contiguous(), u, delta, A, B, C, D, z, delta_bias,
-                              ctx.delta_softplus, ctx.backend)
+                              ctx.delta_softplus, ctx.reverse, ctx.backend)
     du, ddelta, dA, dB, dC, dD, dz, dbias = grads
-    return du, ddelta, dA, dB, dC, _absent(dD), _absent(dz), _absent(dbias), None, None
+    return du, ddelta, dA, dB, dC, _absent(dD), _absent(dz), _absent(dbias), None, None, None
 
 
 _scan_op.register_autograd(_backward, setup_context=_setup_context)
@@ -194,6 +208,7 @@ def selective_scan(
     delta_softplus: bool = False,
     return_last_state: bool = False,
     backend: str | None = None,
+    reverse: bool = False,
 ):
     """Mamba-1 selective scan with mamba_ssm's ``selective_scan_fn`` semantics.
 
@@ -204,12 +219,21 @@ def selective_scan(
     (b, d, L) in u's dtype, and the last state (b, d, n) in float32 (float64 for float64 inputs)
     when ``return_last_state``. Differentiable in every input. State and accumulation are float32
     at least, whatever the input dtype.
+
+    ``reverse``: scan from the last position to the first (h_t from h_{t+1}); the same as flipping
+    every (., ., L) input and the output, but the Triton kernels read the positions backwards instead
+    of copying. The last state is then the state after position 0.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     name = backend or choose_backend(u, A)
     if name not in BACKENDS:
         raise ValueError(f"selective_scan: unknown backend {name!r}; choose from {BACKENDS}")
     if name == "reference":
+        if reverse:
+            result = selective_scan_reference(_flip(u), _flip(delta), A, _flip(B), _flip(C), D=D, z=_flip(z),
+                                              delta_bias=delta_bias, delta_softplus=delta_softplus,
+                                              return_last_state=True)
+            return (result[0].flip(-1), result[1]) if return_last_state else result[0].flip(-1)
         return selective_scan_reference(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
                                         delta_softplus=delta_softplus, return_last_state=return_last_state)
     if name == "cpu" and u.device.type != "cpu":
@@ -218,11 +242,12 @@ def selective_scan(
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
     prep = lambda t: None if t is None else t.to(compute).contiguous()  # noqa: E731
     if _EXPORTING:
-        out, last = chunked_forward(prep(u), prep(delta), prep(A), prep(B), prep(C), prep(D), prep(z),
-                                    prep(delta_bias), bool(delta_softplus))
-        out = out.to(dtype_in)
+        flip = _flip if reverse else (lambda t: t)
+        out, last = chunked_forward(flip(prep(u)), flip(prep(delta)), prep(A), flip(prep(B)), flip(prep(C)), prep(D),
+                                    flip(prep(z)), prep(delta_bias), bool(delta_softplus))
+        out = flip(out).to(dtype_in)
         return (out, last) if return_last_state else out
     out, last, _ = _scan_op(prep(u), prep(delta), prep(A), prep(B), prep(C), prep(D), prep(z), prep(delta_bias),
-                            bool(delta_softplus), name)
+                            bool(delta_softplus), bool(reverse), name)
     out = out.to(dtype_in)
     return (out, last) if return_last_state else out

@@ -34,6 +34,15 @@ if triton is not None:
         return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
 
     @triton.jit
+    def _position(step, L, REVERSE: tl.constexpr):
+        """Memory position of scan step ``step``: the same, or counted from the end for a reversed scan
+        (the backward direction of the spatio-temporal reversal reads forward-order tensors)."""
+        if REVERSE:
+            return L - 1 - step
+        else:
+            return step
+
+    @triton.jit
     def _channel_parameters(A_ptr, D_ptr, bias_ptr, d, dmask, N: tl.constexpr, BLOCK_D: tl.constexpr,
                             HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
         """A (BLOCK_D, N), D and delta_bias (BLOCK_D,) of a block of channels, in fp32."""
@@ -47,7 +56,7 @@ if triton is not None:
     def _scan_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
                          Dm, L, n_chunks,
                          N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, HAS_D: tl.constexpr,
-                         HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+                         HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr):
         pid_b = tl.program_id(0)
         pid_d = tl.program_id(1)
         d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -59,21 +68,22 @@ if triton is not None:
         brow = pid_b * N * L + n * L
         crow = ((pid_b * Dm + d) * N)[:, None] * n_chunks + n[None, :] * n_chunks
         h = tl.zeros((BLOCK_D, N), tl.float32)
-        for t in range(L):
+        for t in range(L):  # t counts scan steps; tm is the position in memory
+            tm = _position(t, L, REVERSE)
             if t % CHUNK == 0:
                 tl.store(ckpt_ptr + crow + t // CHUNK, h, mask=dmask[:, None])
-            u = tl.load(u_ptr + row + t, mask=dmask, other=0.0).to(tl.float32)
-            dt = tl.load(dt_ptr + row + t, mask=dmask, other=0.0).to(tl.float32) + bias
+            u = tl.load(u_ptr + row + tm, mask=dmask, other=0.0).to(tl.float32)
+            dt = tl.load(dt_ptr + row + tm, mask=dmask, other=0.0).to(tl.float32) + bias
             if SOFTPLUS:
                 dt = _softplus(dt)
-            Bt = tl.load(B_ptr + brow + t).to(tl.float32)
-            Ct = tl.load(C_ptr + brow + t).to(tl.float32)
+            Bt = tl.load(B_ptr + brow + tm).to(tl.float32)
+            Ct = tl.load(C_ptr + brow + tm).to(tl.float32)
             h = tl.exp2(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
             y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
             if HAS_Z:
-                z = tl.load(z_ptr + row + t, mask=dmask, other=0.0).to(tl.float32)
+                z = tl.load(z_ptr + row + tm, mask=dmask, other=0.0).to(tl.float32)
                 y = y * z * tl.sigmoid(z)
-            tl.store(out_ptr + row + t, y, mask=dmask)
+            tl.store(out_ptr + row + tm, y, mask=dmask)
         tl.store(last_ptr + ((pid_b * Dm + d) * N)[:, None] + n[None, :], h, mask=dmask[:, None])
 
     @triton.jit
@@ -81,7 +91,7 @@ if triton is not None:
                          scratch_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr,
                          Dm, L, n_chunks, n_dblocks,
                          N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, HAS_D: tl.constexpr,
-                         HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+                         HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr):
         pid_b = tl.program_id(0)
         pid_d = tl.program_id(1)
         d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -105,7 +115,7 @@ if triton is not None:
             h0 = tl.load(ckpt_ptr + crow + c, mask=dmask[:, None], other=0.0)
             h = h0
             for k in range(steps):  # recompute this chunk's states
-                t = t0 + k
+                t = _position(t0 + k, L, REVERSE)
                 u = tl.load(u_ptr + row + t, mask=dmask, other=0.0).to(tl.float32)
                 dt = tl.load(dt_ptr + row + t, mask=dmask, other=0.0).to(tl.float32) + bias
                 if SOFTPLUS:
@@ -115,7 +125,7 @@ if triton is not None:
                 tl.store(scratch + k * BLOCK_D * N + tile, h)
             for kk in range(steps):  # adjoint, backwards through the chunk
                 k = steps - 1 - kk
-                t = t0 + k
+                t = _position(t0 + k, L, REVERSE)
                 u = tl.load(u_ptr + row + t, mask=dmask, other=0.0).to(tl.float32)
                 raw = tl.load(dt_ptr + row + t, mask=dmask, other=0.0).to(tl.float32) + bias
                 dt = _softplus(raw) if SOFTPLUS else raw
@@ -166,8 +176,10 @@ def available() -> bool:
     return triton is not None
 
 
-def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk: int | None = None):
-    """(out, last state) and the chunk checkpoints the backward needs; contiguous inputs."""
+def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse: bool = False,
+                   chunk: int | None = None):
+    """(out, last state) and the chunk checkpoints the backward needs; contiguous inputs. With
+    ``reverse`` the scan runs from the last position to the first (no flipped copies)."""
     chunk = chunk or CHUNK
     batch, channels, length = u.shape
     n = A.shape[1]
@@ -183,18 +195,18 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk: i
                            delta_bias if delta_bias is not None else dummy, out, last, ckpt,
                            channels, length, n_chunks, N=n, BLOCK_D=BLOCK_D, CHUNK=chunk, HAS_D=D is not None,
                            HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-                           num_warps=NUM_WARPS)
+                           REVERSE=bool(reverse), num_warps=NUM_WARPS)
     return out, last, ckpt
 
 
-def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt=None,
-                    chunk: int | None = None):
+def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse: bool = False,
+                    ckpt=None, chunk: int | None = None):
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, dbias), None where an input is absent."""
     chunk = chunk or CHUNK
     batch, channels, length = u.shape
     n = A.shape[1]
     if ckpt is None:
-        _, _, ckpt = triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk)
+        _, _, ckpt = triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, chunk)
     n_chunks = ckpt.shape[-1]
     n_dblocks = triton.cdiv(channels, BLOCK_D)
     f32 = dict(device=u.device, dtype=torch.float32)
@@ -210,6 +222,7 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
         delta_bias if delta_bias is not None else dummy, ckpt, dout.float().contiguous(), dlast.float().contiguous(),
         scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias,
         channels, length, n_chunks, n_dblocks, N=n, BLOCK_D=BLOCK_D, CHUNK=chunk, HAS_D=D is not None,
-        HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), num_warps=NUM_WARPS)
+        HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), REVERSE=bool(reverse),
+        num_warps=NUM_WARPS)
     return (du, ddelta, dA.sum(0), dB, dC, dD.sum(0) if D is not None else None, dz,
             dbias.sum(0) if delta_bias is not None else None)
