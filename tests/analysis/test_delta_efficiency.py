@@ -15,16 +15,25 @@ def tiny(**overrides):
     return videomamba.create_model("videomamba_nano", **base).eval()
 
 
-@pytest.mark.parametrize("scan_order", ["spatiotemporal", "spatial", "temporal", "none"])
-def test_planted_delta_lands_on_its_token(scan_order):
+@pytest.mark.parametrize("scan_order,in_place", [("spatiotemporal", True), ("spatiotemporal", False),
+                                                 ("spatial", True), ("temporal", True), ("none", True)])
+def test_planted_delta_lands_on_its_token(scan_order, in_place):
     model = tiny(scan_order=scan_order)
+    model.read_reversal_in_place = in_place
     n_t, n_h, n_w = model.cfg.grid  # (3, 3, 3)
     target = (2, 0, 1)
     token = (target[0] * n_h + target[1]) * n_w + target[2]
     prefix = 1
     order = backward_order(scan_order, n_t, n_h, n_w, cls_token=True)
-    position = {"forward": prefix + token,
-                "backward": None if order is None else int(torch.argsort(order)[prefix + token])}
+    # a direction's Δ is in the order its tensors are laid out: the backward direction's own order,
+    # except for a reversal read in place, whose tensors stay in forward order
+    if order is None:
+        backward = None
+    elif scan_order == "spatiotemporal" and in_place:
+        backward = prefix + token
+    else:
+        backward = int(torch.argsort(order)[prefix + token])
+    position = {"forward": prefix + token, "backward": backward}
 
     hooks = []
     for layer in model.layers:

@@ -29,3 +29,10 @@ def test_none_and_unknown():
     assert backward_order("none", 3, 2, 2) is None
     with pytest.raises(ValueError, match="unknown scan order"):
         backward_order("diagonal", 3, 2, 2)
+
+
+@pytest.mark.parametrize("cls_token", [True, False])
+def test_spatiotemporal_order_is_the_whole_sequence_reversed(cls_token):
+    """The model reads this order in place (reversed addressing) on that promise."""
+    order = backward_order("spatiotemporal", 3, 2, 4, cls_token=cls_token)
+    assert torch.equal(order, torch.arange(len(order) - 1, -1, -1))

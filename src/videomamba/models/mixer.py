@@ -60,17 +60,28 @@ class ScanDirection(nn.Module):
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1))
         self.D = nn.Parameter(torch.ones(d_inner))
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor, return_delta: bool = False):
+    def forward(self, x: torch.Tensor, z: torch.Tensor, return_delta: bool = False, reverse: bool = False):
         """x, z: (B, d_inner, L) in this direction's order. Returns y (B, d_inner, L) and, when
-        asked, Δ = softplus(dt_proj(x) + bias) (B, d_inner, L) in float32."""
+        asked, Δ = softplus(dt_proj(x) + bias) (B, d_inner, L) in float32.
+
+        ``reverse``: x and z are in the opposite order (the direction reads them from the end), as for
+        the spatio-temporal reversal, which is the whole sequence reversed: the causal conv becomes an
+        anti-causal one (kernel flipped, the window ahead) and the scan reads positions backwards, so
+        the result equals flipping x and z, running forward, and flipping back, without the copies.
+        """
         length = x.shape[-1]
-        x = F.silu(self.conv1d(x)[..., :length])
+        if reverse:
+            conv = self.conv1d
+            x = F.conv1d(x, conv.weight.flip(-1), conv.bias, padding=conv.padding, groups=conv.groups)
+            x = F.silu(x[..., x.shape[-1] - length:])
+        else:
+            x = F.silu(self.conv1d(x)[..., :length])
         dt, B, C = torch.split(self.x_proj(x.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # bias is added (in float32) in the scan
         A = -torch.exp(self.A_log.float())
         bias = self.dt_proj.bias.float()
         y = selective_scan(x, dt, A, B.transpose(1, 2), C.transpose(1, 2), D=self.D.float(), z=z,
-                           delta_bias=bias, delta_softplus=True)
+                           delta_bias=bias, delta_softplus=True, reverse=reverse)
         delta = F.softplus(dt.float() + bias[:, None]) if return_delta else None
         return y, delta
 
@@ -96,20 +107,31 @@ class BiMambaMixer(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
 
     def forward(self, hidden: torch.Tensor, backward_index: torch.Tensor | None = None,
-                inverse_index: torch.Tensor | None = None, return_delta: bool = False):
+                inverse_index: torch.Tensor | None = None, return_delta: bool = False,
+                backward_is_reversal: bool = False):
         """hidden (B, L, dim) -> (B, L, dim); with ``return_delta`` also the channel-mean Δ of each
-        direction, (B, L) in forward order (None for a missing direction)."""
+        direction, (B, L) in forward order (None for a missing direction).
+
+        ``backward_is_reversal``: the backward order is the whole sequence reversed (spatio-temporal
+        reversal); that direction then reads the forward-order tensors from the end instead of
+        gathering permuted copies (``backward_index`` is not needed).
+        """
         x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # (B, d_inner, L) each
         y, delta_fwd = self.scan_fwd(x, z, return_delta)
         deltas = [delta_fwd.mean(1) if return_delta else None, None]
         if self.scan_bwd is not None:
-            if backward_index is None:
-                raise ValueError("a bidirectional mixer needs the backward scan's token order")
-            y_bwd, delta_bwd = self.scan_bwd(permute_tokens(x, backward_index, inverse_index),
-                                             permute_tokens(z, backward_index, inverse_index), return_delta)
-            y_bwd = permute_tokens(y_bwd, inverse_index, backward_index)
+            if backward_is_reversal:
+                y_bwd, delta_bwd = self.scan_bwd(x, z, return_delta, reverse=True)
+            else:
+                if backward_index is None:
+                    raise ValueError("a bidirectional mixer needs the backward scan's token order")
+                y_bwd, delta_bwd = self.scan_bwd(permute_tokens(x, backward_index, inverse_index),
+                                                 permute_tokens(z, backward_index, inverse_index), return_delta)
+                y_bwd = permute_tokens(y_bwd, inverse_index, backward_index)
+                if return_delta:
+                    delta_bwd = delta_bwd[:, :, inverse_index]
             y = y + y_bwd if self.combine == "sum" else 0.5 * (y + y_bwd)
             if return_delta:
-                deltas[1] = delta_bwd.mean(1)[:, inverse_index]
+                deltas[1] = delta_bwd.mean(1)
         out = self.out_proj(y.transpose(1, 2))
         return (out, deltas) if return_delta else out

@@ -117,8 +117,9 @@ class Block(nn.Module):
                                   d_conv=cfg.d_conv, bidirectional=cfg.scan_order != "none", combine=cfg.combine)
         self.drop_path_rate = drop_path_rate
 
-    def forward(self, residual: torch.Tensor, backward_index, inverse_index, return_delta: bool = False):
-        out = self.mixer(self.norm(residual), backward_index, inverse_index, return_delta)
+    def forward(self, residual: torch.Tensor, backward_index, inverse_index, return_delta: bool = False,
+                backward_is_reversal: bool = False):
+        out = self.mixer(self.norm(residual), backward_index, inverse_index, return_delta, backward_is_reversal)
         out, deltas = out if return_delta else (out, None)
         residual = residual + drop_path(out.to(residual.dtype), self.drop_path_rate, self.training)
         return residual, deltas
@@ -163,6 +164,9 @@ class VideoMamba(nn.Module):
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self._order_cache: dict = {}
         self.grad_checkpointing = False
+        # the spatio-temporal reversal's backward direction reads the forward-order tensors from the
+        # end (no permuted copies); False gathers them like the other orders (tests compare the two)
+        self.read_reversal_in_place = True
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -192,14 +196,16 @@ class VideoMamba(nn.Module):
         return resample_table(self.pos_embed[0], self.cfg.grid, grid)
 
     def scan_indices(self, grid: tuple[int, int, int], device: torch.device):
-        """(backward order, its inverse) for the full sequence on ``device``; (None, None) for 'none'."""
+        """(backward order, its inverse, whether it is the whole sequence reversed) for the full
+        sequence on ``device``; (None, None, False) for 'none'."""
         key = (grid, str(device))
         if key not in self._order_cache:
             order = backward_order(self.cfg.scan_order, *grid, cls_token=self.cls_token is not None)
             if order is None:
-                self._order_cache[key] = (None, None)
+                self._order_cache[key] = (None, None, False)
             else:
-                self._order_cache[key] = (order.to(device), torch.argsort(order).to(device))
+                reversal = self.cfg.scan_order == "spatiotemporal"  # by construction the whole sequence reversed
+                self._order_cache[key] = (order.to(device), torch.argsort(order).to(device), reversal)
         return self._order_cache[key]
 
     def forward_features(self, video: torch.Tensor, internals: Internals | None = None,
@@ -215,7 +221,8 @@ class VideoMamba(nn.Module):
             tokens = tokens + table.to(tokens.dtype)
         if self.cls_token is not None:
             tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
-        backward_index, inverse_index = self.scan_indices(grid, tokens.device)
+        backward_index, inverse_index, reversal = self.scan_indices(grid, tokens.device)
+        reversal = reversal and self.read_reversal_in_place
         if internals is not None:
             internals.grid, internals.prefix = grid, self.prefix_tokens
         want_delta = internals is not None and "delta" in record
@@ -224,9 +231,9 @@ class VideoMamba(nn.Module):
         for layer in self.layers:
             if checkpointing:  # recompute each block in the backward pass instead of storing it
                 residual, deltas = torch.utils.checkpoint.checkpoint(
-                    layer, residual, backward_index, inverse_index, want_delta, use_reentrant=False)
+                    layer, residual, backward_index, inverse_index, want_delta, reversal, use_reentrant=False)
             else:
-                residual, deltas = layer(residual, backward_index, inverse_index, want_delta)
+                residual, deltas = layer(residual, backward_index, inverse_index, want_delta, reversal)
             if want_delta:
                 internals.deltas.append(tuple(deltas))
             if internals is not None and "features" in record:
