@@ -96,38 +96,82 @@ def timings(have_mamba: bool) -> None:
     print()
 
 
-def end_to_end() -> None:
+class _MambaSsmScan:
+    """Within this context the mixers call mamba_ssm's CUDA ``selective_scan_fn`` and gather the
+    backward order (flip-based, as Vim and OpenGVLab's VideoMamba do): the mamba_ssm baseline."""
+
+    def __enter__(self):
+        import videomamba.models.mixer as mixer
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+        def scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False):
+            assert not reverse, "the baseline gathers; it never asks for a reversed scan"
+            return selective_scan_fn(u.contiguous(), delta.contiguous(), A, B.contiguous(), C.contiguous(), D,
+                                     z.contiguous() if z is not None else None, delta_bias, delta_softplus)
+
+        self.mixer, self.original = mixer, mixer.selective_scan
+        mixer.selective_scan = scan
+        return self
+
+    def __exit__(self, *exc):
+        self.mixer.selective_scan = self.original
+        return False
+
+
+def end_to_end(have_mamba: bool) -> None:
+    import contextlib
     import os
 
     import videomamba
     from videomamba.analysis.efficiency import ViTBaseline
 
-    print("## training step, batch 8, 224x224, bf16 autocast, AdamW; clips/s and peak GiB\n")
-    print("| model | frames | scan | step ms | clips/s | peak GiB |")
-    print("|---|---|---|---|---|---|")
-    for frames in (8, 16, 32):
-        for name, backend in (("videomamba_small", "triton"), ("videomamba_small", "chunked"), ("vit_s", None)):
-            if backend == "chunked" and frames > 16:
+    print("## training step (batch 8) and inference (batch 32), 224x224, bf16 autocast, AdamW\n")
+    print("| model | frames | scan | train step ms | train clips/s | train peak GiB | infer clips/s | infer peak GiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    variants = [("videomamba_small", "triton"), ("videomamba_small", "mamba_ssm"), ("videomamba_small", "chunked"),
+                ("vit_s", None)]
+    for frames in (8, 16, 32, 64):
+        for name, backend in variants:
+            if (backend == "chunked" and frames > 8) or (backend == "mamba_ssm" and not have_mamba):
                 continue
-            if backend:
+            if backend in ("triton", "chunked"):
                 os.environ["VIDEOMAMBA_SCAN_BACKEND"] = backend
-            model = (videomamba.create_model("videomamba_small", num_frames=frames) if backend else ViTBaseline()).to(DEV)
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-            video = torch.randn(8, 3, frames, 224, 224, device=DEV)
-            labels = torch.randint(0, 400, (8,), device=DEV)
+            patch = _MambaSsmScan() if backend == "mamba_ssm" else contextlib.nullcontext()
+            with patch:
+                model = (videomamba.create_model("videomamba_small", num_frames=frames) if backend
+                         else ViTBaseline()).to(DEV)  # the ViT's positions are built for any length
+                if backend == "mamba_ssm":
+                    model.read_reversal_in_place = False
+                opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+                video = torch.randn(8, 3, frames, 224, 224, device=DEV)
+                labels = torch.randint(0, 400, (8,), device=DEV)
 
-            def step():
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    loss = torch.nn.functional.cross_entropy(model(video).float(), labels)
-                loss.backward()
-                opt.step()
-            step()
-            torch.cuda.reset_peak_memory_stats()
-            ms = triton.testing.do_bench(step, warmup=1, rep=200)
-            peak = torch.cuda.max_memory_allocated() / 2**30
-            print(f"| {name} | {frames} | {backend or 'sdpa'} | {ms:.1f} | {8 / ms * 1e3:.2f} | {peak:.1f} |", flush=True)
-            del model, opt
+                def step():
+                    opt.zero_grad(set_to_none=True)
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        loss = torch.nn.functional.cross_entropy(model(video).float(), labels)
+                    loss.backward()
+                    opt.step()
+                step()
+                torch.cuda.reset_peak_memory_stats()
+                ms = triton.testing.do_bench(step, warmup=1, rep=200)
+                peak = torch.cuda.max_memory_allocated() / 2**30
+                del opt
+                model.eval()
+                batch = torch.randn(32, 3, frames, 224, 224, device=DEV)
+
+                @torch.no_grad()
+                def infer():
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        model(batch)
+                infer()
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                infer_ms = triton.testing.do_bench(infer, warmup=1, rep=200)
+                infer_peak = torch.cuda.max_memory_allocated() / 2**30
+            print(f"| {name} | {frames} | {backend or 'sdpa'} | {ms:.1f} | {8 / ms * 1e3:.2f} | {peak:.1f} | "
+                  f"{32 / infer_ms * 1e3:.2f} | {infer_peak:.1f} |", flush=True)
+            del model, batch, video
             torch.cuda.empty_cache()
     os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
 
@@ -147,7 +191,7 @@ def main() -> None:
     if "timings" in parts:
         timings(have_mamba)
     if "e2e" in parts:
-        end_to_end()
+        end_to_end(have_mamba)
 
 
 if __name__ == "__main__":
