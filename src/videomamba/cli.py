@@ -278,6 +278,11 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         changes["epochs"] = args.epochs
     setup = dataclasses.replace(setup, **changes)
+    import torch
+
+    if args.preset == "gpu" and (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu":
+        print("note: the gpu preset on a CPU takes hours (about 10 GPU minutes on an H100); "
+              "--preset cpu runs the reduced set", file=sys.stderr)
     summary = run_ablations(studies, setup, args.output, device=args.device, progress=not args.no_progress)
     print((Path(args.output) / "ablations.md").read_text())
     print(f"{summary['wall_seconds']:.0f} s in all; report in {args.output}/ablations.md and ablations.png")
