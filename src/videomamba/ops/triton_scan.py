@@ -37,10 +37,7 @@ if triton is not None:
     def _position(step, L, REVERSE: tl.constexpr):
         """Memory position of scan step ``step``: the same, or counted from the end for a reversed scan
         (the backward direction of the spatio-temporal reversal reads forward-order tensors)."""
-        if REVERSE:
-            return L - 1 - step
-        else:
-            return step
+        return step + REVERSE * (L - 1 - 2 * step)  # REVERSE is 0 or 1: no branch to compile
 
     @triton.jit
     def _channel_parameters(A_ptr, D_ptr, bias_ptr, d, dmask, N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -195,7 +192,7 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse:
                            delta_bias if delta_bias is not None else dummy, out, last, ckpt,
                            channels, length, n_chunks, N=n, BLOCK_D=BLOCK_D, CHUNK=chunk, HAS_D=D is not None,
                            HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-                           REVERSE=bool(reverse), num_warps=NUM_WARPS)
+                           REVERSE=int(bool(reverse)), num_warps=NUM_WARPS)
     return out, last, ckpt
 
 
@@ -222,7 +219,7 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
         delta_bias if delta_bias is not None else dummy, ckpt, dout.float().contiguous(), dlast.float().contiguous(),
         scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias,
         channels, length, n_chunks, n_dblocks, N=n, BLOCK_D=BLOCK_D, CHUNK=chunk, HAS_D=D is not None,
-        HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), REVERSE=bool(reverse),
+        HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), REVERSE=int(bool(reverse)),
         num_warps=NUM_WARPS)
     return (du, ddelta, dA.sum(0), dB, dC, dD.sum(0) if D is not None else None, dz,
             dbias.sum(0) if delta_bias is not None else None)
