@@ -7,7 +7,7 @@ import triton.testing
 import videomamba.ops.triton_scan as ts
 from videomamba.ops import selective_scan
 
-print("| b | L | BLOCK_D | warps | chunk | fwd ms | fwd+bwd ms |\n|---|---|---|---|---|---|---|")
+print("| b | L | BLOCK_D | warps | chunk | dB/dC | fwd ms | fwd+bwd ms |\n|---|---|---|---|---|---|---|---|")
 for b, L in ((8, 1569), (32, 1569)):
     g = torch.Generator(device="cuda").manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g, device="cuda")  # noqa: E731
@@ -18,9 +18,11 @@ for b, L in ((8, 1569), (32, 1569)):
     for block in (4, 8, 16, 32):
         for warps in (1, 2, 4):
             for chunk in (32, 64):
-                ts.BLOCK_D, ts.NUM_WARPS, ts.CHUNK = block, warps, chunk
-                fwd = lambda: selective_scan(**x, delta_softplus=True, backend="triton")  # noqa: E731
-                with torch.no_grad():
-                    f = triton.testing.do_bench(fwd, rep=50)
-                fb = triton.testing.do_bench(lambda: fwd().sum().backward(), rep=50)
-                print(f"| {b} | {L} | {block} | {warps} | {chunk} | {f:.3f} | {fb:.3f} |", flush=True)
+                for atomic in (True, False):
+                    ts.BLOCK_D, ts.NUM_WARPS, ts.CHUNK, ts.ATOMIC_DBC = block, warps, chunk, atomic
+                    fwd = lambda: selective_scan(**x, delta_softplus=True, backend="triton")  # noqa: E731
+                    with torch.no_grad():
+                        f = triton.testing.do_bench(fwd, rep=50)
+                    fb = triton.testing.do_bench(lambda: fwd().sum().backward(), rep=50)
+                    mode = "atomics" if atomic else "partials"
+                    print(f"| {b} | {L} | {block} | {warps} | {chunk} | {mode} | {f:.3f} | {fb:.3f} |", flush=True)

@@ -86,9 +86,10 @@ if triton is not None:
     @triton.jit
     def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, dout_ptr, dlast_ptr,
                          scratch_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr,
-                         Dm, L, n_chunks, n_dblocks,
+                         Dm, L, n_chunks, n_dblocks, part_stride,
                          N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, HAS_D: tl.constexpr,
-                         HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr):
+                         HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
+                         ATOMIC_DBC: tl.constexpr):
         pid_b = tl.program_id(0)
         pid_d = tl.program_id(1)
         d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -150,8 +151,12 @@ if triton is not None:
                 tl.store(du_ptr + row + t, gB * dt + Dv * dy, mask=dmask)
                 dB_t = tl.sum(tl.where(dmask[:, None], g * (dt * u)[:, None], 0.0), axis=0)
                 dC_t = tl.sum(tl.where(dmask[:, None], dy[:, None] * h_t, 0.0), axis=0)
-                tl.atomic_add(dB_ptr + brow + t, dB_t)
-                tl.atomic_add(dC_ptr + brow + t, dC_t)
+                if ATOMIC_DBC:
+                    tl.atomic_add(dB_ptr + brow + t, dB_t)
+                    tl.atomic_add(dC_ptr + brow + t, dC_t)
+                else:  # this block's partial sums; the blocks are added afterwards
+                    tl.store(dB_ptr + pid_d * part_stride + brow + t, dB_t)
+                    tl.store(dC_ptr + pid_d * part_stride + brow + t, dC_t)
                 if SOFTPLUS:
                     ddt = ddt * tl.sigmoid(raw)
                 dbias += ddt
@@ -166,6 +171,9 @@ if triton is not None:
 BLOCK_D = 16  # measured on an H100 (benchmarks/scan_gpu_sweep.py): 16 channels, 1 warp, chunk 64
 CHUNK = 64
 NUM_WARPS = 1
+# dB and dC sum over all channels: each block of channels adds its share with atomics (True, the
+# measured default) or writes it to its own slice, summed by one reduction afterwards (False)
+ATOMIC_DBC = True
 
 
 def available() -> bool:
@@ -211,15 +219,21 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
     du, ddelta = torch.empty(batch, channels, length, **f32), torch.empty(batch, channels, length, **f32)
     dz = torch.empty(batch, channels, length, **f32) if z is not None else None
     dA = torch.empty(batch, channels, n, **f32)
-    dB, dC = torch.zeros(batch, n, length, **f32), torch.zeros(batch, n, length, **f32)
+    if ATOMIC_DBC:
+        dB, dC = torch.zeros(batch, n, length, **f32), torch.zeros(batch, n, length, **f32)
+    else:
+        dB, dC = torch.empty(n_dblocks, batch, n, length, **f32), torch.empty(n_dblocks, batch, n, length, **f32)
     dD, dbias = torch.empty(batch, channels, **f32), torch.empty(batch, channels, **f32)
     dummy = u
     _scan_bwd_kernel[(batch, n_dblocks)](
         u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy, ckpt, dout.float().contiguous(), dlast.float().contiguous(),
         scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias,
-        channels, length, n_chunks, n_dblocks, N=n, BLOCK_D=BLOCK_D, CHUNK=chunk, HAS_D=D is not None,
+        channels, length, n_chunks, n_dblocks, batch * n * length, N=n, BLOCK_D=BLOCK_D, CHUNK=chunk,
+        HAS_D=D is not None, ATOMIC_DBC=ATOMIC_DBC,
         HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), REVERSE=int(bool(reverse)),
         num_warps=NUM_WARPS)
+    if not ATOMIC_DBC:
+        dB, dC = dB.sum(0), dC.sum(0)
     return (du, ddelta, dA.sum(0), dB, dC, dD.sum(0) if D is not None else None, dz,
             dbias.sum(0) if delta_bias is not None else None)
