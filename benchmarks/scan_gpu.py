@@ -13,9 +13,15 @@ import sys
 import torch
 import triton.testing
 
+import videomamba.ops.triton_scan as triton_scan
 from videomamba.ops import selective_scan
 
 DEV = "cuda"
+
+
+def triton_version(version: int) -> None:
+    """Switch the Triton backend between version 1 (sequential) and 2 (chunk-parallel)."""
+    triton_scan.VERSION = version
 
 
 def inputs(b, d, L, n=16, dtype=torch.float32, seed=0):
@@ -28,25 +34,29 @@ def inputs(b, d, L, n=16, dtype=torch.float32, seed=0):
 
 def correctness() -> None:
     print("## correctness: Triton vs float64 (chunked scan in float64 on the GPU), max error / max |value|\n")
-    print("| b | d_inner | L | dtype | out | du | ddelta | dA | dB | dC | dD | dz | dbias |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| version | reverse | b | d_inner | L | dtype | out | du | ddelta | dA | dB | dC | dD | dz | dbias |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     worst = 0.0
-    for b, d, L in [(1, 384, 1), (2, 384, 197), (8, 768, 785), (4, 1152, 1569), (1, 768, 3137), (1, 384, 6273)]:
-        for dtype in (torch.float32, torch.bfloat16):
-            x = inputs(b, d, L, dtype=dtype, seed=L + d)
-            ref = {k: v.double().requires_grad_() for k, v in x.items()}
-            got = {k: v.clone().requires_grad_() for k, v in x.items()}
-            y_ref = selective_scan(**ref, delta_softplus=True, backend="chunked")
-            y = selective_scan(**got, delta_softplus=True, backend="triton")
-            w = torch.randn_like(y_ref)
-            (y_ref * w).sum().backward()
-            (y.double() * w).sum().backward()
-            errs = [((y.double() - y_ref).abs().max() / y_ref.abs().max().clamp(min=1)).item()]
-            for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"):
-                a, r = got[k].grad.double(), ref[k].grad
-                errs.append(((a - r).abs().max() / r.abs().max().clamp(min=1)).item())
-            worst = max(worst, max(errs) if dtype == torch.float32 else 0)
-            print(f"| {b} | {d} | {L} | {str(dtype)[6:]} | " + " | ".join(f"{e:.1e}" for e in errs) + " |", flush=True)
+    cases = [(1, 384, 1), (2, 384, 197), (8, 768, 785), (4, 1152, 1569), (1, 768, 3137), (1, 384, 6273)]
+    for version, reverse, b, d, L, dtype in [(v, r, *c, t) for v in (1, 2) for r in (False, True) for c in cases
+                                             for t in (torch.float32, torch.bfloat16)]:
+        triton_version(version)
+        x = inputs(b, d, L, dtype=dtype, seed=L + d)
+        ref = {k: v.double().requires_grad_() for k, v in x.items()}
+        got = {k: v.clone().requires_grad_() for k, v in x.items()}
+        y_ref = selective_scan(**ref, delta_softplus=True, backend="chunked", reverse=reverse)
+        y = selective_scan(**got, delta_softplus=True, backend="triton", reverse=reverse)
+        w = torch.randn_like(y_ref)
+        (y_ref * w).sum().backward()
+        (y.double() * w).sum().backward()
+        errs = [((y.double() - y_ref).abs().max() / y_ref.abs().max().clamp(min=1)).item()]
+        for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"):
+            a, r = got[k].grad.double(), ref[k].grad
+            errs.append(((a - r).abs().max() / r.abs().max().clamp(min=1)).item())
+        worst = max(worst, max(errs) if dtype == torch.float32 else 0)
+        print(f"| {version} | {reverse} | {b} | {d} | {L} | {str(dtype)[6:]} | "
+              + " | ".join(f"{e:.1e}" for e in errs) + " |", flush=True)
+    triton_version(1)
     print(f"\nworst fp32 error: {worst:.2e}\n")
 
 
@@ -63,8 +73,9 @@ def timings(have_mamba: bool) -> None:
     if have_mamba:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     print("## scan alone, one direction, d_inner 768, d_state 16, fp32 inputs, ms (do_bench median)\n")
-    print("| b | L | pass | triton | chunked | mamba_ssm | mem floor | exp floor |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| b | L | pass | triton v1 | triton v2 | chunked | mamba_ssm | mem floor | exp floor |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    columns = ("triton", "triton_v2", "chunked", "mamba_ssm")
     for b in (8, 32):
         for L in (785, 1569, 3137, 6273):
             x = inputs(b, 768, L)
@@ -72,7 +83,7 @@ def timings(have_mamba: bool) -> None:
                 x[name].requires_grad_()
             mem_floor, exp_floor = floors(b, 768, L)
             row = {}
-            for backend in ("triton", "chunked", "mamba_ssm"):
+            for backend in columns:
                 if backend == "chunked" and b * L > 8 * 1569:
                     continue  # materialises (b, d, L, 16) tensors several times: skipped where it cannot fit
                 if backend == "mamba_ssm" and not have_mamba:
@@ -82,7 +93,8 @@ def timings(have_mamba: bool) -> None:
                     if backend == "mamba_ssm":
                         return selective_scan_fn(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
                                                  x["delta_bias"], delta_softplus=True)
-                    return selective_scan(**x, delta_softplus=True, backend=backend)
+                    triton_version(2 if backend == "triton_v2" else 1)
+                    return selective_scan(**x, delta_softplus=True, backend=backend.replace("_v2", ""))
 
                 def fwd_bwd():
                     fwd().sum().backward()
@@ -91,8 +103,9 @@ def timings(have_mamba: bool) -> None:
                     row[(backend, "fwd")] = triton.testing.do_bench(fwd)
                 row[(backend, "fwd+bwd")] = triton.testing.do_bench(fwd_bwd)
             for pass_ in ("fwd", "fwd+bwd"):
-                cells = [f"{row[(k, pass_)]:.3f}" if (k, pass_) in row else "-" for k in ("triton", "chunked", "mamba_ssm")]
+                cells = [f"{row[(k, pass_)]:.3f}" if (k, pass_) in row else "-" for k in columns]
                 print(f"| {b} | {L} | {pass_} | " + " | ".join(cells) + f" | {mem_floor:.3f} | {exp_floor:.3f} |", flush=True)
+    triton_version(1)
     print()
 
 

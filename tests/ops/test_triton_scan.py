@@ -21,9 +21,13 @@ CHECK = textwrap.dedent("""
              ((1, 33, 70, 16), True, True, 32, False, True), ((1, 4, 1, 16), True, True, 64, False, True),
              ((2, 20, 70, 16), True, True, 32, True, True), ((1, 8, 5, 4), False, False, 64, True, True),
              ((2, 40, 37, 16), True, True, 16, False, False), ((2, 20, 70, 16), True, True, 32, True, False)]
-    for shape, softplus, optional, chunk, rev, atomic in cases:
+    # version 2 (chunk-parallel) on a subset: partial last chunk, no softplus/optionals, reversed, partial sums
+    cases = [case + (1,) for case in cases] + [
+        ((1, 8, 37, 16), True, True, 16, False, True, 2), ((1, 8, 5, 4), False, False, 64, False, True, 2),
+        ((1, 6, 70, 16), True, True, 32, True, True, 2), ((2, 5, 37, 16), True, True, 16, True, False, 2)]
+    for shape, softplus, optional, chunk, rev, atomic, version in cases:
         import videomamba.ops.triton_scan as ts
-        ts.CHUNK, ts.ATOMIC_DBC = chunk, atomic
+        ts.CHUNK, ts.ATOMIC_DBC, ts.VERSION = chunk, atomic, version
         inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=optional)
         inputs = {k: (v.detach().to(device).requires_grad_() if v is not None else None) for k, v in inputs.items()}
         truth = reversed_truth if rev else float64_truth
@@ -40,7 +44,7 @@ CHECK = textwrap.dedent("""
         for name, got, want in pairs:
             err = ((got - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
             if not err < 2e-4:
-                failures.append(f"{shape} reverse={rev} atomic={atomic} {name}: {err:.2e}")
+                failures.append(f"v{version} {shape} reverse={rev} atomic={atomic} {name}: {err:.2e}")
     print("FAILURES:", failures)
     sys.exit(1 if failures else 0)
 """)

@@ -13,9 +13,17 @@ the result with one atomic per (batch, state, step).
 
 The checkpoints are an output of the custom op and saved for the backward, so the backward runs
 no second forward pass. Not yet tuned (issue 5).
+
+Version 2 (``VERSION = 2`` or VIDEOMAMBA_TRITON_SCAN_VERSION=2) scans each chunk in parallel instead
+of step by step: a (channels, states, steps) tile loaded along L, ``tl.associative_scan`` for the
+states (and, reversed, for the adjoint in the backward), the state carried between chunks; same
+checkpoints, same contract. Correct in the interpreter; the default stays version 1 until both are
+timed on a GPU.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -167,6 +175,166 @@ if triton is not None:
         tl.store(dD_ptr + part, dD, mask=dmask)
         tl.store(dbias_ptr + part, dbias, mask=dmask)
 
+    # ------------------------------------------------------------------------------------------
+    # Version 2: each chunk of CHUNK steps is scanned in parallel (tl.associative_scan over a
+    # (channels, states, steps) tile, loaded along L: coalesced in the (b, d, L) layout); the state
+    # is carried from chunk to chunk. The backward recomputes a chunk's states from its checkpoint
+    # the same way and runs the adjoint as a reverse scan.
+
+    @triton.jit
+    def _linear_combine(a1, b1, a2, b2):
+        """(a1, b1) then (a2, b2) for h -> a h + b."""
+        return a1 * a2, a2 * b1 + b2
+
+    @triton.jit
+    def _load_tile(ptr, row, pos, ok, dmask):
+        """(BLOCK_D, CHUNK) tile of a (b, d, L) tensor at memory positions ``pos``, fp32, 0 outside."""
+        return tl.load(ptr + row[:, None] + pos[None, :], mask=dmask[:, None] & ok[None, :], other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _load_rows(ptr, base, n, L, pos, ok):
+        """(N, CHUNK) tile of a (b, N, L) tensor (B or C) at memory positions ``pos``, fp32."""
+        return tl.load(ptr + base + n[:, None] * L + pos[None, :], mask=ok[None, :], other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _step_terms(u_ptr, dt_ptr, B_ptr, row, bbase, n, L, steps, bias, A, dmask,
+                    SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr):
+        """Decay a = exp(Δ A) and drive b = Δ u B, (BLOCK_D, N, CHUNK), for scan steps ``steps``; steps
+        outside [0, L) give a = 1, b = 0. Also Δ, u (BLOCK_D, CHUNK), B (N, CHUNK) and the raw Δ."""
+        ok = (steps >= 0) & (steps < L)
+        pos = _position(steps, L, REVERSE)
+        u = _load_tile(u_ptr, row, pos, ok, dmask)
+        raw = _load_tile(dt_ptr, row, pos, ok, dmask) + bias[:, None]
+        dt = _softplus(raw) if SOFTPLUS else raw
+        dt = tl.where(ok[None, :], dt, 0.0)
+        Bt = _load_rows(B_ptr, bbase, n, L, pos, ok)
+        a = tl.exp2(dt[:, None, :] * A[:, :, None])
+        b = (dt * u)[:, None, :] * Bt[None, :, :]
+        return a, b, dt, raw, u, Bt, pos, ok
+
+    @triton.jit
+    def _column(x, l, index):
+        """x[:, :, index] of a (BLOCK_D, N, CHUNK) tile."""
+        return tl.sum(tl.where((l == index)[None, None, :], x, 0.0), axis=2)
+
+    @triton.jit
+    def _scan_fwd_kernel_v2(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
+                            Dm, L, n_chunks,
+                            N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, HAS_D: tl.constexpr,
+                            HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                            REVERSE: tl.constexpr):
+        pid_b = tl.program_id(0)
+        pid_d = tl.program_id(1)
+        d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        dmask = d < Dm
+        n = tl.arange(0, N)
+        l = tl.arange(0, CHUNK)
+        A, Dv, bias = _channel_parameters(A_ptr, D_ptr, bias_ptr, d, dmask, N, BLOCK_D, HAS_D, HAS_BIAS)
+        A = A * 1.4426950408889634
+        row = (pid_b * Dm + d) * L
+        bbase = pid_b * N * L
+        state = ((pid_b * Dm + d) * N)[:, None] + n[None, :]  # (BLOCK_D, N) offsets into (b, d, N)
+        h = tl.zeros((BLOCK_D, N), tl.float32)
+        for c in range(n_chunks):
+            tl.store(ckpt_ptr + state * n_chunks + c, h, mask=dmask[:, None])
+            steps = c * CHUNK + l
+            a, b, dt, raw, u, Bt, pos, ok = _step_terms(u_ptr, dt_ptr, B_ptr, row, bbase, n, L, steps, bias, A, dmask,
+                                                        SOFTPLUS, REVERSE)
+            b = tl.where((l == 0)[None, None, :], b + a * h[:, :, None], b)  # the carried state enters here
+            _, hs = tl.associative_scan((a, b), axis=2, combine_fn=_linear_combine)
+            Ct = _load_rows(C_ptr, bbase, n, L, pos, ok)
+            y = tl.sum(hs * Ct[None, :, :], axis=1) + Dv[:, None] * u
+            if HAS_Z:
+                z = _load_tile(z_ptr, row, pos, ok, dmask)
+                y = y * z * tl.sigmoid(z)
+            tl.store(out_ptr + row[:, None] + pos[None, :], y, mask=dmask[:, None] & ok[None, :])
+            h = _column(hs, l, tl.minimum(CHUNK, L - c * CHUNK) - 1)
+        tl.store(last_ptr + state, h, mask=dmask[:, None])
+
+    @triton.jit
+    def _scan_bwd_kernel_v2(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, dout_ptr, dlast_ptr,
+                            du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr,
+                            Dm, L, n_chunks, part_stride,
+                            N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, HAS_D: tl.constexpr,
+                            HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                            REVERSE: tl.constexpr, ATOMIC_DBC: tl.constexpr):
+        pid_b = tl.program_id(0)
+        pid_d = tl.program_id(1)
+        d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        dmask = d < Dm
+        n = tl.arange(0, N)
+        l = tl.arange(0, CHUNK)
+        A_nat, Dv, bias = _channel_parameters(A_ptr, D_ptr, bias_ptr, d, dmask, N, BLOCK_D, HAS_D, HAS_BIAS)
+        A = A_nat * 1.4426950408889634
+        row = (pid_b * Dm + d) * L
+        bbase = pid_b * N * L
+        state = ((pid_b * Dm + d) * N)[:, None] + n[None, :]
+        # gradient reaching the state at the end of the current chunk from everything after it
+        carry = tl.load(dlast_ptr + state, mask=dmask[:, None], other=0.0)
+        dA = tl.zeros((BLOCK_D, N), tl.float32)
+        dD = tl.zeros((BLOCK_D,), tl.float32)
+        dbias = tl.zeros((BLOCK_D,), tl.float32)
+        for ci in range(n_chunks):
+            c = n_chunks - 1 - ci
+            t0 = c * CHUNK
+            steps = t0 + l
+            last = tl.minimum(CHUNK, L - t0) - 1
+            h0 = tl.load(ckpt_ptr + state * n_chunks + c, mask=dmask[:, None], other=0.0)
+            # states before each step: a scan over the previous step's terms, h0 entering first
+            a_prev, b_prev, _, _, _, _, _, _ = _step_terms(u_ptr, dt_ptr, B_ptr, row, bbase, n, L, steps - 1, bias, A,
+                                                           dmask, SOFTPLUS, REVERSE)
+            b_prev = tl.where((l == 0)[None, None, :], h0[:, :, None], b_prev)
+            _, h_prev = tl.associative_scan((a_prev, b_prev), axis=2, combine_fn=_linear_combine)
+            a, b, dt, raw, u, Bt, pos, ok = _step_terms(u_ptr, dt_ptr, B_ptr, row, bbase, n, L, steps, bias, A, dmask,
+                                                        SOFTPLUS, REVERSE)
+            h = a * h_prev + b
+            Ct = _load_rows(C_ptr, bbase, n, L, pos, ok)
+            go = _load_tile(dout_ptr, row, pos, ok, dmask)
+            if HAS_Z:
+                z = _load_tile(z_ptr, row, pos, ok, dmask)
+                sg = tl.sigmoid(z)
+                y = tl.sum(h * Ct[None, :, :], axis=1) + Dv[:, None] * u
+                tl.store(dz_ptr + row[:, None] + pos[None, :], go * y * sg * (1.0 + z * (1.0 - sg)),
+                         mask=dmask[:, None] & ok[None, :])
+                dy = go * z * sg
+            else:
+                dy = go
+            # adjoint G_t = C_t dy_t + a_{t+1} G_{t+1}: a reverse scan; the next chunk's share enters at the
+            # last step
+            a_next, _, _, _, _, _, _, _ = _step_terms(u_ptr, dt_ptr, B_ptr, row, bbase, n, L, steps + 1, bias, A,
+                                                      dmask, SOFTPLUS, REVERSE)
+            cdy = dy[:, None, :] * Ct[None, :, :]
+            cdy = tl.where((l == last)[None, None, :], cdy + carry[:, :, None], cdy)
+            a_next = tl.where((l < last)[None, None, :], a_next, 0.0)
+            _, G = tl.associative_scan((a_next, cdy), axis=2, combine_fn=_linear_combine, reverse=True)
+            G = tl.where(ok[None, None, :], G, 0.0)
+            carry = _column(a * G, l, 0)  # what flows into the state before this chunk
+            GB = tl.sum(G * Bt[None, :, :], axis=1)  # (BLOCK_D, CHUNK)
+            gah = G * a * h_prev
+            ddt = GB * u + tl.sum(A_nat[:, :, None] * gah, axis=1)
+            dA += tl.sum(dt[:, None, :] * gah, axis=2)
+            dD += tl.sum(dy * u, axis=1)
+            tile_mask = dmask[:, None] & ok[None, :]
+            tl.store(du_ptr + row[:, None] + pos[None, :], GB * dt + Dv[:, None] * dy, mask=tile_mask)
+            dB_t = tl.sum(tl.where(dmask[:, None, None], G * (dt * u)[:, None, :], 0.0), axis=0)  # (N, CHUNK)
+            dC_t = tl.sum(tl.where(dmask[:, None, None], dy[:, None, :] * h, 0.0), axis=0)
+            rows = bbase + n[:, None] * L + pos[None, :]
+            if ATOMIC_DBC:
+                tl.atomic_add(dB_ptr + rows, dB_t, mask=ok[None, :])
+                tl.atomic_add(dC_ptr + rows, dC_t, mask=ok[None, :])
+            else:
+                tl.store(dB_ptr + pid_d * part_stride + rows, dB_t, mask=ok[None, :])
+                tl.store(dC_ptr + pid_d * part_stride + rows, dC_t, mask=ok[None, :])
+            if SOFTPLUS:
+                ddt = ddt * tl.sigmoid(raw)
+            ddt = tl.where(ok[None, :], ddt, 0.0)
+            dbias += tl.sum(ddt, axis=1)
+            tl.store(ddt_ptr + row[:, None] + pos[None, :], ddt, mask=tile_mask)
+        part = (pid_b * Dm + d)
+        tl.store(dA_ptr + part[:, None] * N + n[None, :], dA, mask=dmask[:, None])
+        tl.store(dD_ptr + part, dD, mask=dmask)
+        tl.store(dbias_ptr + part, dbias, mask=dmask)
+
 
 BLOCK_D = 16  # measured on an H100 (benchmarks/scan_gpu_sweep.py): 16 channels, 1 warp, chunk 64
 CHUNK = 64
@@ -174,6 +342,11 @@ NUM_WARPS = 1
 # dB and dC sum over all channels: each block of channels adds its share with atomics (True, the
 # measured default) or writes it to its own slice, summed by one reduction afterwards (False)
 ATOMIC_DBC = True
+# Version 2 (chunk-parallel) is correct in the interpreter and on the CPU tests but not yet timed on
+# a GPU: version 1 stays the default until benchmarks/scan_gpu_sweep.py has measured both.
+VERSION = int(os.environ.get("VIDEOMAMBA_TRITON_SCAN_VERSION", "1"))
+V2_BLOCK_D = 4
+V2_NUM_WARPS = 4
 
 
 def available() -> bool:
@@ -195,6 +368,14 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse:
     last = torch.empty(batch, channels, n, device=u.device, dtype=torch.float32)
     ckpt = torch.empty(batch, channels, n, n_chunks, device=u.device, dtype=torch.float32)
     dummy = u
+    if VERSION == 2:
+        _scan_fwd_kernel_v2[(batch, triton.cdiv(channels, V2_BLOCK_D))](
+            u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
+            delta_bias if delta_bias is not None else dummy, out, last, ckpt, channels, length, n_chunks,
+            N=n, BLOCK_D=V2_BLOCK_D, CHUNK=chunk, HAS_D=D is not None, HAS_Z=z is not None,
+            HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), REVERSE=int(bool(reverse)),
+            num_warps=V2_NUM_WARPS)
+        return out, last, ckpt
     grid = (batch, triton.cdiv(channels, BLOCK_D))
     _scan_fwd_kernel[grid](u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
                            delta_bias if delta_bias is not None else dummy, out, last, ckpt,
@@ -213,9 +394,9 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
     if ckpt is None:
         _, _, ckpt = triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, chunk)
     n_chunks = ckpt.shape[-1]
-    n_dblocks = triton.cdiv(channels, BLOCK_D)
+    n_dblocks = triton.cdiv(channels, V2_BLOCK_D if VERSION == 2 else BLOCK_D)
     f32 = dict(device=u.device, dtype=torch.float32)
-    scratch = torch.empty(batch * n_dblocks * chunk * BLOCK_D * n, **f32)
+    scratch = torch.empty(batch * n_dblocks * chunk * BLOCK_D * n if VERSION == 1 else 1, **f32)
     du, ddelta = torch.empty(batch, channels, length, **f32), torch.empty(batch, channels, length, **f32)
     dz = torch.empty(batch, channels, length, **f32) if z is not None else None
     dA = torch.empty(batch, channels, n, **f32)
@@ -225,14 +406,24 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
         dB, dC = torch.empty(n_dblocks, batch, n, length, **f32), torch.empty(n_dblocks, batch, n, length, **f32)
     dD, dbias = torch.empty(batch, channels, **f32), torch.empty(batch, channels, **f32)
     dummy = u
-    _scan_bwd_kernel[(batch, n_dblocks)](
-        u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
-        delta_bias if delta_bias is not None else dummy, ckpt, dout.float().contiguous(), dlast.float().contiguous(),
-        scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias,
-        channels, length, n_chunks, n_dblocks, batch * n * length, N=n, BLOCK_D=BLOCK_D, CHUNK=chunk,
-        HAS_D=D is not None, ATOMIC_DBC=ATOMIC_DBC,
-        HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), REVERSE=int(bool(reverse)),
-        num_warps=NUM_WARPS)
+    if VERSION == 2:
+        _scan_bwd_kernel_v2[(batch, n_dblocks)](
+            u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
+            delta_bias if delta_bias is not None else dummy, ckpt, dout.float().contiguous(),
+            dlast.float().contiguous(), du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias,
+            channels, length, n_chunks, batch * n * length, N=n, BLOCK_D=V2_BLOCK_D, CHUNK=chunk,
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=bool(delta_softplus), REVERSE=int(bool(reverse)), ATOMIC_DBC=ATOMIC_DBC,
+            num_warps=V2_NUM_WARPS)
+    else:
+        _scan_bwd_kernel[(batch, n_dblocks)](
+            u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
+            delta_bias if delta_bias is not None else dummy, ckpt, dout.float().contiguous(), dlast.float().contiguous(),
+            scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias,
+            channels, length, n_chunks, n_dblocks, batch * n * length, N=n, BLOCK_D=BLOCK_D, CHUNK=chunk,
+            HAS_D=D is not None, ATOMIC_DBC=ATOMIC_DBC,
+            HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), REVERSE=int(bool(reverse)),
+            num_warps=NUM_WARPS)
     if not ATOMIC_DBC:
         dB, dC = dB.sum(0), dC.sum(0)
     return (du, ddelta, dA.sum(0), dB, dC, dD.sum(0) if D is not None else None, dz,
