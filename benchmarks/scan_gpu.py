@@ -141,14 +141,15 @@ def end_to_end(have_mamba: bool) -> None:
     print("## training step (batch 8) and inference (batch 32), 224x224, bf16 autocast, AdamW\n")
     print("| model | frames | scan | train step ms | train clips/s | train peak GiB | infer clips/s | infer peak GiB |")
     print("|---|---|---|---|---|---|---|---|")
-    variants = [("videomamba_small", "triton"), ("videomamba_small", "mamba_ssm"), ("videomamba_small", "chunked"),
-                ("vit_s", None)]
+    variants = [("videomamba_small", "triton"), ("videomamba_small", "triton_v2"), ("videomamba_small", "mamba_ssm"),
+                ("videomamba_small", "chunked"), ("vit_s", None)]
     for frames in (8, 16, 32, 64):
         for name, backend in variants:
             if (backend == "chunked" and frames > 8) or (backend == "mamba_ssm" and not have_mamba):
                 continue
-            if backend in ("triton", "chunked"):
-                os.environ["VIDEOMAMBA_SCAN_BACKEND"] = backend
+            if backend in ("triton", "triton_v2", "chunked"):
+                os.environ["VIDEOMAMBA_SCAN_BACKEND"] = backend.replace("_v2", "")
+            triton_version(2 if backend == "triton_v2" else 1)
             patch = _MambaSsmScan() if backend == "mamba_ssm" else contextlib.nullcontext()
             with patch:
                 model = (videomamba.create_model("videomamba_small", num_frames=frames) if backend
@@ -187,6 +188,7 @@ def end_to_end(have_mamba: bool) -> None:
             del model, batch, video
             torch.cuda.empty_cache()
     os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
+    triton_version(1)
 
 
 def main() -> None:
