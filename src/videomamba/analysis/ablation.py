@@ -340,7 +340,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def summarise(table: dict, done: dict, setup: AblationSetup) -> dict:
     """Mean and sample standard deviation over seeds per variant (and per shuffle order)."""
     summary: dict = {"setup": dataclasses.asdict(setup), "studies": {}, "image_models": {}}
-    for key, record in done.items():
+    for record in done.values():
         if record.get("kind") == "image":
             summary["image_models"][str(record["width"])] = {"top1": record["top1"], "seconds": record["seconds"]}
     for study, variants in table.items():

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..analysis.shuffle import shuffle_frames
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, SoftTargets
 from .optim import WarmupCosine, param_groups
 from .train import TrainingDiverged, soft_cross_entropy
 
@@ -91,6 +91,11 @@ def frame_index(stored: int, num_frames: int, batch: int, device, train: bool, g
     return base[None] + offset
 
 
+def take_frames(frames: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """uint8 clips (B, T, H, W, 3) and per-clip frame indices (B, t) -> (B, t, H, W, 3)."""
+    return torch.gather(frames, 1, index.view(*index.shape, 1, 1, 1).expand(-1, -1, *frames.shape[2:]))
+
+
 def to_model_input(frames: torch.Tensor) -> torch.Tensor:
     """uint8 (B, T, H, W, 3) -> normalised float (B, 3, T, H, W)."""
     mean = torch.tensor(IMAGENET_MEAN, device=frames.device).view(1, 3, 1, 1, 1)
@@ -145,8 +150,7 @@ def evaluate_clips(model: nn.Module, clips: TensorClips, num_frames: int, frame_
     for start in range(0, len(clips), batch_size):
         frames = clips.frames[start:start + batch_size]
         index = frame_index(frames.shape[1], num_frames, len(frames), device, train=False)
-        video = to_model_input(torch.gather(frames, 1, index.view(*index.shape, 1, 1, 1).expand(
-            -1, -1, *frames.shape[2:])))
+        video = to_model_input(take_frames(frames, index))
         if frame_order is not None:
             video = shuffle_frames(video, frame_order, shuffle_unit)
         with _amp(precision, device):
@@ -172,7 +176,7 @@ def train_on_tensors(model: nn.Module, train: TensorClips, val: TensorClips | No
                                   fused=device.type == "cuda")
     scheduler = WarmupCosine(optimizer, settings.lr, settings.min_lr, settings.warmup_lr,
                              round(settings.warmup_epochs * steps_per_epoch), settings.epochs * steps_per_epoch)
-    smoothing = settings.label_smoothing
+    soft_targets = SoftTargets(num_classes, settings.label_smoothing)
     result = RunResult(top1=float("nan"))
     start = time.perf_counter()
     for epoch in range(settings.epochs):
@@ -183,10 +187,10 @@ def train_on_tensors(model: nn.Module, train: TensorClips, val: TensorClips | No
             idx = order[step * settings.batch_size:(step + 1) * settings.batch_size]
             frames = train.frames[idx]
             index = frame_index(frames.shape[1], settings.num_frames, len(idx), device, True, generator)
-            frames = torch.gather(frames, 1, index.view(*index.shape, 1, 1, 1).expand(-1, -1, *frames.shape[2:]))
+            frames = take_frames(frames, index)
             video, labels = augment(to_model_input(frames), train.labels[idx], settings.scale,
                                     settings.flip_label_map, num_classes, generator)
-            targets = F.one_hot(labels, num_classes).float() * (1 - smoothing) + smoothing / num_classes
+            video, targets = soft_targets(video, labels)
             with _amp(settings.precision, device):
                 logits = model(video)
             loss = soft_cross_entropy(logits, targets)

@@ -58,18 +58,27 @@ if triton is not None:
         return A, Dv, bias
 
     @triton.jit
-    def _scan_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
-                         Dm, L, n_chunks,
-                         N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, HAS_D: tl.constexpr,
-                         HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr):
+    def _program_block(A_ptr, D_ptr, bias_ptr, Dm, L, N: tl.constexpr, BLOCK_D: tl.constexpr,
+                       HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
+        """What every kernel's program starts from: its batch, its block of channels (and their mask),
+        the state indices, each channel's row offset in a (b, d, L) tensor, and the channel parameters
+        (A natural and pre-scaled by log2 e for exp2, D, delta_bias)."""
         pid_b = tl.program_id(0)
         pid_d = tl.program_id(1)
         d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         dmask = d < Dm
         n = tl.arange(0, N)
-        A, Dv, bias = _channel_parameters(A_ptr, D_ptr, bias_ptr, d, dmask, N, BLOCK_D, HAS_D, HAS_BIAS)
-        A = A * 1.4426950408889634  # exp(x) = exp2(x log2 e)
+        A_nat, Dv, bias = _channel_parameters(A_ptr, D_ptr, bias_ptr, d, dmask, N, BLOCK_D, HAS_D, HAS_BIAS)
         row = (pid_b * Dm + d) * L
+        return pid_b, pid_d, d, dmask, n, row, A_nat, A_nat * 1.4426950408889634, Dv, bias
+
+    @triton.jit
+    def _scan_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
+                         Dm, L, n_chunks,
+                         N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, HAS_D: tl.constexpr,
+                         HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr):
+        pid_b, pid_d, d, dmask, n, row, A_nat, A, Dv, bias = _program_block(
+            A_ptr, D_ptr, bias_ptr, Dm, L, N, BLOCK_D, HAS_D, HAS_BIAS)
         brow = pid_b * N * L + n * L
         crow = ((pid_b * Dm + d) * N)[:, None] * n_chunks + n[None, :] * n_chunks
         h = tl.zeros((BLOCK_D, N), tl.float32)
@@ -98,14 +107,8 @@ if triton is not None:
                          N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, HAS_D: tl.constexpr,
                          HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
                          ATOMIC_DBC: tl.constexpr):
-        pid_b = tl.program_id(0)
-        pid_d = tl.program_id(1)
-        d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        dmask = d < Dm
-        n = tl.arange(0, N)
-        A_nat, Dv, bias = _channel_parameters(A_ptr, D_ptr, bias_ptr, d, dmask, N, BLOCK_D, HAS_D, HAS_BIAS)
-        A = A_nat * 1.4426950408889634
-        row = (pid_b * Dm + d) * L
+        pid_b, pid_d, d, dmask, n, row, A_nat, A, Dv, bias = _program_block(
+            A_ptr, D_ptr, bias_ptr, Dm, L, N, BLOCK_D, HAS_D, HAS_BIAS)
         brow = pid_b * N * L + n * L
         crow = ((pid_b * Dm + d) * N)[:, None] * n_chunks + n[None, :] * n_chunks
         tile = d[:, None] * 0 + tl.arange(0, BLOCK_D)[:, None] * N + n[None, :]  # (BLOCK_D, N) offsets
@@ -223,15 +226,9 @@ if triton is not None:
                             N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, HAS_D: tl.constexpr,
                             HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                             REVERSE: tl.constexpr):
-        pid_b = tl.program_id(0)
-        pid_d = tl.program_id(1)
-        d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        dmask = d < Dm
-        n = tl.arange(0, N)
+        pid_b, pid_d, d, dmask, n, row, A_nat, A, Dv, bias = _program_block(
+            A_ptr, D_ptr, bias_ptr, Dm, L, N, BLOCK_D, HAS_D, HAS_BIAS)
         l = tl.arange(0, CHUNK)
-        A, Dv, bias = _channel_parameters(A_ptr, D_ptr, bias_ptr, d, dmask, N, BLOCK_D, HAS_D, HAS_BIAS)
-        A = A * 1.4426950408889634
-        row = (pid_b * Dm + d) * L
         bbase = pid_b * N * L
         state = ((pid_b * Dm + d) * N)[:, None] + n[None, :]  # (BLOCK_D, N) offsets into (b, d, N)
         h = tl.zeros((BLOCK_D, N), tl.float32)
@@ -258,15 +255,9 @@ if triton is not None:
                             N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, HAS_D: tl.constexpr,
                             HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                             REVERSE: tl.constexpr, ATOMIC_DBC: tl.constexpr):
-        pid_b = tl.program_id(0)
-        pid_d = tl.program_id(1)
-        d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        dmask = d < Dm
-        n = tl.arange(0, N)
+        pid_b, pid_d, d, dmask, n, row, A_nat, A, Dv, bias = _program_block(
+            A_ptr, D_ptr, bias_ptr, Dm, L, N, BLOCK_D, HAS_D, HAS_BIAS)
         l = tl.arange(0, CHUNK)
-        A_nat, Dv, bias = _channel_parameters(A_ptr, D_ptr, bias_ptr, d, dmask, N, BLOCK_D, HAS_D, HAS_BIAS)
-        A = A_nat * 1.4426950408889634
-        row = (pid_b * Dm + d) * L
         bbase = pid_b * N * L
         state = ((pid_b * Dm + d) * N)[:, None] + n[None, :]
         # gradient reaching the state at the end of the current chunk from everything after it
