@@ -17,22 +17,38 @@ CHECK = textwrap.dedent("""
     from tests.ops.test_selective_scan import make_inputs, float64_truth, reversed_truth, SEQUENCE_INPUTS
     device = sys.argv[1]
     failures = []
-    cases = [((2, 40, 37, 16), True, True, 16, False, True), ((1, 8, 5, 4), False, False, 64, False, True),
-             ((1, 33, 70, 16), True, True, 32, False, True), ((1, 4, 1, 16), True, True, 64, False, True),
-             ((2, 20, 70, 16), True, True, 32, True, True), ((1, 8, 5, 4), False, False, 64, True, True),
-             ((2, 40, 37, 16), True, True, 16, False, False), ((2, 20, 70, 16), True, True, 32, True, False)]
-    # version 2 (chunk-parallel) on a subset: partial last chunk, no softplus/optionals, reversed, partial sums
-    cases = [case + (1,) for case in cases] + [
-        ((1, 8, 37, 16), True, True, 16, False, True, 2), ((1, 8, 5, 4), False, False, 64, False, True, 2),
-        ((1, 6, 70, 16), True, True, 32, True, True, 2), ((2, 5, 37, 16), True, True, 16, True, False, 2)]
-    for shape, softplus, optional, chunk, rev, atomic, version in cases:
+    # shape (b, d, L, n), softplus, optional inputs, chunk, reverse, atomic dB/dC, memory order, dtype
+    f32, bf16 = torch.float32, torch.bfloat16
+    cases = [((2, 40, 37, 16), True, True, 16, False, True, "bdl", f32), ((1, 8, 5, 4), False, False, 64, False, True, "bdl", f32),
+             ((1, 33, 70, 16), True, True, 32, False, True, "bdl", f32), ((1, 4, 1, 16), True, True, 64, False, True, "bdl", f32),
+             ((2, 20, 70, 16), True, True, 32, True, True, "bdl", f32), ((1, 8, 5, 4), False, False, 64, True, True, "bdl", f32),
+             ((2, 40, 37, 16), True, True, 16, False, False, "bdl", f32), ((2, 20, 70, 16), True, True, 32, True, False, "bdl", f32),
+             # channels last ((b, L, d) in memory, as the mixer passes them), forward and reversed; bf16 inputs
+             ((2, 40, 37, 16), True, True, 16, False, False, "bld", f32), ((2, 33, 70, 16), True, True, 32, True, False, "bld", f32),
+             ((2, 40, 37, 16), True, True, 16, True, False, "bld", bf16)]
+    for shape, softplus, optional, chunk, rev, atomic, order, dtype in cases:
         import videomamba.ops.triton_scan as ts
-        ts.CHUNK, ts.ATOMIC_DBC, ts.VERSION = chunk, atomic, version
+        ts.CHUNK, ts.ATOMIC_DBC = chunk, atomic
         inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=optional)
-        inputs = {k: (v.detach().to(device).requires_grad_() if v is not None else None) for k, v in inputs.items()}
+        if dtype == bf16:  # the truth sees the same rounded values
+            inputs = {k: (v.to(bf16).float() if v is not None and v.dim() == 3 else v) for k, v in inputs.items()}
         truth = reversed_truth if rev else float64_truth
-        truth_inputs, y_true, h_true = truth({k: (v.cpu() if v is not None else None) for k, v in inputs.items()}, softplus)
+        truth_inputs, y_true, h_true = truth({k: (v.detach().clone() if v is not None else None) for k, v in inputs.items()}, softplus)
+
+        def placed(v):
+            if v is None:
+                return None
+            v = v.detach().to(device)
+            if v.dim() == 3:
+                v = v.to(dtype)
+                if order == "bld":  # same values, stored (b, L, channels)
+                    v = v.transpose(1, 2).contiguous().transpose(1, 2)
+            return v.requires_grad_()
+
+        inputs = {k: placed(v) for k, v in inputs.items()}
         y, last = selective_scan(**inputs, delta_softplus=softplus, return_last_state=True, backend="triton", reverse=rev)
+        if order == "bld" and y.stride(1) != 1:
+            failures.append(f"{shape} {order}: output not in the input's memory order, strides {y.stride()}")
         g = torch.Generator().manual_seed(1)
         w_out = torch.randn(y.shape, generator=g, dtype=torch.float64)
         w_last = torch.randn(last.shape, generator=g, dtype=torch.float64)
@@ -41,10 +57,11 @@ CHECK = textwrap.dedent("""
         pairs = [("out", y.detach().double().cpu(), y_true.detach()), ("last", last.detach().double().cpu(), h_true.detach())]
         unflip = lambda k, g: g.flip(-1) if (rev and k in SEQUENCE_INPUTS) else g
         pairs += [("d" + k, v.grad.double().cpu(), unflip(k, truth_inputs[k].grad)) for k, v in inputs.items() if v is not None]
+        tolerance = 2e-4 if dtype == f32 else 2e-2  # bf16: the output and du, ddelta, dz are stored in bf16
         for name, got, want in pairs:
             err = ((got - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
-            if not err < 2e-4:
-                failures.append(f"v{version} {shape} reverse={rev} atomic={atomic} {name}: {err:.2e}")
+            if not err < tolerance:
+                failures.append(f"{shape} reverse={rev} atomic={atomic} {order} {dtype} {name}: {err:.2e}")
     print("FAILURES:", failures)
     sys.exit(1 if failures else 0)
 """)

@@ -86,10 +86,10 @@ def _scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, bac
     batch, channels, length = u.shape
     n = A.shape[1]
     if backend == "triton":
-        saved = u.new_empty(batch, channels, n, -(-length // triton_scan.CHUNK), dtype=torch.float32)
-    else:
-        saved = u.new_empty(0)
-    return torch.empty_like(u), u.new_empty(batch, channels, n), saved
+        saved = u.new_empty(triton_scan.checkpoint_shape(batch, channels, n, length), dtype=torch.float32)
+        return (triton_scan.empty_like_layout(u, u.dtype), triton_scan.empty_state(batch, channels, n, u.device),
+                saved)
+    return torch.empty_like(u), u.new_empty(batch, channels, n), u.new_empty(0)
 
 
 @torch.library.custom_op("videomamba::selective_scan_backward", mutates_args=())
@@ -104,6 +104,11 @@ def _scan_backward_op(saved: torch.Tensor, dout: torch.Tensor, dlast: torch.Tens
 @_scan_backward_op.register_fake
 def _scan_backward_fake(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend):
     like = lambda t: torch.empty_like(t) if t is not None else u.new_empty(0)  # noqa: E731
+    if backend == "triton":  # gradients of u, delta, z in u's memory order and their own dtypes; the rest fp32
+        f32 = lambda t: torch.empty(t.shape, device=t.device, dtype=torch.float32) if t is not None else u.new_empty(0)  # noqa: E731
+        return [triton_scan.empty_like_layout(u, u.dtype), triton_scan.empty_like_layout(u, delta.dtype), f32(A),
+                torch.empty(B.shape, device=B.device, dtype=torch.float32), f32(C), f32(D),
+                triton_scan.empty_like_layout(u, z.dtype) if z is not None else u.new_empty(0), f32(delta_bias)]
     return [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
             torch.empty_like(C), like(D), like(z), like(delta_bias)]
 
@@ -119,7 +124,9 @@ def _backward(ctx, dout, dlast, dsaved):
     u, delta, A, B, C, D, z, delta_bias, saved = ctx.saved_tensors
     dout = dout if dout is not None else torch.zeros_like(u)
     dlast = dlast if dlast is not None else u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
-    grads = _scan_backward_op(saved, dout.contiguous(), dlast.contiguous(), u, delta, A, B, C, D, z, delta_bias,
+    if ctx.backend != "triton":  # the Triton kernels read any strides
+        dout = dout.contiguous()
+    grads = _scan_backward_op(saved, dout, dlast.contiguous(), u, delta, A, B, C, D, z, delta_bias,
                               ctx.delta_softplus, ctx.reverse, ctx.backend)
     du, ddelta, dA, dB, dC, dD, dz, dbias = grads
     return du, ddelta, dA, dB, dC, _absent(dD), _absent(dz), _absent(dbias), None, None, None
@@ -241,13 +248,15 @@ def selective_scan(
     dtype_in = u.dtype
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
     prep = lambda t: None if t is None else t.to(compute).contiguous()  # noqa: E731
+    # the Triton kernels read u, delta, z, B, C in their own dtype and strides: no copies
+    seq = (lambda t: t) if name == "triton" else prep
     if _EXPORTING:
         flip = _flip if reverse else (lambda t: t)
         out, last = chunked_forward(flip(prep(u)), flip(prep(delta)), prep(A), flip(prep(B)), flip(prep(C)), prep(D),
                                     flip(prep(z)), prep(delta_bias), bool(delta_softplus))
         out = flip(out).to(dtype_in)
         return (out, last) if return_last_state else out
-    out, last, _ = _scan_op(prep(u), prep(delta), prep(A), prep(B), prep(C), prep(D), prep(z), prep(delta_bias),
+    out, last, _ = _scan_op(seq(u), seq(delta), prep(A), seq(B), seq(C), prep(D), seq(z), prep(delta_bias),
                             bool(delta_softplus), bool(reverse), name)
     out = out.to(dtype_in)
     return (out, last) if return_last_state else out

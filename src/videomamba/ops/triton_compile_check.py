@@ -18,12 +18,6 @@ from dataclasses import dataclass
 
 from . import triton_scan
 
-_FWD_POINTERS = ("u_ptr", "dt_ptr", "A_ptr", "B_ptr", "C_ptr", "D_ptr", "z_ptr", "bias_ptr", "out_ptr", "last_ptr",
-                 "ckpt_ptr")
-_BWD_POINTERS = ("u_ptr", "dt_ptr", "A_ptr", "B_ptr", "C_ptr", "D_ptr", "z_ptr", "bias_ptr", "ckpt_ptr", "dout_ptr",
-                 "dlast_ptr", "du_ptr", "ddt_ptr", "dA_ptr", "dB_ptr", "dC_ptr", "dD_ptr", "dz_ptr", "dbias_ptr")
-
-
 @dataclass
 class KernelResources:
     """What ptxas gave one compiled kernel."""
@@ -43,14 +37,15 @@ def available() -> bool:
     return os.path.isfile(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump"))
 
 
-def _compile(fn, pointers, ints, constexprs: dict, num_warps: int, capability: int) -> str:
+def _compile(fn, constexprs: dict, num_warps: int, capability: int) -> str:
+    """cuobjdump's resource report of ``fn`` compiled for ``capability``: arguments named ``*_ptr``
+    are fp32 pointers, the other non-constexpr arguments int32."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    signature = {name: "*fp32" for name in pointers}
-    signature.update({name: "i32" for name in ints})
-    signature.update({name: "constexpr" for name in constexprs})
+    signature = {name: ("constexpr" if name in constexprs else "*fp32" if name.endswith("_ptr") else "i32")
+                 for name in fn.arg_names}
     kernel = triton.compile(ASTSource(fn, signature, constexprs=constexprs),
                             target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps})
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -63,31 +58,19 @@ def _compile(fn, pointers, ints, constexprs: dict, num_warps: int, capability: i
 
 
 def kernel_resources(capability: int = 90) -> list[KernelResources]:
-    """Compile the forward and backward kernels of both versions, both directions, with the current
-    tile settings, for compute capability ``capability``; their resource use."""
+    """Compile the forward and backward kernels, both directions, with the current tile settings,
+    for compute capability ``capability``; their resource use."""
     results = []
-    for version in (1, 2):
-        for reverse in (0, 1):
-            common = {"N": 16, "CHUNK": triton_scan.CHUNK, "HAS_D": True, "HAS_Z": True, "HAS_BIAS": True,
-                      "SOFTPLUS": True, "REVERSE": reverse}
-            if version == 1:
-                block, warps = triton_scan.BLOCK_D, triton_scan.NUM_WARPS
-                kernels = [("forward", triton_scan._scan_fwd_kernel, _FWD_POINTERS, ("Dm", "L", "n_chunks"), {}),
-                           ("backward", triton_scan._scan_bwd_kernel,
-                            _BWD_POINTERS[:11] + ("scratch_ptr",) + _BWD_POINTERS[11:],
-                            ("Dm", "L", "n_chunks", "n_dblocks", "part_stride"),
-                            {"ATOMIC_DBC": triton_scan.ATOMIC_DBC})]
-            else:
-                block, warps = triton_scan.V2_BLOCK_D, triton_scan.V2_NUM_WARPS
-                kernels = [("forward", triton_scan._scan_fwd_kernel_v2, _FWD_POINTERS, ("Dm", "L", "n_chunks"), {}),
-                           ("backward", triton_scan._scan_bwd_kernel_v2, _BWD_POINTERS,
-                            ("Dm", "L", "n_chunks", "part_stride"), {"ATOMIC_DBC": triton_scan.ATOMIC_DBC})]
-            for label, fn, pointers, ints, extra in kernels:
-                usage = _compile(fn, pointers, ints, {**common, "BLOCK_D": block, **extra}, warps, capability)
-                numbers = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED):(\d+)", usage)}
-                results.append(KernelResources(f"v{version} {label}{' reversed' if reverse else ''}",
-                                               numbers.get("REG", -1), numbers.get("STACK", -1),
-                                               numbers.get("SHARED", -1)))
+    for reverse in (0, 1):
+        constexprs = {"N": 16, "CHUNK": triton_scan.CHUNK, "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES,
+                      "HAS_D": True, "HAS_Z": True, "HAS_BIAS": True, "SOFTPLUS": True, "REVERSE": reverse,
+                      "ATOMIC_DBC": triton_scan.ATOMIC_DBC}
+        for label, fn in (("forward", triton_scan._scan_fwd_kernel), ("backward", triton_scan._scan_bwd_kernel)):
+            usage = _compile(fn, {k: v for k, v in constexprs.items() if k in fn.arg_names}, triton_scan.NUM_WARPS,
+                             capability)
+            numbers = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED):(\d+)", usage)}
+            results.append(KernelResources(f"{label}{' reversed' if reverse else ''}", numbers.get("REG", -1),
+                                           numbers.get("STACK", -1), numbers.get("SHARED", -1)))
     return results
 
 
