@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+import videomamba
+
 from videomamba.models import backward_order
 
 
@@ -36,3 +38,27 @@ def test_spatiotemporal_order_is_the_whole_sequence_reversed(cls_token):
     """The model reads this order in place (reversed addressing) on that promise."""
     order = backward_order("spatiotemporal", 3, 2, 4, cls_token=cls_token)
     assert torch.equal(order, torch.arange(len(order) - 1, -1, -1))
+
+
+@pytest.mark.parametrize("scan_order", ["spatiotemporal", "spatial", "temporal", "none"])
+def test_channels_last_activations_give_the_same_model(scan_order):
+    """The GPU's memory order (x, z and everything after them (B, L, d) in memory, the conv as an NHWC
+    conv2d, tokens gathered as rows) against the CPU's ((B, d, L)): same outputs and gradients."""
+    from videomamba.models.mixer import BiMambaMixer
+
+    torch.manual_seed(0)
+    model = videomamba.create_model("videomamba_nano", num_frames=4, img_size=32, num_classes=5, depth=2,
+                                    scan_order=scan_order).double()
+    clip = torch.randn(2, 3, 4, 32, 32, dtype=torch.float64)
+    results = []
+    for channels_last in (False, True):
+        for module in model.modules():
+            if isinstance(module, BiMambaMixer):
+                module.channels_last = channels_last
+        model.zero_grad()
+        logits = model(clip)
+        logits.square().sum().backward()
+        results.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

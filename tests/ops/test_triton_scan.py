@@ -26,9 +26,12 @@ CHECK = textwrap.dedent("""
              # channels last ((b, L, d) in memory, as the mixer passes them), forward and reversed; bf16 inputs
              ((2, 40, 37, 16), True, True, 16, False, False, "bld", f32), ((2, 33, 70, 16), True, True, 32, True, False, "bld", f32),
              ((2, 40, 37, 16), True, True, 16, True, False, "bld", bf16)]
-    for shape, softplus, optional, chunk, rev, atomic, order, dtype in cases:
+    cases = [case + (1,) for case in cases] + [  # the states split over 2 or 4 programs (partial sums)
+        ((2, 40, 37, 16), True, True, 16, False, False, "bld", f32, 2), ((2, 33, 70, 16), True, True, 32, True, False, "bdl", f32, 4),
+        ((1, 8, 5, 4), False, False, 64, False, True, "bdl", f32, 4), ((2, 40, 37, 16), True, True, 16, True, False, "bld", bf16, 2)]
+    for shape, softplus, optional, chunk, rev, atomic, order, dtype, splits in cases:
         import videomamba.ops.triton_scan as ts
-        ts.CHUNK, ts.ATOMIC_DBC = chunk, atomic
+        ts.CHUNK, ts.ATOMIC_DBC, ts.N_SPLIT = chunk, atomic, splits
         inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=optional)
         if dtype == bf16:  # the truth sees the same rounded values
             inputs = {k: (v.to(bf16).float() if v is not None and v.dim() == 3 else v) for k, v in inputs.items()}
@@ -61,7 +64,7 @@ CHECK = textwrap.dedent("""
         for name, got, want in pairs:
             err = ((got - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
             if not err < tolerance:
-                failures.append(f"{shape} reverse={rev} atomic={atomic} {order} {dtype} {name}: {err:.2e}")
+                failures.append(f"{shape} reverse={rev} atomic={atomic} {order} {dtype} splits={splits} {name}: {err:.2e}")
     print("FAILURES:", failures)
     sys.exit(1 if failures else 0)
 """)

@@ -17,6 +17,13 @@ from torch import nn
 from ..ops import selective_scan
 
 
+def _take_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x[:, :, index] for (B, C, L), kept in x's memory order: channels-last tensors gather whole rows."""
+    if x.stride(1) == 1 and x.stride(2) != 1:
+        return x.transpose(1, 2).index_select(1, index).transpose(1, 2)
+    return x.index_select(2, index)
+
+
 class _PermuteTokens(torch.autograd.Function):
     """x[:, :, index] whose backward is a gather by the inverse permutation: autograd's default
     backward of advanced indexing is a scatter (index_put), several times slower on CPU."""
@@ -24,17 +31,33 @@ class _PermuteTokens(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, index, inverse):
         ctx.save_for_backward(inverse)
-        return x.index_select(2, index)
+        return _take_tokens(x, index)
 
     @staticmethod
     def backward(ctx, grad):
         (inverse,) = ctx.saved_tensors
-        return grad.index_select(2, inverse), None, None
+        return _take_tokens(grad, inverse), None, None
 
 
 def permute_tokens(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     """Reorder the sequence axis of (B, C, L) by ``index`` (``inverse`` is its inverse permutation)."""
     return _PermuteTokens.apply(x, index, inverse)
+
+
+def sequence_conv(x: torch.Tensor, conv: nn.Conv1d, reverse: bool = False) -> torch.Tensor:
+    """The depthwise conv over the sequence of x (B, d, L): causal (window behind), or anti-causal
+    with the kernel flipped when ``reverse``. A channels-last x ((B, L, d) in memory) runs as a
+    (B, d, 1, L) channels-last conv2d, cuDNN's NHWC depthwise kernel, and stays channels-last: no
+    transposed copy in or out."""
+    length = x.shape[-1]
+    weight = conv.weight.flip(-1) if reverse else conv.weight
+    if x.stride(1) == 1 and x.stride(2) != 1:
+        image = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        out = F.conv2d(image, weight.unsqueeze(2), conv.bias, padding=(0, conv.padding[0]), groups=conv.groups)
+        out = out.squeeze(2)
+    else:
+        out = F.conv1d(x, weight, conv.bias, padding=conv.padding, groups=conv.groups)
+    return out[..., out.shape[-1] - length:] if reverse else out[..., :length]
 
 
 class ScanDirection(nn.Module):
@@ -61,7 +84,8 @@ class ScanDirection(nn.Module):
         self.D = nn.Parameter(torch.ones(d_inner))
 
     def forward(self, x: torch.Tensor, z: torch.Tensor, return_delta: bool = False, reverse: bool = False):
-        """x, z: (B, d_inner, L) in this direction's order. Returns y (B, d_inner, L) and, when
+        """x, z: (B, d_inner, L) in this direction's order, in either memory order (channels-last on
+        a GPU: every tensor down to the scan output then stays (B, L, d) in memory). Returns y (B, d_inner, L) and, when
         asked, Δ = softplus(dt_proj(x) + bias) (B, d_inner, L) in float32.
 
         ``reverse``: x and z are in the opposite order (the direction reads them from the end), as for
@@ -69,13 +93,7 @@ class ScanDirection(nn.Module):
         anti-causal one (kernel flipped, the window ahead) and the scan reads positions backwards, so
         the result equals flipping x and z, running forward, and flipping back, without the copies.
         """
-        length = x.shape[-1]
-        if reverse:
-            conv = self.conv1d
-            x = F.conv1d(x, conv.weight.flip(-1), conv.bias, padding=conv.padding, groups=conv.groups)
-            x = F.silu(x[..., x.shape[-1] - length:])
-        else:
-            x = F.silu(self.conv1d(x)[..., :length])
+        x = F.silu(sequence_conv(x, self.conv1d, reverse))
         dt, B, C = torch.split(self.x_proj(x.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # bias is added (in float32) in the scan
         A = -torch.exp(self.A_log.float())
@@ -105,6 +123,9 @@ class BiMambaMixer(nn.Module):
         self.scan_fwd = ScanDirection(self.d_inner, d_state, self.dt_rank, d_conv)
         self.scan_bwd = ScanDirection(self.d_inner, d_state, self.dt_rank, d_conv) if bidirectional else None
         self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
+        # memory order of the activations: None picks channels-last on a GPU (what the Triton scan
+        # reads without copies) and (B, d, L) on the CPU (what the C kernel reads); set to compare
+        self.channels_last: bool | None = None
 
     def forward(self, hidden: torch.Tensor, backward_index: torch.Tensor | None = None,
                 inverse_index: torch.Tensor | None = None, return_delta: bool = False,
@@ -116,7 +137,12 @@ class BiMambaMixer(nn.Module):
         reversal); that direction then reads the forward-order tensors from the end instead of
         gathering permuted copies (``backward_index`` is not needed).
         """
-        x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # (B, d_inner, L) each
+        if hidden.is_cuda if self.channels_last is None else self.channels_last:
+            # x and z as two dense (B, L, d_inner) tensors, seen as (B, d_inner, L): the conv, x_proj, the
+            # scan and out_proj then read and write them in this order without transposed copies
+            x, z = (F.linear(hidden, w).transpose(1, 2) for w in self.in_proj.weight.chunk(2, dim=0))
+        else:
+            x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # (B, d_inner, L) each
         y, delta_fwd = self.scan_fwd(x, z, return_delta)
         deltas = [delta_fwd.mean(1) if return_delta else None, None]
         if self.scan_bwd is not None:

@@ -62,7 +62,7 @@ def kernel_resources(capability: int = 90) -> list[KernelResources]:
     for compute capability ``capability``; their resource use."""
     results = []
     for reverse in (0, 1):
-        constexprs = {"N": 16, "CHUNK": triton_scan.CHUNK, "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES,
+        constexprs = {"N": 16, "NS": 16 // triton_scan.N_SPLIT, "CHUNK": triton_scan.CHUNK, "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES,
                       "HAS_D": True, "HAS_Z": True, "HAS_BIAS": True, "SOFTPLUS": True, "REVERSE": reverse,
                       "ATOMIC_DBC": triton_scan.ATOMIC_DBC}
         for label, fn in (("forward", triton_scan._scan_fwd_kernel), ("backward", triton_scan._scan_bwd_kernel)):

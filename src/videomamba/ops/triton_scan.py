@@ -42,37 +42,43 @@ if triton is not None:
         return step + REVERSE * (L - 1 - 2 * step)  # REVERSE is 0 or 1: no branch to compile
 
     @triton.jit
-    def _sequential_prologue(A_ptr, D_ptr, bias_ptr, Dm, N: tl.constexpr, BLOCK_D: tl.constexpr,
+    def _sequential_prologue(A_ptr, D_ptr, bias_ptr, Dm, N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr,
                              HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
         """Version 1's program: its batch, block of channels, state indices, and the channel parameters
         with the state laid out (N, BLOCK_D), channels along the fast axis: Triton then gives each
         thread whole channels (all N states of one channel in its registers), so the sums over the
-        states (C·h, B·g) need no shuffles. A is returned natural and pre-scaled by log2 e (exp2)."""
+        states (C·h, B·g) need no shuffles. A is returned natural and pre-scaled by log2 e (exp2).
+
+        The N states may be split over N // NS programs (axis 2 of the grid; more programs where the
+        batch is small): each owns NS states, and its sums over states are partial, added afterwards;
+        the D·u term belongs to split 0 alone."""
         pid_b = tl.program_id(0)
         pid_d = tl.program_id(1)
+        pid_s = tl.program_id(2)
         d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         dmask = d < Dm
-        n = tl.arange(0, N)
+        n = pid_s * NS + tl.arange(0, NS)
         A_nat = tl.load(A_ptr + n[:, None] * Dm + d[None, :], mask=dmask[None, :], other=0.0).to(tl.float32)
-        Dv = tl.load(D_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_D else tl.zeros((BLOCK_D,), tl.float32)
+        Dv = tl.load(D_ptr + d, mask=dmask & (pid_s == 0), other=0.0).to(tl.float32) if HAS_D \
+            else tl.zeros((BLOCK_D,), tl.float32)
         bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros((BLOCK_D,), tl.float32)
         state = (pid_b * N + n[:, None]) * Dm + d[None, :]  # (N, BLOCK_D) offsets into (b, N, d)
-        return pid_b, pid_d, d, dmask, n, state, A_nat, A_nat * 1.4426950408889634, Dv, bias
+        return pid_b, pid_d, pid_s, d, dmask, n, state, A_nat, A_nat * 1.4426950408889634, Dv, bias
 
     @triton.jit
     def _scan_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
                          Dm, L, n_chunks,
-                         su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
+                         su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, so_s, so_b, so_d, so_l,
                          sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
-                         N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, STAGES: tl.constexpr,
-                         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                         REVERSE: tl.constexpr):
-        pid_b, pid_d, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
-            A_ptr, D_ptr, bias_ptr, Dm, N, BLOCK_D, HAS_D, HAS_BIAS)
+                         N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
+                         STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                         SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr):
+        pid_b, pid_d, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
+            A_ptr, D_ptr, bias_ptr, Dm, N, NS, BLOCK_D, HAS_D, HAS_BIAS)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
-        o_row = pid_b * so_b + d * so_d
+        o_row = pid_s * so_s + pid_b * so_b + d * so_d  # a split's partial output: y·silu(z) is linear in y
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
-        h = tl.zeros((N, BLOCK_D), tl.float32)
+        h = tl.zeros((NS, BLOCK_D), tl.float32)
         for c in range(n_chunks):
             tl.store(ckpt_ptr + state + (pid_b * (n_chunks - 1) + c) * N * Dm, h, mask=dmask[None, :])
             t0 = c * CHUNK
@@ -99,20 +105,22 @@ if triton is not None:
                          scratch_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr,
                          Dm, L, n_chunks, n_dblocks, part_stride,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
-                         so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
-                         N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, STAGES: tl.constexpr,
-                         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                         REVERSE: tl.constexpr, ATOMIC_DBC: tl.constexpr):
-        pid_b, pid_d, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
-            A_ptr, D_ptr, bias_ptr, Dm, N, BLOCK_D, HAS_D, HAS_BIAS)
+                         so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
+                         N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
+                         STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                         SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, ATOMIC_DBC: tl.constexpr):
+        pid_b, pid_d, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
+            A_ptr, D_ptr, bias_ptr, Dm, N, NS, BLOCK_D, HAS_D, HAS_BIAS)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
-        g_row, o_row = pid_b * sg_b + d * sg_d, pid_b * so_b + d * so_d  # dout; the gradients we write
+        # dout; the gradients we write (a split's partial du, ddelta, dz: each is linear in its sums)
+        g_row, o_row = pid_b * sg_b + d * sg_d, pid_s * so_s + pid_b * so_b + d * so_d
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
         brow = pid_b * N * L + n * L  # dB, dC: (b, N, L) contiguous
-        tile = d[None, :] * 0 + n[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]  # (N, BLOCK_D) offsets
-        scratch = scratch_ptr + (pid_b * n_dblocks + pid_d) * CHUNK * BLOCK_D * N
+        tile = d[None, :] * 0 + tl.arange(0, NS)[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]  # (NS, BLOCK_D)
+        n_splits = tl.num_programs(2)
+        scratch = scratch_ptr + ((pid_b * n_dblocks + pid_d) * n_splits + pid_s) * CHUNK * BLOCK_D * NS
         g = tl.load(dlast_ptr + state, mask=dmask[None, :], other=0.0)
-        dA = tl.zeros((N, BLOCK_D), tl.float32)
+        dA = tl.zeros((NS, BLOCK_D), tl.float32)
         dD = tl.zeros((BLOCK_D,), tl.float32)
         dbias = tl.zeros((BLOCK_D,), tl.float32)
         for ci in range(n_chunks):
@@ -128,7 +136,7 @@ if triton is not None:
                     dt = _softplus(dt)
                 Bt = tl.load(B_ptr + B_row + t * sB_l).to(tl.float32)
                 h = tl.exp2(dt[None, :] * A) * h + Bt[:, None] * (dt * u)[None, :]
-                tl.store(scratch + k * BLOCK_D * N + tile, h)
+                tl.store(scratch + k * BLOCK_D * NS + tile, h)
             for kk in tl.range(0, steps, num_stages=STAGES):  # adjoint, backwards through the chunk
                 k = steps - 1 - kk
                 t = _position(t0 + k, L, REVERSE)
@@ -137,7 +145,7 @@ if triton is not None:
                 dt = _softplus(raw) if SOFTPLUS else raw
                 Bt = tl.load(B_ptr + B_row + t * sB_l).to(tl.float32)
                 Ct = tl.load(C_ptr + C_row + t * sC_l).to(tl.float32)
-                h_t = tl.load(scratch + k * BLOCK_D * N + tile)
+                h_t = tl.load(scratch + k * BLOCK_D * NS + tile)
                 go = tl.load(dout_ptr + g_row + t * sg_l, mask=dmask, other=0.0).to(tl.float32)
                 if HAS_Z:
                     z = tl.load(z_ptr + z_row + t * sz_l, mask=dmask, other=0.0).to(tl.float32)
@@ -155,7 +163,7 @@ if triton is not None:
                 g_a_hprev = g * (h_t - b)
                 ddt = gB * u + tl.sum(A_nat * g_a_hprev, axis=0)
                 dA += dt[None, :] * g_a_hprev
-                dD += dy * u
+                dD += dy * u * (pid_s == 0)
                 tl.store(du_ptr + o_row + t * so_l, gB * dt + Dv * dy, mask=dmask)
                 dB_t = tl.sum(tl.where(dmask[None, :], g * (dt * u)[None, :], 0.0), axis=1)
                 dC_t = tl.sum(tl.where(dmask[None, :], h_t * dy[None, :], 0.0), axis=1)
@@ -171,14 +179,15 @@ if triton is not None:
                 tl.store(ddt_ptr + o_row + t * so_l, ddt, mask=dmask)
                 g = g * a
         tl.store(dA_ptr + state, dA, mask=dmask[None, :])
-        tl.store(dD_ptr + pid_b * Dm + d, dD, mask=dmask)
-        tl.store(dbias_ptr + pid_b * Dm + d, dbias, mask=dmask)
+        tl.store(dD_ptr + (pid_s * tl.num_programs(0) + pid_b) * Dm + d, dD, mask=dmask)
+        tl.store(dbias_ptr + (pid_s * tl.num_programs(0) + pid_b) * Dm + d, dbias, mask=dmask)
 
 
 BLOCK_D = 32  # channels per program (one per thread at one warp); tuned on an H100, docs/benchmarks.md
 CHUNK = 64  # steps between the forward's state checkpoints (and the backward's recompute window)
 NUM_WARPS = 1
 STAGES = 3  # software-pipelining depth of the step loops: loads issued this many steps ahead
+N_SPLIT = 1  # programs sharing one block of channels, each with N / N_SPLIT states (partial sums)
 # dB and dC sum over all channels: each block of channels adds its share with atomics (True) or
 # writes it to its own slice, summed by one reduction afterwards (False)
 ATOMIC_DBC = False
@@ -209,14 +218,43 @@ def checkpoint_shape(batch: int, channels: int, n: int, length: int, chunk: int 
     return (batch, -(-length // (chunk or CHUNK)), n, channels)
 
 
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.stride(1) == 1 and t.stride(2) != 1 and t.shape[1] > 1
+
+
+def _result(like: torch.Tensor, dtype: torch.dtype, splits: int) -> torch.Tensor:
+    """Where a kernel writes a (b, d, L) result: the result itself in ``like``'s memory order, or, with
+    the states split over several programs, fp32 partial sums (splits, b, d, L) in that order."""
+    if splits == 1:
+        return empty_like_layout(like, dtype).unsqueeze(0)
+    batch, channels, length = like.shape
+    f32 = dict(device=like.device, dtype=torch.float32)
+    if _is_channels_last(like):
+        return torch.empty(splits, batch, length, channels, **f32).transpose(2, 3)
+    return torch.empty(splits, batch, channels, length, **f32)
+
+
+def _finish(result: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The (b, d, L) result from ``_result``'s buffer: the partial sums added, in the same memory order."""
+    if result.shape[0] == 1:
+        return result[0]
+    if _is_channels_last(result[0]):
+        return result.transpose(2, 3).sum(0).to(dtype).transpose(1, 2)
+    return result.sum(0).to(dtype)
+
+
 def _strides(*tensors: torch.Tensor) -> list[int]:
     return [s for t in tensors for s in t.stride()]
 
 
 def _as_float(t: torch.Tensor | None) -> torch.Tensor | None:
-    """Kernels read fp32 or bf16/fp16 in any strides; anything else (e.g. float64) is converted."""
-    if t is None or t.dtype in (torch.float32, torch.bfloat16, torch.float16):
+    """fp32 in t's memory order (fp32 passes through in any strides). The kernels load fp32 only:
+    a bf16 element is 2 bytes per thread, below the 4 that an asynchronous copy moves, so Triton
+    does not pipeline such loads (measured 2.7x slower on an H100); converting costs one pass."""
+    if t is None or t.dtype == torch.float32:
         return t
+    if t.stride(1) == 1 and t.stride(2) != 1:  # channels last: convert through the (b, L, d) view
+        return t.transpose(1, 2).float().transpose(1, 2)
     return t.float()
 
 
@@ -228,7 +266,8 @@ def _channel_parameters(A, D, delta_bias):
 def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse: bool = False,
                    chunk: int | None = None):
     """(out, last state, chunk checkpoints for the backward). u, delta, z, B and C are read in any
-    strides and dtype (fp32, bf16, fp16); out is written in u's dtype and memory order. With
+    strides (other dtypes than fp32 are converted first); out is written in u's dtype and memory
+    order. With
     ``reverse`` the scan runs from the last position to the first (no flipped copies)."""
     chunk = chunk or CHUNK
     batch, channels, length = u.shape
@@ -237,17 +276,18 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse:
         raise ValueError(f"the Triton scan needs a power-of-two d_state, got {n}")
     last = empty_state(batch, channels, n, u.device)
     ckpt = torch.empty(checkpoint_shape(batch, channels, n, length, chunk), device=u.device, dtype=torch.float32)
+    dtype, splits = u.dtype, min(N_SPLIT, n)
+    out = _result(u, dtype, splits)
     u, delta, B, C, z = (_as_float(t) for t in (u, delta, B, C, z))
     A, D, delta_bias = _channel_parameters(A, D, delta_bias)
-    out = empty_like_layout(u, u.dtype)
     zs = z if z is not None else u
-    _scan_fwd_kernel[(batch, triton.cdiv(channels, BLOCK_D))](
+    _scan_fwd_kernel[(batch, triton.cdiv(channels, BLOCK_D), splits)](
         u, delta, A, B, C, D if D is not None else u, zs, delta_bias if delta_bias is not None else u,
         out, last, ckpt, channels, length, ckpt.shape[1], *_strides(u, delta, zs, out, B, C),
-        N=n, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
+        N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), REVERSE=int(bool(reverse)),
         num_warps=NUM_WARPS)
-    return out, last, ckpt
+    return _finish(out, dtype), last, ckpt
 
 
 def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse: bool = False,
@@ -261,6 +301,10 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
         _, _, ckpt = triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, chunk)
     n_dblocks = triton.cdiv(channels, BLOCK_D)
     f32 = dict(device=u.device, dtype=torch.float32)
+    splits = min(N_SPLIT, n)
+    dtypes = (u.dtype, delta.dtype, z.dtype if z is not None else None)
+    du, ddelta = _result(u, dtypes[0], splits), _result(u, dtypes[1], splits)
+    dz = _result(u, dtypes[2], splits) if z is not None else None
     u, delta, B, C, z, dout = (_as_float(t) for t in (u, delta, B, C, z, dout))
     has_D, has_bias = D is not None, delta_bias is not None
     A, D, delta_bias = _channel_parameters(A, D, delta_bias)
@@ -270,18 +314,18 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
         dB, dC = torch.zeros(batch, n, length, **f32), torch.zeros(batch, n, length, **f32)
     else:
         dB, dC = torch.empty(n_dblocks, batch, n, length, **f32), torch.empty(n_dblocks, batch, n, length, **f32)
-    dD, dbias = torch.empty(batch, channels, **f32), torch.empty(batch, channels, **f32)
+    dD, dbias = torch.empty(splits, batch, channels, **f32), torch.empty(splits, batch, channels, **f32)
     scratch = torch.empty(batch * n_dblocks * chunk * BLOCK_D * n, **f32)
-    du, ddelta = empty_like_layout(u, u.dtype), empty_like_layout(u, delta.dtype)
-    dz = empty_like_layout(u, z.dtype) if z is not None else None
     zs = z if z is not None else u
-    _scan_bwd_kernel[(batch, n_dblocks)](
+    _scan_bwd_kernel[(batch, n_dblocks, splits)](
         u, delta, A, B, C, D if has_D else u, zs, delta_bias if has_bias else u,
         ckpt, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias,
         channels, length, ckpt.shape[1], n_dblocks, batch * n * length, *_strides(u, delta, zs, dout, du, B, C),
-        N=n, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None, HAS_BIAS=has_bias,
+        N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
+        HAS_BIAS=has_bias,
         SOFTPLUS=bool(delta_softplus), REVERSE=int(bool(reverse)), ATOMIC_DBC=ATOMIC_DBC, num_warps=NUM_WARPS)
     if not ATOMIC_DBC:
         dB, dC = dB.sum(0), dC.sum(0)
-    return (du, ddelta, dA.sum(0).t().contiguous(), dB, dC, dD.sum(0) if has_D else None, dz,
-            dbias.sum(0) if has_bias else None)
+    return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), dA.sum(0).t().contiguous(), dB, dC,
+            dD.sum((0, 1)) if has_D else None, _finish(dz, dtypes[2]) if dz is not None else None,
+            dbias.sum((0, 1)) if has_bias else None)
