@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import selective_scan
+from ..ops import selective_scan, sequence_conv_silu
 
 
 def _take_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -42,22 +42,6 @@ class _PermuteTokens(torch.autograd.Function):
 def permute_tokens(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     """Reorder the sequence axis of (B, C, L) by ``index`` (``inverse`` is its inverse permutation)."""
     return _PermuteTokens.apply(x, index, inverse)
-
-
-def sequence_conv(x: torch.Tensor, conv: nn.Conv1d, reverse: bool = False) -> torch.Tensor:
-    """The depthwise conv over the sequence of x (B, d, L): causal (window behind), or anti-causal
-    with the kernel flipped when ``reverse``. A channels-last x ((B, L, d) in memory) runs as a
-    (B, d, 1, L) channels-last conv2d, cuDNN's NHWC depthwise kernel, and stays channels-last: no
-    transposed copy in or out."""
-    length = x.shape[-1]
-    weight = conv.weight.flip(-1) if reverse else conv.weight
-    if x.stride(1) == 1 and x.stride(2) != 1:
-        image = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-        out = F.conv2d(image, weight.unsqueeze(2), conv.bias, padding=(0, conv.padding[0]), groups=conv.groups)
-        out = out.squeeze(2)
-    else:
-        out = F.conv1d(x, weight, conv.bias, padding=conv.padding, groups=conv.groups)
-    return out[..., out.shape[-1] - length:] if reverse else out[..., :length]
 
 
 class ScanDirection(nn.Module):
@@ -93,7 +77,7 @@ class ScanDirection(nn.Module):
         anti-causal one (kernel flipped, the window ahead) and the scan reads positions backwards, so
         the result equals flipping x and z, running forward, and flipping back, without the copies.
         """
-        x = F.silu(sequence_conv(x, self.conv1d, reverse))
+        x = sequence_conv_silu(x, self.conv1d.weight, self.conv1d.bias, reverse)
         dt, B, C = torch.split(self.x_proj(x.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # bias is added (in float32) in the scan
         A = -torch.exp(self.A_log.float())

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
-from . import triton_scan
+from . import sequence_conv, triton_scan
 
 @dataclass
 class KernelResources:
@@ -58,11 +58,11 @@ def _compile(fn, constexprs: dict, num_warps: int, capability: int) -> str:
 
 
 def kernel_resources(capability: int = 90) -> list[KernelResources]:
-    """Compile the forward and backward kernels, both directions, with the current tile settings,
-    for compute capability ``capability``; their resource use."""
+    """Compile the scan's forward and backward kernels (both directions, current tile settings) and
+    the conv + SiLU kernels for compute capability ``capability``; their resource use."""
     results = []
     for reverse in (0, 1):
-        constexprs = {"N": 16, "NS": 16 // triton_scan.N_SPLIT, "CHUNK": triton_scan.CHUNK, "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES,
+        constexprs = {"N": 16, "NS": 16 // (triton_scan.N_SPLIT or 1), "CHUNK": triton_scan.CHUNK, "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES,
                       "HAS_D": True, "HAS_Z": True, "HAS_BIAS": True, "SOFTPLUS": True, "REVERSE": reverse,
                       "ATOMIC_DBC": triton_scan.ATOMIC_DBC}
         for label, fn in (("forward", triton_scan._scan_fwd_kernel), ("backward", triton_scan._scan_bwd_kernel)):
@@ -71,6 +71,14 @@ def kernel_resources(capability: int = 90) -> list[KernelResources]:
             numbers = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED):(\d+)", usage)}
             results.append(KernelResources(f"{label}{' reversed' if reverse else ''}", numbers.get("REG", -1),
                                            numbers.get("STACK", -1), numbers.get("SHARED", -1)))
+    conv = {"K": 4, "REVERSE": False, "BLOCK_L": sequence_conv.BLOCK_L, "BLOCK_D": sequence_conv.BLOCK_D}
+    for label, fn in (("conv+silu forward", sequence_conv._conv_silu_fwd_kernel),
+                      ("conv+silu output grad", sequence_conv._conv_silu_grad_kernel),
+                      ("conv+silu input grad", sequence_conv._conv_input_grad_kernel)):
+        usage = _compile(fn, conv, 4, capability)
+        numbers = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED):(\d+)", usage)}
+        results.append(KernelResources(label, numbers.get("REG", -1), numbers.get("STACK", -1),
+                                       numbers.get("SHARED", -1)))
     return results
 
 

@@ -1,0 +1,80 @@
+"""The conv + SiLU Triton kernels against the PyTorch conv1d path, through Triton's interpreter on
+the CPU (TRITON_INTERPRET=1 is set in a subprocess, before triton is imported) and on a GPU."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+CHECK = textwrap.dedent("""
+    import sys, torch
+    from videomamba.ops.sequence_conv import sequence_conv_silu
+    device, failures = sys.argv[1], []
+    torch.manual_seed(0)
+    # (batch, channels, length, kernel), reverse, dtype, input memory order, gradient memory order
+    cases = [((2, 40, 37, 4), False, torch.float32, "bld", "bld"), ((2, 40, 37, 4), True, torch.float32, "bld", "bdl"),
+             ((1, 70, 1, 4), False, torch.float32, "bld", "bld"), ((1, 3, 5, 4), True, torch.float32, "bdl", "bld"),
+             ((2, 65, 70, 3), True, torch.float32, "bld", "bld"), ((2, 40, 37, 4), False, torch.bfloat16, "bld", "bld")]
+    for (b, d, L, k), reverse, dtype, order, grad_order in cases:
+        x = torch.randn(b, L, d).transpose(1, 2) if order == "bld" else torch.randn(b, d, L)
+        x = x.to(device=device, dtype=dtype).requires_grad_()
+        w = torch.randn(d, 1, k, device=device, requires_grad=True)
+        bias = torch.randn(d, device=device, requires_grad=True)
+        y = sequence_conv_silu(x, w, bias, reverse, use_triton=True)
+        ref = [t.detach().double().cpu().requires_grad_() for t in (x, w, bias)]
+        y_ref = sequence_conv_silu(ref[0], ref[1], ref[2], reverse, use_triton=False)
+        g = torch.randn(b, L, d, dtype=torch.float64).transpose(1, 2) if grad_order == "bld" else torch.randn(b, d, L, dtype=torch.float64)
+        y.backward(g.to(device=device, dtype=dtype))
+        y_ref.backward(g)
+        if y.stride(1) != 1:
+            failures.append(f"{(b, d, L, k)}: output not channels-last, strides {y.stride()}")
+        tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+        for name, got, want in (("out", y, y_ref), ("dx", x.grad, ref[0].grad), ("dweight", w.grad, ref[1].grad),
+                                ("dbias", bias.grad, ref[2].grad)):
+            err = ((got.detach().double().cpu() - want).abs().max() / want.abs().max().clamp(min=1)).item()
+            if not err < tolerance:
+                failures.append(f"{(b, d, L, k)} reverse={reverse} {dtype} {order}/{grad_order} {name}: {err:.1e}")
+    print("FAILURES:", failures)
+    sys.exit(1 if failures else 0)
+""")
+
+
+def run_check(device: str, interpret: bool) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TRITON_INTERPRET": "1" if interpret else "0"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return subprocess.run([sys.executable, "-c", CHECK, device], env=env, cwd=root, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_conv_silu_kernels_in_the_interpreter_match_pytorch():
+    result = run_check("cpu", interpret=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+@pytest.mark.gpu
+def test_conv_silu_kernels_on_the_gpu_match_pytorch():
+    result = run_check("cuda", interpret=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_pytorch_paths_agree_in_both_memory_orders():
+    """The reference itself: channels-last (NHWC conv2d) and (B, d, L) (conv1d) give the same result."""
+    torch.manual_seed(0)
+    from videomamba.ops.sequence_conv import sequence_conv_silu
+
+    x = torch.randn(2, 37, 24, dtype=torch.float64)
+    w, bias = torch.randn(24, 1, 4, dtype=torch.float64), torch.randn(24, dtype=torch.float64)
+    for reverse in (False, True):
+        a = sequence_conv_silu(x.transpose(1, 2), w, bias, reverse, use_triton=False)
+        b = sequence_conv_silu(x.transpose(1, 2).contiguous(), w, bias, reverse, use_triton=False)
+        assert a.stride(1) == 1
+        torch.testing.assert_close(a, b)
+        # the anti-causal conv is the causal one on the flipped sequence
+        flipped = sequence_conv_silu(x.transpose(1, 2).flip(-1).contiguous(), w, bias, False, use_triton=False)
+        if reverse:
+            torch.testing.assert_close(a, flipped.flip(-1))
