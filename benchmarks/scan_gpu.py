@@ -1,13 +1,17 @@
-"""GPU scan benchmark: correctness of the Triton kernels against float64, then timings against the
-chunked PyTorch scan and mamba_ssm's CUDA selective_scan_fn (if built), with the memory and exp
-floors, and a training step of videomamba_small.
+"""GPU benchmark of the fast path: correctness of the Triton kernels against float64, then timings of
+the scan against mamba_ssm's CUDA ``selective_scan_fn`` (if built) and the chunked PyTorch scan, with
+the memory and exp floors, then training and inference of videomamba_small against the same model
+on mamba_ssm (flip-based, as Vim) and a flash-attention ViT-S.
 
 Usage (GPU machine): bash benchmarks/build_mamba_ssm.sh; PYTHONPATH=src python3 benchmarks/scan_gpu.py
+[correctness] [timings] [e2e]   (all three when none is named)
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
 import sys
 
 import torch
@@ -17,50 +21,96 @@ import videomamba.ops.triton_scan as triton_scan
 from videomamba.ops import selective_scan
 
 DEV = "cuda"
+D_STATE = 16
 
 
-def triton_version(version: int) -> None:
-    """Switch the Triton backend between version 1 (sequential) and 2 (chunk-parallel)."""
-    triton_scan.VERSION = version
-
-
-def inputs(b, d, L, n=16, dtype=torch.float32, seed=0):
+def inputs(b, d, L, dtype=torch.float32, seed=0, channels_last=True):
+    """Random scan inputs (never zeros); channels_last: (b, L, d) in memory, as the mixer passes them."""
     g = torch.Generator(device=DEV).manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, device=DEV)  # noqa: E731
-    return dict(u=r(b, d, L).to(dtype), delta=(0.5 * r(b, d, L)).to(dtype),
-                A=-(torch.rand(d, n, generator=g, device=DEV) * 2 + 0.05), B=r(b, n, L).to(dtype),
-                C=r(b, n, L).to(dtype), D=r(d), z=r(b, d, L).to(dtype), delta_bias=0.3 * r(d))
+
+    def seq(channels, scale=1.0):
+        if channels_last:
+            return (scale * torch.randn(b, L, channels, generator=g, device=DEV)).to(dtype).transpose(1, 2)
+        return (scale * torch.randn(b, channels, L, generator=g, device=DEV)).to(dtype)
+
+    return dict(u=seq(d), delta=seq(d, 0.5), A=-(torch.rand(d, D_STATE, generator=g, device=DEV) * 2 + 0.05),
+                B=seq(D_STATE), C=seq(D_STATE), D=torch.randn(d, generator=g, device=DEV), z=seq(d),
+                delta_bias=0.3 * torch.randn(d, generator=g, device=DEV))
+
+
+def relative_errors(got: dict, ref: dict, y, y_ref) -> list[float]:
+    """max |error| / max |value| of the output and of every gradient."""
+    errs = [((y.double() - y_ref).abs().max() / y_ref.abs().max().clamp(min=1)).item()]
+    for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"):
+        a, r = got[k].grad.double(), ref[k].grad
+        errs.append(((a - r).abs().max() / r.abs().max().clamp(min=1)).item())
+    return errs
 
 
 def correctness() -> None:
     print("## correctness: Triton vs float64 (chunked scan in float64 on the GPU), max error / max |value|\n")
-    print("| version | reverse | b | d_inner | L | dtype | out | du | ddelta | dA | dB | dC | dD | dz | dbias |")
+    print("Fresh random inputs per case, every output buffer poisoned with NaN before the kernels run.\n")
+    print("| reverse | b | d_inner | L | dtype | order | out | du | ddelta | dA | dB | dC | dD | dz | dbias |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    worst = 0.0
-    cases = [(1, 384, 1), (2, 384, 197), (8, 768, 785), (4, 1152, 1569), (1, 768, 3137), (1, 384, 6273)]
-    for version, reverse, b, d, L, dtype in [(v, r, *c, t) for v in (1, 2) for r in (False, True) for c in cases
-                                             for t in (torch.float32, torch.bfloat16)]:
-        triton_version(version)
-        x = inputs(b, d, L, dtype=dtype, seed=L + d)
-        ref = {k: v.double().requires_grad_() for k, v in x.items()}
-        got = {k: v.clone().requires_grad_() for k, v in x.items()}
-        y_ref = selective_scan(**ref, delta_softplus=True, backend="chunked", reverse=reverse)
-        y = selective_scan(**got, delta_softplus=True, backend="triton", reverse=reverse)
-        w = torch.randn_like(y_ref)
-        (y_ref * w).sum().backward()
-        (y.double() * w).sum().backward()
-        errs = [((y.double() - y_ref).abs().max() / y_ref.abs().max().clamp(min=1)).item()]
-        for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"):
-            a, r = got[k].grad.double(), ref[k].grad
-            errs.append(((a - r).abs().max() / r.abs().max().clamp(min=1)).item())
-        worst = max(worst, max(errs) if dtype == torch.float32 else 0)
-        print(f"| {version} | {reverse} | {b} | {d} | {L} | {str(dtype)[6:]} | "
-              + " | ".join(f"{e:.1e}" for e in errs) + " |", flush=True)
-    triton_version(1)
-    print(f"\nworst fp32 error: {worst:.2e}\n")
+    triton_scan.POISON_OUTPUTS = True
+    worst = {torch.float32: 0.0, torch.bfloat16: 0.0}
+    cases = [(1, 384, 1), (2, 384, 197), (8, 768, 785), (4, 1152, 1569), (1, 768, 3137), (1, 384, 6273),
+             (32, 768, 197), (16, 768, 785)]
+    seed = 0
+    for reverse in (False, True):
+        for b, d, L in cases:
+            for dtype in (torch.float32, torch.bfloat16):
+                for channels_last in (True, False):
+                    seed += 1
+                    x = inputs(b, d, L, dtype=dtype, seed=seed, channels_last=channels_last)
+                    ref = {k: v.detach().double().requires_grad_() for k, v in x.items()}
+                    got = {k: v.detach().clone().requires_grad_() for k, v in x.items()}
+                    y_ref = selective_scan(**ref, delta_softplus=True, backend="chunked", reverse=reverse)
+                    y = selective_scan(**got, delta_softplus=True, backend="triton", reverse=reverse)
+                    w = torch.randn_like(y_ref)
+                    (y_ref * w).sum().backward()
+                    (y.double() * w).sum().backward()
+                    errs = relative_errors(got, ref, y, y_ref)
+                    worst[dtype] = max(worst[dtype], max(errs))
+                    print(f"| {reverse} | {b} | {d} | {L} | {str(dtype)[6:]} | {'BLD' if channels_last else 'BDL'} | "
+                          + " | ".join(f"{e:.1e}" for e in errs) + " |", flush=True)
+    triton_scan.POISON_OUTPUTS = False
+    print(f"\nworst: fp32 {worst[torch.float32]:.2e}, bf16 inputs {worst[torch.bfloat16]:.2e} "
+          "(bf16: out, du, ddelta, dz are stored in bf16)\n")
+    whole_model_check()
 
 
-def floors(b, d, L, n=16) -> tuple[float, float]:
+def whole_model_check() -> None:
+    """Each scan order through a whole (small) model: Triton path (channels-last, conv kernels) against
+    the chunked scan in float64 on the (B, d, L) path, fp32."""
+    import videomamba
+    from videomamba.models.mixer import BiMambaMixer
+
+    print("| scan order | logits | worst parameter gradient |\n|---|---|---|")
+    for order in ("spatiotemporal", "spatial", "temporal", "none"):
+        torch.manual_seed(0)
+        model = videomamba.create_model("videomamba_tiny", num_frames=8, img_size=112, num_classes=10, depth=4,
+                                        scan_order=order).to(DEV)
+        clip = torch.randn(2, 3, 8, 112, 112, device=DEV)
+        results = []
+        for backend, dtype, channels_last in (("triton", torch.float32, True), ("chunked", torch.float64, False)):
+            os.environ["VIDEOMAMBA_SCAN_BACKEND"] = backend
+            model = model.to(dtype)
+            for module in model.modules():
+                if isinstance(module, BiMambaMixer):
+                    module.channels_last = channels_last
+            model.zero_grad()
+            logits = model(clip.to(dtype))
+            logits.square().sum().backward()
+            results.append((logits.detach().double(), [p.grad.double() for p in model.parameters()]))
+        os.environ.pop("VIDEOMAMBA_SCAN_BACKEND")
+        (lt, gt), (lr, gr) = results
+        err = lambda a, r: ((a - r).abs().max() / r.abs().max().clamp(min=1e-30)).item()  # noqa: E731
+        print(f"| {order} | {err(lt, lr):.1e} | {max(err(a, r) for a, r in zip(gt, gr)):.1e} |", flush=True)
+    print()
+
+
+def floors(b, d, L, n=D_STATE) -> tuple[float, float]:
     x = torch.empty(2**28, device=DEV)
     ms = triton.testing.do_bench(lambda: x.clone())
     bandwidth = 2 * x.numel() * 4 / (ms * 1e-3)
@@ -72,15 +122,17 @@ def floors(b, d, L, n=16) -> tuple[float, float]:
 def timings(have_mamba: bool) -> None:
     if have_mamba:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    print("## scan alone, one direction, d_inner 768, d_state 16, fp32 inputs, ms (do_bench median)\n")
-    print("| b | L | pass | triton v1 | triton v2 | chunked | mamba_ssm | mem floor | exp floor |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    columns = ("triton", "triton_v2", "chunked", "mamba_ssm")
+    print("## scan alone, d_inner 768, d_state 16, fp32 inputs, ms (do_bench median)\n")
+    print("Triton: (b, L, d) inputs as the mixer passes them; 'rev' is the backward direction read in place;")
+    print("'BDL' the same kernels on (b, d, L) contiguous inputs, what mamba_ssm gets. One direction each.\n")
+    print("| b | L | pass | Triton | Triton rev | Triton BDL | chunked | mamba_ssm | mamba_ssm / Triton | mem floor | "
+          "exp floor |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    columns = ("triton", "triton_rev", "triton_bdl", "chunked", "mamba_ssm")
     for b in (8, 32):
         for L in (785, 1569, 3137, 6273):
-            x = inputs(b, 768, L)
-            for name in x:
-                x[name].requires_grad_()
+            x_bld = {k: v.requires_grad_() for k, v in inputs(b, 768, L).items()}
+            x_bdl = {k: v.requires_grad_() for k, v in inputs(b, 768, L, channels_last=False).items()}
             mem_floor, exp_floor = floors(b, 768, L)
             row = {}
             for backend in columns:
@@ -88,30 +140,34 @@ def timings(have_mamba: bool) -> None:
                     continue  # materialises (b, d, L, 16) tensors several times: skipped where it cannot fit
                 if backend == "mamba_ssm" and not have_mamba:
                     continue
+                x = x_bld if backend in ("triton", "triton_rev") else x_bdl
 
                 def fwd():
                     if backend == "mamba_ssm":
                         return selective_scan_fn(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
                                                  x["delta_bias"], delta_softplus=True)
-                    triton_version(2 if backend == "triton_v2" else 1)
-                    return selective_scan(**x, delta_softplus=True, backend=backend.replace("_v2", ""))
+                    return selective_scan(**x, delta_softplus=True, backend=backend.split("_")[0],
+                                          reverse=backend == "triton_rev")
 
-                def fwd_bwd():
-                    fwd().sum().backward()
-
+                grad = torch.randn_like(fwd())
                 with torch.no_grad():
                     row[(backend, "fwd")] = triton.testing.do_bench(fwd)
-                row[(backend, "fwd+bwd")] = triton.testing.do_bench(fwd_bwd)
+                row[(backend, "fwd+bwd")] = triton.testing.do_bench(lambda: fwd().backward(grad))
             for pass_ in ("fwd", "fwd+bwd"):
                 cells = [f"{row[(k, pass_)]:.3f}" if (k, pass_) in row else "-" for k in columns]
-                print(f"| {b} | {L} | {pass_} | " + " | ".join(cells) + f" | {mem_floor:.3f} | {exp_floor:.3f} |", flush=True)
-    triton_version(1)
+                ratio = (f"{row[('mamba_ssm', pass_)] / row[('triton', pass_)]:.2f}x"
+                         if ("mamba_ssm", pass_) in row else "-")
+                print(f"| {b} | {L} | {pass_} | " + " | ".join(cells) + f" | {ratio} | {mem_floor:.3f} | "
+                      f"{exp_floor:.3f} |", flush=True)
+            del x_bld, x_bdl
+            torch.cuda.empty_cache()
     print()
 
 
 class _MambaSsmScan:
-    """Within this context the mixers call mamba_ssm's CUDA ``selective_scan_fn`` and gather the
-    backward order (flip-based, as Vim and OpenGVLab's VideoMamba do): the mamba_ssm baseline."""
+    """Within this context the mixers call mamba_ssm's CUDA ``selective_scan_fn`` on contiguous
+    (B, d, L) copies and gather the backward order (flip-based, as Vim and OpenGVLab's VideoMamba do):
+    the mamba_ssm baseline."""
 
     def __enter__(self):
         import videomamba.models.mixer as mixer
@@ -131,31 +187,46 @@ class _MambaSsmScan:
         return False
 
 
-def end_to_end(have_mamba: bool) -> None:
-    import contextlib
-    import os
+def _median_ms(fn, repeats: int) -> float:
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
 
+
+def end_to_end(have_mamba: bool) -> None:
     import videomamba
     from videomamba.analysis.efficiency import ViTBaseline
+    from videomamba.models.mixer import BiMambaMixer
 
     print("## training step (batch 8) and inference (batch 32), 224x224, bf16 autocast, AdamW\n")
+    print("Median of 5 timed steps after one warm-up (CUDA events).\n")
     print("| model | frames | scan | train step ms | train clips/s | train peak GiB | infer clips/s | infer peak GiB |")
     print("|---|---|---|---|---|---|---|---|")
-    variants = [("videomamba_small", "triton"), ("videomamba_small", "triton_v2"), ("videomamba_small", "mamba_ssm"),
-                ("videomamba_small", "chunked"), ("vit_s", None)]
+    variants = [("videomamba_small", "triton"), ("videomamba_small", "mamba_ssm"), ("videomamba_small", "chunked"),
+                ("vit_s", None)]
     for frames in (8, 16, 32, 64):
         for name, backend in variants:
             if (backend == "chunked" and frames > 8) or (backend == "mamba_ssm" and not have_mamba):
                 continue
-            if backend in ("triton", "triton_v2", "chunked"):
-                os.environ["VIDEOMAMBA_SCAN_BACKEND"] = backend.replace("_v2", "")
-            triton_version(2 if backend == "triton_v2" else 1)
+            if backend in ("triton", "chunked"):
+                os.environ["VIDEOMAMBA_SCAN_BACKEND"] = backend
             patch = _MambaSsmScan() if backend == "mamba_ssm" else contextlib.nullcontext()
             with patch:
                 model = (videomamba.create_model("videomamba_small", num_frames=frames) if backend
                          else ViTBaseline()).to(DEV)  # the ViT's positions are built for any length
-                if backend == "mamba_ssm":
+                if backend in ("mamba_ssm", "chunked"):  # (B, d, L) activations, the reversal gathered
                     model.read_reversal_in_place = False
+                    for module in model.modules():
+                        if isinstance(module, BiMambaMixer):
+                            module.channels_last = False
                 opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
                 video = torch.randn(8, 3, frames, 224, 224, device=DEV)
                 labels = torch.randint(0, 400, (8,), device=DEV)
@@ -168,7 +239,7 @@ def end_to_end(have_mamba: bool) -> None:
                     opt.step()
                 step()
                 torch.cuda.reset_peak_memory_stats()
-                ms = triton.testing.do_bench(step, warmup=1, rep=200)
+                ms = _median_ms(step, 5)
                 peak = torch.cuda.max_memory_allocated() / 2**30
                 del opt
                 model.eval()
@@ -178,17 +249,16 @@ def end_to_end(have_mamba: bool) -> None:
                 def infer():
                     with torch.autocast("cuda", dtype=torch.bfloat16):
                         model(batch)
-                infer()
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
-                infer_ms = triton.testing.do_bench(infer, warmup=1, rep=200)
+                infer_ms = _median_ms(infer, 5)
                 infer_peak = torch.cuda.max_memory_allocated() / 2**30
             print(f"| {name} | {frames} | {backend or 'sdpa'} | {ms:.1f} | {8 / ms * 1e3:.2f} | {peak:.1f} | "
                   f"{32 / infer_ms * 1e3:.2f} | {infer_peak:.1f} |", flush=True)
             del model, batch, video
             torch.cuda.empty_cache()
     os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
-    triton_version(1)
+    print()
 
 
 def main() -> None:
@@ -199,7 +269,7 @@ def main() -> None:
         have_mamba = True
     except ImportError:
         have_mamba = False
-        print("mamba_ssm is not built here: its column stays empty\n")
+        print("mamba_ssm is not built here: its columns stay empty\n")
     parts = sys.argv[1:] or ["correctness", "timings", "e2e"]
     if "correctness" in parts:
         correctness()

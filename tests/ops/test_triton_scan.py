@@ -31,7 +31,7 @@ CHECK = textwrap.dedent("""
         ((1, 8, 5, 4), False, False, 64, False, True, "bdl", f32, 4), ((2, 40, 37, 16), True, True, 16, True, False, "bld", bf16, 2)]
     for shape, softplus, optional, chunk, rev, atomic, order, dtype, splits in cases:
         import videomamba.ops.triton_scan as ts
-        ts.CHUNK, ts.ATOMIC_DBC, ts.N_SPLIT = chunk, atomic, splits
+        ts.CHUNK, ts.ATOMIC_DBC, ts.N_SPLIT, ts.POISON_OUTPUTS = chunk, atomic, splits, True
         inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=optional)
         if dtype == bf16:  # the truth sees the same rounded values
             inputs = {k: (v.to(bf16).float() if v is not None and v.dim() == 3 else v) for k, v in inputs.items()}

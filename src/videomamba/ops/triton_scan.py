@@ -191,6 +191,9 @@ STAGES = 4  # software-pipelining depth of the step loops: loads issued this man
 # batch x channel blocks would leave the GPU with fewer than two programs per SM, else 1 (on an H100
 # splitting helped at batch 8, 192 programs, and cost 15-20 % at batch 32)
 N_SPLIT: int | None = None
+# fill every output buffer with NaN before the kernels run (correctness checks: an element a kernel
+# forgets to write then shows instead of passing with whatever the allocator left there)
+POISON_OUTPUTS = False
 # dB and dC sum over all channels: each block of channels adds its share with atomics (True) or
 # writes it to its own slice, summed by one reduction afterwards (False)
 ATOMIC_DBC = False
@@ -201,19 +204,24 @@ def available() -> bool:
     return triton is not None
 
 
+def _poisoned(t: torch.Tensor) -> torch.Tensor:
+    return t.fill_(float("nan")) if POISON_OUTPUTS and t.is_floating_point() else t
+
+
 def empty_like_layout(like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """An empty (b, d, L) tensor in ``like``'s memory order: channels last ((b, L, d) in memory, as a
     linear layer writes it) when ``like`` is, else contiguous."""
     batch, channels, length = like.shape
     if like.stride(1) == 1 and like.stride(2) != 1 and channels > 1:
-        return torch.empty_strided((batch, channels, length), (length * channels, 1, channels), device=like.device,
-                                   dtype=dtype)
-    return torch.empty(batch, channels, length, device=like.device, dtype=dtype)
+        return _poisoned(torch.empty_strided((batch, channels, length), (length * channels, 1, channels),
+                                             device=like.device, dtype=dtype))
+    return _poisoned(torch.empty(batch, channels, length, device=like.device, dtype=dtype))
 
 
 def empty_state(batch: int, channels: int, n: int, device: torch.device) -> torch.Tensor:
     """An empty (b, d, N) fp32 state stored as (b, N, d), the kernels' order (channels fastest)."""
-    return torch.empty_strided((batch, channels, n), (n * channels, 1, channels), device=device, dtype=torch.float32)
+    return _poisoned(torch.empty_strided((batch, channels, n), (n * channels, 1, channels), device=device,
+                                         dtype=torch.float32))
 
 
 def checkpoint_shape(batch: int, channels: int, n: int, length: int, chunk: int | None = None) -> tuple[int, ...]:
@@ -233,8 +241,8 @@ def _result(like: torch.Tensor, dtype: torch.dtype, splits: int) -> torch.Tensor
     batch, channels, length = like.shape
     f32 = dict(device=like.device, dtype=torch.float32)
     if _is_channels_last(like):
-        return torch.empty(splits, batch, length, channels, **f32).transpose(2, 3)
-    return torch.empty(splits, batch, channels, length, **f32)
+        return _poisoned(torch.empty(splits, batch, length, channels, **f32)).transpose(2, 3)
+    return _poisoned(torch.empty(splits, batch, channels, length, **f32))
 
 
 def _finish(result: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -287,7 +295,8 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse:
     if n & (n - 1):
         raise ValueError(f"the Triton scan needs a power-of-two d_state, got {n}")
     last = empty_state(batch, channels, n, u.device)
-    ckpt = torch.empty(checkpoint_shape(batch, channels, n, length, chunk), device=u.device, dtype=torch.float32)
+    ckpt = _poisoned(torch.empty(checkpoint_shape(batch, channels, n, length, chunk), device=u.device,
+                                 dtype=torch.float32))
     dtype, splits = u.dtype, _state_splits(batch, channels, n, u.device)
     out = _result(u, dtype, splits)
     u, delta, B, C, z = (_as_float(t) for t in (u, delta, B, C, z))
@@ -321,12 +330,12 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
     has_D, has_bias = D is not None, delta_bias is not None
     A, D, delta_bias = _channel_parameters(A, D, delta_bias)
     dlast = dlast.float().transpose(1, 2).contiguous()  # (b, N, d)
-    dA = torch.empty(batch, n, channels, **f32)
+    dA = _poisoned(torch.empty(batch, n, channels, **f32))
     if ATOMIC_DBC:
         dB, dC = torch.zeros(batch, n, length, **f32), torch.zeros(batch, n, length, **f32)
     else:
-        dB, dC = torch.empty(n_dblocks, batch, n, length, **f32), torch.empty(n_dblocks, batch, n, length, **f32)
-    dD, dbias = torch.empty(splits, batch, channels, **f32), torch.empty(splits, batch, channels, **f32)
+        dB, dC = (_poisoned(torch.empty(n_dblocks, batch, n, length, **f32)) for _ in range(2))
+    dD, dbias = (_poisoned(torch.empty(splits, batch, channels, **f32)) for _ in range(2))
     scratch = torch.empty(batch * n_dblocks * chunk * BLOCK_D * n, **f32)
     zs = z if z is not None else u
     _scan_bwd_kernel[(batch, n_dblocks, splits)](
