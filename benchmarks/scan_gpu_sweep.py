@@ -12,7 +12,7 @@ from videomamba.ops import selective_scan
 # (BLOCK_D, warps, stages, state split, chunk, atomic dB/dC)
 SETTINGS = [(32, 1, 4, 1, 64, False), (32, 1, 4, 2, 64, False), (32, 1, 4, 4, 64, False), (32, 1, 3, 1, 64, False),
             (32, 1, 6, 2, 64, False), (32, 1, 4, 1, 32, False), (32, 1, 4, 1, 128, False), (32, 1, 4, 1, 64, True),
-            (16, 1, 4, 2, 64, False), (64, 2, 4, 2, 64, False), (32, 2, 4, 1, 64, False)]
+            (16, 1, 4, 1, 64, False), (16, 1, 4, 2, 64, False), (64, 2, 4, 2, 64, False), (32, 2, 4, 1, 64, False)]
 
 
 def inputs(b: int, L: int) -> dict:
