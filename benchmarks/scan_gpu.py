@@ -4,7 +4,7 @@ the memory and exp floors, then training and inference of videomamba_small again
 on mamba_ssm (flip-based, as Vim) and a flash-attention ViT-S.
 
 Usage (GPU machine): bash benchmarks/build_mamba_ssm.sh; PYTHONPATH=src python3 benchmarks/scan_gpu.py
-[correctness] [model-check] [timings] [e2e] [profile]   (all when none is named)
+[correctness] [model-check] [timings] [e2e] [profile] [compile]   (all when none is named)
 """
 
 from __future__ import annotations
@@ -299,6 +299,48 @@ def profile_step(frames: int = 64) -> None:
     print()
 
 
+def compiled_vs_eager(frames: int = 64) -> None:
+    """videomamba_small (Triton path) under torch.compile against eager: training step at batch 8 and
+    inference at batch 32; the custom ops' fake implementations let dynamo trace the whole model."""
+    import time
+
+    import videomamba
+
+    os.environ["VIDEOMAMBA_SCAN_BACKEND"] = "triton"
+    print(f"## torch.compile against eager: videomamba_small, {frames} frames, Triton path\n")
+    print("| mode | train step ms | train clips/s | infer clips/s (batch 32) | compile s |\n|---|---|---|---|---|")
+    for mode in ("eager", "compiled"):
+        torch.manual_seed(0)
+        model = videomamba.create_model("videomamba_small", num_frames=frames).to(DEV)
+        run = torch.compile(model) if mode == "compiled" else model
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        video, labels = torch.randn(8, 3, frames, 224, 224, device=DEV), torch.randint(0, 400, (8,), device=DEV)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                torch.nn.functional.cross_entropy(run(video).float(), labels).backward()
+            opt.step()
+        start = time.time()
+        step()
+        torch.cuda.synchronize()
+        compile_s = time.time() - start
+        ms = _median_ms(step, 5)
+        model.eval()
+        batch = torch.randn(32, 3, frames, 224, 224, device=DEV)
+
+        @torch.no_grad()
+        def infer():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                run(batch)
+        infer_ms = _median_ms(infer, 5)
+        print(f"| {mode} | {ms:.1f} | {8 / ms * 1e3:.2f} | {32 / infer_ms * 1e3:.2f} | {compile_s:.0f} |", flush=True)
+        del model, run, opt, batch
+        torch.cuda.empty_cache()
+    os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
+    print()
+
+
 def main() -> None:
     print(f"# GPU scan benchmark, {datetime.date.today()}, {torch.cuda.get_device_name()}, torch {torch.__version__}, "
           f"triton {triton.__version__}\n")
@@ -308,7 +350,7 @@ def main() -> None:
     except ImportError:
         have_mamba = False
         print("mamba_ssm is not built here: its columns stay empty\n")
-    parts = sys.argv[1:] or ["correctness", "model-check", "timings", "e2e", "profile"]
+    parts = sys.argv[1:] or ["correctness", "model-check", "timings", "e2e", "profile", "compile"]
     if "correctness" in parts:
         correctness()
     if "model-check" in parts:
@@ -319,6 +361,8 @@ def main() -> None:
         end_to_end(have_mamba)
     if "profile" in parts:
         profile_step()
+    if "compile" in parts:
+        compiled_vs_eager()
 
 
 if __name__ == "__main__":

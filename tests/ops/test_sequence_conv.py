@@ -39,6 +39,19 @@ CHECK = textwrap.dedent("""
             err = ((got.detach().double().cpu() - want).abs().max() / want.abs().max().clamp(min=1)).item()
             if not err < tolerance:
                 failures.append(f"{(b, d, L, k)} reverse={reverse} {dtype} {order}/{grad_order} {name}: {err:.1e}")
+    # the fake (meta) implementations give the real outputs' shapes, strides and dtypes (torch.compile
+    # relies on them), and the autograd registration is consistent
+    from videomamba.ops.sequence_conv import _conv_silu_op
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 9, 24).transpose(1, 2).to(device=device, dtype=dtype).requires_grad_()
+        w = torch.randn(24, 1, 4, device=device, requires_grad=True)
+        bias = torch.randn(24, device=device, requires_grad=True)
+        for reverse in (False, True):
+            try:
+                torch.library.opcheck(_conv_silu_op, (x, w, bias, reverse),
+                                      test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+            except Exception as err:
+                failures.append(f"opcheck {dtype} reverse={reverse}: {str(err)[:300]}")
     print("FAILURES:", failures)
     sys.exit(1 if failures else 0)
 """)

@@ -65,6 +65,21 @@ CHECK = textwrap.dedent("""
             err = ((got - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
             if not err < tolerance:
                 failures.append(f"{shape} reverse={rev} atomic={atomic} {order} {dtype} splits={splits} {name}: {err:.2e}")
+    # the fake (meta) implementation gives the real outputs' shapes, strides (channels-last in, channels-last
+    # out) and dtypes, which torch.compile relies on
+    from videomamba.ops.selective_scan import _scan_op
+    ts.CHUNK, ts.N_SPLIT = 16, None
+    for dtype in (f32, bf16):
+        x = make_inputs(2, 8, 20, 4, torch.float32, seed=3)
+        seq = lambda v: v.detach().to(dtype).transpose(1, 2).contiguous().transpose(1, 2).to(device).requires_grad_()
+        args = (seq(x["u"]), seq(x["delta"]), x["A"].detach().float().to(device), seq(x["B"]), seq(x["C"]),
+                x["D"].detach().float().to(device), seq(x["z"]), x["delta_bias"].detach().float().to(device), True, False,
+                "triton")
+        try:
+            torch.library.opcheck(_scan_op, args, test_utils=("test_schema", "test_faketensor",
+                                                              "test_autograd_registration"))
+        except Exception as err:
+            failures.append(f"opcheck {dtype}: {str(err)[:300]}")
     print("FAILURES:", failures)
     sys.exit(1 if failures else 0)
 """)
