@@ -18,8 +18,8 @@ from ..ops import selective_scan, sequence_conv_silu
 
 
 def _take_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x[:, :, index] for (B, C, L), kept in x's memory order: channels-last tensors gather whole rows."""
-    if x.stride(1) == 1 and x.stride(2) != 1:
+    """x[:, :, index] for (B, C, L), kept in x's memory order: dense channels-last tensors gather rows."""
+    if x.stride(1) == 1 and x.stride(2) == x.shape[1] and x.shape[1] > 1:
         return x.transpose(1, 2).index_select(1, index).transpose(1, 2)
     return x.index_select(2, index)
 
@@ -69,8 +69,8 @@ class ScanDirection(nn.Module):
 
     def forward(self, x: torch.Tensor, z: torch.Tensor, return_delta: bool = False, reverse: bool = False):
         """x, z: (B, d_inner, L) in this direction's order, in either memory order (channels-last on
-        a GPU: every tensor down to the scan output then stays (B, L, d) in memory). Returns y (B, d_inner, L) and, when
-        asked, Δ = softplus(dt_proj(x) + bias) (B, d_inner, L) in float32.
+        a GPU: every tensor down to the scan output then stays (B, L, d) in memory). Returns y
+        (B, d_inner, L) and, when asked, Δ = softplus(dt_proj(x) + bias) (B, d_inner, L) in float32.
 
         ``reverse``: x and z are in the opposite order (the direction reads them from the end), as for
         the spatio-temporal reversal, which is the whole sequence reversed: the causal conv becomes an

@@ -182,7 +182,7 @@ def sequence_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         return _conv_silu_op(x, weight.contiguous(), bias.contiguous(), bool(reverse))
     length, padding = x.shape[-1], weight.shape[-1] - 1
     weight = weight.flip(-1) if reverse else weight
-    if _channels_last(x):  # an NHWC conv2d keeps channels last: no transposed copy in or out
+    if _channels_last(x) and x.stride(2) == x.shape[1]:  # dense channels-last: an NHWC conv2d keeps it so
         image = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
         out = F.conv2d(image, weight.unsqueeze(2), bias, padding=(0, padding), groups=x.shape[1]).squeeze(2)
     else:
