@@ -4,7 +4,8 @@ the memory and exp floors, then training and inference of videomamba_small again
 on mamba_ssm (flip-based, as Vim) and a flash-attention ViT-S.
 
 Usage (GPU machine): bash benchmarks/build_mamba_ssm.sh; PYTHONPATH=src python3 benchmarks/scan_gpu.py
-[correctness] [model-check] [timings] [e2e] [profile] [compile]   (all when none is named)
+[correctness] [model-check] [timings] [e2e] [profile] [compile] [orders]   (all when none
+is named)
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ def end_to_end(have_mamba: bool) -> None:
                 model = (videomamba.create_model("videomamba_small", num_frames=frames) if backend
                          else ViTBaseline()).to(DEV)  # the ViT's positions are built for any length
                 if backend in ("mamba_ssm", "chunked"):  # (B, d, L) activations, the reversal gathered
-                    model.read_reversal_in_place = False
+                    model.read_order_in_place = False
                     for module in model.modules():
                         if isinstance(module, BiMambaMixer):
                             module.channels_last = False
@@ -341,6 +342,41 @@ def compiled_vs_eager(frames: int = 64) -> None:
     print()
 
 
+def orders_in_place(frames: int = 16) -> None:
+    """Each scan order with the backward direction read in place (positions computed by the kernels)
+    against gathering permuted copies: videomamba_small, Triton path."""
+    import videomamba
+
+    os.environ["VIDEOMAMBA_SCAN_BACKEND"] = "triton"
+    print(f"## backward order read in place or gathered: videomamba_small, {frames} frames, Triton path\n")
+    print("| scan order | backward direction | train step ms (batch 8) | infer clips/s (batch 32) |\n|---|---|---|---|")
+    video, labels = torch.randn(8, 3, frames, 224, 224, device=DEV), torch.randint(0, 400, (8,), device=DEV)
+    batch = torch.randn(32, 3, frames, 224, 224, device=DEV)
+    for order in ("spatiotemporal", "spatial", "temporal"):
+        for in_place in (True, False):
+            model = videomamba.create_model("videomamba_small", num_frames=frames, scan_order=order).to(DEV)
+            model.read_order_in_place = in_place
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+
+            def step():
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    torch.nn.functional.cross_entropy(model(video).float(), labels).backward()
+                opt.step()
+
+            @torch.no_grad()
+            def infer():
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    model(batch)
+            ms, infer_ms = _median_ms(step, 5), _median_ms(infer, 5)
+            print(f"| {order} | {'read in place' if in_place else 'gathered'} | {ms:.1f} | "
+                  f"{32 / infer_ms * 1e3:.1f} |", flush=True)
+            del model, opt
+            torch.cuda.empty_cache()
+    os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
+    print()
+
+
 def main() -> None:
     print(f"# GPU scan benchmark, {datetime.date.today()}, {torch.cuda.get_device_name()}, torch {torch.__version__}, "
           f"triton {triton.__version__}\n")
@@ -350,7 +386,7 @@ def main() -> None:
     except ImportError:
         have_mamba = False
         print("mamba_ssm is not built here: its columns stay empty\n")
-    parts = sys.argv[1:] or ["correctness", "model-check", "timings", "e2e", "profile", "compile"]
+    parts = sys.argv[1:] or ["correctness", "model-check", "timings", "e2e", "profile", "compile", "orders"]
     if "correctness" in parts:
         correctness()
     if "model-check" in parts:
@@ -363,6 +399,8 @@ def main() -> None:
         profile_step()
     if "compile" in parts:
         compiled_vs_eager()
+    if "orders" in parts:
+        orders_in_place()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ def tiny(**overrides):
                                                  ("spatial", True), ("temporal", True), ("none", True)])
 def test_planted_delta_lands_on_its_token(scan_order, in_place):
     model = tiny(scan_order=scan_order)
-    model.read_reversal_in_place = in_place
+    model.read_order_in_place = in_place
     n_t, n_h, n_w = model.cfg.grid  # (3, 3, 3)
     target = (2, 0, 1)
     token = (target[0] * n_h + target[1]) * n_w + target[2]

@@ -187,7 +187,7 @@ def test_reversal_read_in_place_equals_the_gathered_copies(cls_token):
     video = torch.randn(2, 3, 4, 32, 32, dtype=torch.float64)
     results = []
     for in_place in (True, False):
-        model.read_reversal_in_place = in_place
+        model.read_order_in_place = in_place
         model.zero_grad()
         logits, internals = model.forward_with_internals(video)
         logits.square().sum().backward()
@@ -199,7 +199,8 @@ def test_reversal_read_in_place_equals_the_gathered_copies(cls_token):
     for (fa, ba), (fb, bb) in zip(deltas_a, deltas_b):
         torch.testing.assert_close(fa, fb)
         torch.testing.assert_close(ba, bb)
-    model.read_reversal_in_place = True
-    assert model.scan_indices((2, 2, 2), torch.device("cpu"))[2]  # spatio-temporal is a reversal
+    model.read_order_in_place = True
+    assert model.scan_indices((2, 2, 2), torch.device("cpu"))[2].mode == "reverse"  # spatio-temporal
     temporal = videomamba.create_model("videomamba_nano", embed_dim=32, depth=1, scan_order="temporal")
-    assert not temporal.scan_indices((2, 2, 2), torch.device("cpu"))[2]
+    index, _, computed = temporal.scan_indices((2, 2, 2), torch.device("cpu"))
+    assert computed.mode == "temporal" and torch.equal(computed.positions(9), index)  # the same order

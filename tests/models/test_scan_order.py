@@ -56,9 +56,26 @@ def test_channels_last_activations_give_the_same_model(scan_order):
             if isinstance(module, BiMambaMixer):
                 module.channels_last = channels_last
         model.zero_grad()
-        logits = model(clip)
+        logits, internals = model.forward_with_internals(clip)
         logits.square().sum().backward()
-        results.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
+        results.append((logits.detach(), [p.grad.clone() for p in model.parameters()], internals.deltas))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-12, atol=1e-12)
     for a, b in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    for layer_a, layer_b in zip(results[0][2], results[1][2]):  # Δ of both directions, in forward order
+        for a, b in zip(layer_a, layer_b):
+            assert (a is None) == (b is None)
+            if a is not None:  # Δ is reported in float32 (its channel mean sums in each memory order)
+                torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["spatiotemporal", "spatial", "temporal"])
+@pytest.mark.parametrize("cls_token", [True, False])
+def test_computed_positions_are_the_backward_order(mode, cls_token):
+    """ops.ScanOrder (what the kernels compute) and backward_order (what the gathers use) agree."""
+    from videomamba.ops import ScanOrder
+
+    n_t, n_h, n_w = 3, 2, 4
+    computed = ScanOrder("reverse") if mode == "spatiotemporal" else ScanOrder(mode, n_h * n_w, int(cls_token))
+    expected = backward_order(mode, n_t, n_h, n_w, cls_token=cls_token)
+    assert torch.equal(computed.positions(n_t * n_h * n_w + int(cls_token)), expected)

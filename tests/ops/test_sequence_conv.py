@@ -13,21 +13,29 @@ pytest.importorskip("triton")
 
 CHECK = textwrap.dedent("""
     import sys, torch
+    from videomamba.ops import ScanOrder
     from videomamba.ops.sequence_conv import sequence_conv_silu
     device, failures = sys.argv[1], []
     torch.manual_seed(0)
-    # (batch, channels, length, kernel), reverse, dtype, input memory order, gradient memory order
-    cases = [((2, 40, 37, 4), False, torch.float32, "bld", "bld"), ((2, 40, 37, 4), True, torch.float32, "bld", "bdl"),
-             ((1, 70, 1, 4), False, torch.float32, "bld", "bld"), ((1, 3, 5, 4), True, torch.float32, "bdl", "bld"),
-             ((2, 65, 70, 3), True, torch.float32, "bld", "bld"), ((2, 40, 37, 4), False, torch.bfloat16, "bld", "bld")]
-    for (b, d, L, k), reverse, dtype, order, grad_order in cases:
+    fwd, rev = ScanOrder("forward"), ScanOrder("reverse")
+    # (batch, channels, length, kernel), scan order, dtype, input memory order, gradient memory order
+    cases = [((2, 40, 37, 4), fwd, torch.float32, "bld", "bld"), ((2, 40, 37, 4), rev, torch.float32, "bld", "bdl"),
+             ((1, 70, 1, 4), fwd, torch.float32, "bld", "bld"), ((1, 3, 5, 4), rev, torch.float32, "bdl", "bld"),
+             ((2, 65, 70, 3), rev, torch.float32, "bld", "bld"), ((2, 40, 37, 4), fwd, torch.bfloat16, "bld", "bld"),
+             ((2, 40, 41, 4), ScanOrder("spatial", 8, 1), torch.float32, "bld", "bld"),
+             ((1, 24, 40, 4), ScanOrder("temporal", 8, 0), torch.float32, "bld", "bdl"),
+             ((2, 40, 37, 4), ScanOrder("temporal", 4, 1), torch.bfloat16, "bld", "bld")]
+    for (b, d, L, k), scan_order, dtype, order, grad_order in cases:
         x = torch.randn(b, L, d).transpose(1, 2) if order == "bld" else torch.randn(b, d, L)
         x = x.to(device=device, dtype=dtype).requires_grad_()
         w = torch.randn(d, 1, k, device=device, requires_grad=True)
         bias = torch.randn(d, device=device, requires_grad=True)
-        y = sequence_conv_silu(x, w, bias, reverse, use_triton=True)
+        y = sequence_conv_silu(x, w, bias, use_triton=True, order=scan_order)
         ref = [t.detach().double().cpu().requires_grad_() for t in (x, w, bias)]
-        y_ref = sequence_conv_silu(ref[0], ref[1], ref[2], reverse, use_triton=False)
+        # the reference: conv1d on the copy permuted into the scan's order, permuted back
+        positions = scan_order.positions(L)
+        conv = torch.nn.functional.conv1d(ref[0].index_select(-1, positions), ref[1], ref[2], padding=k - 1, groups=d)
+        y_ref = torch.nn.functional.silu(conv[..., :L]).index_select(-1, torch.argsort(positions))
         g = torch.randn(b, L, d, dtype=torch.float64).transpose(1, 2) if grad_order == "bld" else torch.randn(b, d, L, dtype=torch.float64)
         y.backward(g.to(device=device, dtype=dtype))
         y_ref.backward(g)
@@ -38,7 +46,7 @@ CHECK = textwrap.dedent("""
                                 ("dbias", bias.grad, ref[2].grad)):
             err = ((got.detach().double().cpu() - want).abs().max() / want.abs().max().clamp(min=1)).item()
             if not err < tolerance:
-                failures.append(f"{(b, d, L, k)} reverse={reverse} {dtype} {order}/{grad_order} {name}: {err:.1e}")
+                failures.append(f"{(b, d, L, k)} {scan_order} {dtype} {order}/{grad_order} {name}: {err:.1e}")
     # the fake (meta) implementations give the real outputs' shapes, strides and dtypes (torch.compile
     # relies on them), and the autograd registration is consistent
     from videomamba.ops.sequence_conv import _conv_silu_op
@@ -46,12 +54,13 @@ CHECK = textwrap.dedent("""
         x = torch.randn(2, 9, 24).transpose(1, 2).to(device=device, dtype=dtype).requires_grad_()
         w = torch.randn(24, 1, 4, device=device, requires_grad=True)
         bias = torch.randn(24, device=device, requires_grad=True)
-        for reverse in (False, True):
+        for scan_order in (fwd, rev, ScanOrder("spatial", 3, 0)):
             try:
-                torch.library.opcheck(_conv_silu_op, (x, w, bias, reverse),
+                torch.library.opcheck(_conv_silu_op, (x, w, bias, scan_order.code, scan_order.frame_tokens,
+                                                      scan_order.prefix),
                                       test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
             except Exception as err:
-                failures.append(f"opcheck {dtype} reverse={reverse}: {str(err)[:300]}")
+                failures.append(f"opcheck {dtype} {scan_order}: {str(err)[:300]}")
     print("FAILURES:", failures)
     sys.exit(1 if failures else 0)
 """)

@@ -14,7 +14,8 @@ triton = pytest.importorskip("triton")
 CHECK = textwrap.dedent("""
     import sys, torch
     from videomamba.ops import selective_scan
-    from tests.ops.test_selective_scan import make_inputs, float64_truth, reversed_truth, SEQUENCE_INPUTS
+    from tests.ops.test_selective_scan import make_inputs, float64_truth, SEQUENCE_INPUTS
+    from videomamba.ops import ScanOrder
     device = sys.argv[1]
     failures = []
     # shape (b, d, L, n), softplus, optional inputs, chunk, reverse, atomic dB/dC, memory order, dtype
@@ -26,6 +27,10 @@ CHECK = textwrap.dedent("""
              # channels last ((b, L, d) in memory, as the mixer passes them), forward and reversed; bf16 inputs
              ((2, 40, 37, 16), True, True, 16, False, False, "bld", f32), ((2, 33, 70, 16), True, True, 32, True, False, "bld", f32),
              ((2, 40, 37, 16), True, True, 16, True, False, "bld", bf16)]
+    # the per-frame orders (spatial / temporal reversal: 5 frames of 8 tokens, with and without a class token)
+    cases += [((2, 40, 41, 16), True, True, 16, ScanOrder("spatial", 8, 1), False, "bld", f32),
+              ((1, 33, 40, 16), True, True, 16, ScanOrder("temporal", 8, 0), False, "bld", f32),
+              ((2, 20, 41, 16), True, True, 32, ScanOrder("temporal", 8, 1), False, "bdl", bf16)]
     cases = [case + (1,) for case in cases] + [  # the states split over 2 or 4 programs (partial sums)
         ((2, 40, 37, 16), True, True, 16, False, False, "bld", f32, 2), ((2, 33, 70, 16), True, True, 32, True, False, "bdl", f32, 4),
         ((1, 8, 5, 4), False, False, 64, False, True, "bdl", f32, 4), ((2, 40, 37, 16), True, True, 16, True, False, "bld", bf16, 2)]
@@ -35,8 +40,12 @@ CHECK = textwrap.dedent("""
         inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=optional)
         if dtype == bf16:  # the truth sees the same rounded values
             inputs = {k: (v.to(bf16).float() if v is not None and v.dim() == 3 else v) for k, v in inputs.items()}
-        truth = reversed_truth if rev else float64_truth
-        truth_inputs, y_true, h_true = truth({k: (v.detach().clone() if v is not None else None) for k, v in inputs.items()}, softplus)
+        order = rev if isinstance(rev, ScanOrder) else ScanOrder("reverse" if rev else "forward")
+        positions = order.positions(shape[2])
+        in_steps = {k: (v.detach().clone().index_select(-1, positions) if v is not None and k in SEQUENCE_INPUTS else v)
+                    for k, v in inputs.items()}
+        truth_inputs, y_true, h_true = float64_truth(in_steps, softplus)  # the plain scan of the reordered inputs
+        y_true = y_true.index_select(-1, torch.argsort(positions))
 
         def placed(v):
             if v is None:
@@ -49,7 +58,7 @@ CHECK = textwrap.dedent("""
             return v.requires_grad_()
 
         inputs = {k: placed(v) for k, v in inputs.items()}
-        y, last = selective_scan(**inputs, delta_softplus=softplus, return_last_state=True, backend="triton", reverse=rev)
+        y, last = selective_scan(**inputs, delta_softplus=softplus, return_last_state=True, backend="triton", order=order)
         if order == "bld" and y.stride(1) != 1:
             failures.append(f"{shape} {order}: output not in the input's memory order, strides {y.stride()}")
         g = torch.Generator().manual_seed(1)
@@ -58,13 +67,13 @@ CHECK = textwrap.dedent("""
         ((y.double().cpu() * w_out).sum() + (last.double().cpu() * w_last).sum()).backward()
         ((y_true * w_out).sum() + (h_true * w_last).sum()).backward()
         pairs = [("out", y.detach().double().cpu(), y_true.detach()), ("last", last.detach().double().cpu(), h_true.detach())]
-        unflip = lambda k, g: g.flip(-1) if (rev and k in SEQUENCE_INPUTS) else g
+        unflip = lambda k, g: g.index_select(-1, torch.argsort(positions)) if k in SEQUENCE_INPUTS else g
         pairs += [("d" + k, v.grad.double().cpu(), unflip(k, truth_inputs[k].grad)) for k, v in inputs.items() if v is not None]
         tolerance = 2e-4 if dtype == f32 else 2e-2  # bf16: the output and du, ddelta, dz are stored in bf16
         for name, got, want in pairs:
             err = ((got - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
             if not err < tolerance:
-                failures.append(f"{shape} reverse={rev} atomic={atomic} {order} {dtype} splits={splits} {name}: {err:.2e}")
+                failures.append(f"{shape} order={order} atomic={atomic} {order} {dtype} splits={splits} {name}: {err:.2e}")
     # the fake (meta) implementation gives the real outputs' shapes, strides (channels-last in, channels-last
     # out) and dtypes, which torch.compile relies on
     from videomamba.ops.selective_scan import _scan_op
@@ -73,8 +82,8 @@ CHECK = textwrap.dedent("""
         x = make_inputs(2, 8, 20, 4, torch.float32, seed=3)
         seq = lambda v: v.detach().to(dtype).transpose(1, 2).contiguous().transpose(1, 2).to(device).requires_grad_()
         args = (seq(x["u"]), seq(x["delta"]), x["A"].detach().float().to(device), seq(x["B"]), seq(x["C"]),
-                x["D"].detach().float().to(device), seq(x["z"]), x["delta_bias"].detach().float().to(device), True, False,
-                "triton")
+                x["D"].detach().float().to(device), seq(x["z"]), x["delta_bias"].detach().float().to(device), True,
+                ScanOrder("spatial", 4, 0).code, 4, 0, "triton")
         try:
             torch.library.opcheck(_scan_op, args, test_utils=("test_schema", "test_faketensor",
                                                               "test_autograd_registration"))

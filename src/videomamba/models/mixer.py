@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import selective_scan, sequence_conv_silu
+from ..ops import ScanOrder, selective_scan, sequence_conv_silu
 
 
 def _take_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -67,23 +67,24 @@ class ScanDirection(nn.Module):
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1))
         self.D = nn.Parameter(torch.ones(d_inner))
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor, return_delta: bool = False, reverse: bool = False):
+    def forward(self, x: torch.Tensor, z: torch.Tensor, return_delta: bool = False, order: ScanOrder | None = None):
         """x, z: (B, d_inner, L) in this direction's order, in either memory order (channels-last on
         a GPU: every tensor down to the scan output then stays (B, L, d) in memory). Returns y
         (B, d_inner, L) and, when asked, Δ = softplus(dt_proj(x) + bias) (B, d_inner, L) in float32.
 
-        ``reverse``: x and z are in the opposite order (the direction reads them from the end), as for
-        the spatio-temporal reversal, which is the whole sequence reversed: the causal conv becomes an
-        anti-causal one (kernel flipped, the window ahead) and the scan reads positions backwards, so
-        the result equals flipping x and z, running forward, and flipping back, without the copies.
+        ``order``: x and z are in forward order and this direction reads them in ``order`` (reversed
+        for the spatio-temporal reversal, per frame for the spatial and temporal ones): the conv is
+        causal along that order and the scan reads the positions in it, each result written at its
+        own position. The result equals permuting x and z, running, and permuting back, without the
+        copies (on the GPU the kernels compute the positions).
         """
-        x = sequence_conv_silu(x, self.conv1d.weight, self.conv1d.bias, reverse)
+        x = sequence_conv_silu(x, self.conv1d.weight, self.conv1d.bias, order=order)
         dt, B, C = torch.split(self.x_proj(x.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # bias is added (in float32) in the scan
         A = -torch.exp(self.A_log.float())
         bias = self.dt_proj.bias.float()
         y = selective_scan(x, dt, A, B.transpose(1, 2), C.transpose(1, 2), D=self.D.float(), z=z,
-                           delta_bias=bias, delta_softplus=True, reverse=reverse)
+                           delta_bias=bias, delta_softplus=True, order=order)
         delta = F.softplus(dt.float() + bias[:, None]) if return_delta else None
         return y, delta
 
@@ -113,15 +114,18 @@ class BiMambaMixer(nn.Module):
 
     def forward(self, hidden: torch.Tensor, backward_index: torch.Tensor | None = None,
                 inverse_index: torch.Tensor | None = None, return_delta: bool = False,
-                backward_is_reversal: bool = False):
+                backward_order: ScanOrder | None = None):
         """hidden (B, L, dim) -> (B, L, dim); with ``return_delta`` also the channel-mean Δ of each
         direction, (B, L) in forward order (None for a missing direction).
 
-        ``backward_is_reversal``: the backward order is the whole sequence reversed (spatio-temporal
-        reversal); that direction then reads the forward-order tensors from the end instead of
-        gathering permuted copies (``backward_index`` is not needed).
+        ``backward_order``: the backward order as positions to compute (``ScanOrder``); that direction
+        then reads the forward-order tensors in it instead of gathering permuted copies
+        (``backward_index`` is not needed). The full reversal is always read this way; the per-frame
+        orders only with channels-last activations (the GPU path, whose kernels compute the
+        positions; on the CPU the gathers are cheaper than the fallbacks' reordered copies).
         """
-        if hidden.is_cuda if self.channels_last is None else self.channels_last:
+        channels_last = hidden.is_cuda if self.channels_last is None else self.channels_last
+        if channels_last:
             # x and z as two dense (B, L, d_inner) tensors, seen as (B, d_inner, L): the conv, x_proj, the
             # scan and out_proj then read and write them in this order without transposed copies
             x, z = (F.linear(hidden, w).transpose(1, 2) for w in self.in_proj.weight.chunk(2, dim=0))
@@ -130,8 +134,9 @@ class BiMambaMixer(nn.Module):
         y, delta_fwd = self.scan_fwd(x, z, return_delta)
         deltas = [delta_fwd.mean(1) if return_delta else None, None]
         if self.scan_bwd is not None:
-            if backward_is_reversal:
-                y_bwd, delta_bwd = self.scan_bwd(x, z, return_delta, reverse=True)
+            in_place = backward_order is not None and (backward_order.mode == "reverse" or channels_last)
+            if in_place:
+                y_bwd, delta_bwd = self.scan_bwd(x, z, return_delta, order=backward_order)
             else:
                 if backward_index is None:
                     raise ValueError("a bidirectional mixer needs the backward scan's token order")

@@ -17,6 +17,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from ..ops import ScanOrder
 from .mixer import BiMambaMixer
 from .pos_embed import (LEARNED_POS_EMBEDS, POS_EMBEDS, random_table, resample_table,
                         sinusoidal_table, video_table_from_image)
@@ -118,8 +119,8 @@ class Block(nn.Module):
         self.drop_path_rate = drop_path_rate
 
     def forward(self, residual: torch.Tensor, backward_index, inverse_index, return_delta: bool = False,
-                backward_is_reversal: bool = False):
-        out = self.mixer(self.norm(residual), backward_index, inverse_index, return_delta, backward_is_reversal)
+                backward_order: ScanOrder | None = None):
+        out = self.mixer(self.norm(residual), backward_index, inverse_index, return_delta, backward_order)
         out, deltas = out if return_delta else (out, None)
         residual = residual + drop_path(out.to(residual.dtype), self.drop_path_rate, self.training)
         return residual, deltas
@@ -164,9 +165,10 @@ class VideoMamba(nn.Module):
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self._order_cache: dict = {}
         self.grad_checkpointing = False
-        # the spatio-temporal reversal's backward direction reads the forward-order tensors from the
-        # end (no permuted copies); False gathers them like the other orders (tests compare the two)
-        self.read_reversal_in_place = True
+        # the backward direction reads the forward-order tensors in its order (the reversal always,
+        # the per-frame orders on the GPU path) instead of gathering permuted copies; False gathers
+        # (tests and the mamba_ssm baseline compare the two)
+        self.read_order_in_place = True
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -196,16 +198,17 @@ class VideoMamba(nn.Module):
         return resample_table(self.pos_embed[0], self.cfg.grid, grid)
 
     def scan_indices(self, grid: tuple[int, int, int], device: torch.device):
-        """(backward order, its inverse, whether it is the whole sequence reversed) for the full
-        sequence on ``device``; (None, None, False) for 'none'."""
+        """(backward order, its inverse, the same order as positions to compute (``ScanOrder``)) for
+        the full sequence on ``device``; (None, None, None) for 'none'."""
         key = (grid, str(device))
         if key not in self._order_cache:
             order = backward_order(self.cfg.scan_order, *grid, cls_token=self.cls_token is not None)
             if order is None:
-                self._order_cache[key] = (None, None, False)
+                self._order_cache[key] = (None, None, None)
             else:
-                reversal = self.cfg.scan_order == "spatiotemporal"  # by construction the whole sequence reversed
-                self._order_cache[key] = (order.to(device), torch.argsort(order).to(device), reversal)
+                computed = (ScanOrder("reverse") if self.cfg.scan_order == "spatiotemporal"
+                            else ScanOrder(self.cfg.scan_order, grid[1] * grid[2], self.prefix_tokens))
+                self._order_cache[key] = (order.to(device), torch.argsort(order).to(device), computed)
         return self._order_cache[key]
 
     def forward_features(self, video: torch.Tensor, internals: Internals | None = None,
@@ -221,8 +224,8 @@ class VideoMamba(nn.Module):
             tokens = tokens + table.to(tokens.dtype)
         if self.cls_token is not None:
             tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
-        backward_index, inverse_index, reversal = self.scan_indices(grid, tokens.device)
-        reversal = reversal and self.read_reversal_in_place
+        backward_index, inverse_index, in_place_order = self.scan_indices(grid, tokens.device)
+        in_place_order = in_place_order if self.read_order_in_place else None
         if internals is not None:
             internals.grid, internals.prefix = grid, self.prefix_tokens
         want_delta = internals is not None and "delta" in record
@@ -231,9 +234,9 @@ class VideoMamba(nn.Module):
         for layer in self.layers:
             if checkpointing:  # recompute each block in the backward pass instead of storing it
                 residual, deltas = torch.utils.checkpoint.checkpoint(
-                    layer, residual, backward_index, inverse_index, want_delta, reversal, use_reentrant=False)
+                    layer, residual, backward_index, inverse_index, want_delta, in_place_order, use_reentrant=False)
             else:
-                residual, deltas = layer(residual, backward_index, inverse_index, want_delta, reversal)
+                residual, deltas = layer(residual, backward_index, inverse_index, want_delta, in_place_order)
             if want_delta:
                 internals.deltas.append(tuple(deltas))
             if internals is not None and "features" in record:

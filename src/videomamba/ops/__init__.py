@@ -2,5 +2,6 @@
 
 from .selective_scan import BACKENDS, choose_backend, export_mode, selective_scan
 from .sequence_conv import sequence_conv_silu
+from .token_order import ScanOrder
 
-__all__ = ["selective_scan", "sequence_conv_silu", "choose_backend", "export_mode", "BACKENDS"]
+__all__ = ["selective_scan", "sequence_conv_silu", "ScanOrder", "choose_backend", "export_mode", "BACKENDS"]

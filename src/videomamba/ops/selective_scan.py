@@ -23,47 +23,66 @@ from torch.utils.flop_counter import register_flop_formula
 from . import cpu_kernel, triton_scan
 from .chunked import chunked_backward, chunked_forward
 from .reference import selective_scan_reference
+from .token_order import MODES, REVERSE, ScanOrder, gather_steps
 
 
 def _flip(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None or t.dim() < 3 else t.flip(-1)
 
 
-def _nothing_saved(forward: Callable) -> Callable:
-    """A backend whose backward needs nothing from its forward beyond the inputs; a reversed scan
-    runs on flipped copies (the Triton kernels address the positions backwards instead)."""
+def _reorder(order: ScanOrder, length: int, device) -> tuple[Callable, Callable]:
+    """Two functions: one puts (..., L) tensors in the order's step order, the other puts them back."""
+    if order.mode == "forward":
+        return (lambda t: t), (lambda t: t)
+    if order.mode == "reverse":
+        return _flip, _flip
+    positions = order.positions(length, device)
+    inverse = torch.argsort(positions)
+    return (lambda t: gather_steps(t, positions)), (lambda t: gather_steps(t, inverse))
 
-    def run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
-        if reverse:
-            out, last = forward(_flip(u), _flip(delta), A, _flip(B), _flip(C), D, _flip(z), delta_bias, delta_softplus)
-            return out.flip(-1), last, out.new_empty(0)
-        out, last = forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-        return out, last, out.new_empty(0)
+
+def _order(mode: int, frame_tokens: int, prefix: int) -> ScanOrder:
+    return ScanOrder(MODES[mode], frame_tokens, prefix)
+
+
+def _nothing_saved(forward: Callable) -> Callable:
+    """A backend whose backward needs nothing from its forward beyond the inputs; a scan in another
+    order runs on reordered copies (the Triton kernels address the positions instead)."""
+
+    def run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mode, frame_tokens, prefix):
+        steps, back = _reorder(_order(mode, frame_tokens, prefix), u.shape[-1], u.device)
+        out, last = forward(steps(u), steps(delta), A, steps(B), steps(C), D, steps(z), delta_bias, delta_softplus)
+        return back(out), last, out.new_empty(0)
 
     return run
 
 
 def _ignore_saved(backward: Callable) -> Callable:
-    def run(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
-        if not reverse:
-            return backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-        grads = backward(_flip(dout), dlast, _flip(u), _flip(delta), A, _flip(B), _flip(C), D, _flip(z), delta_bias,
+    def run(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, mode, frame_tokens, prefix):
+        steps, back = _reorder(_order(mode, frame_tokens, prefix), u.shape[-1], u.device)
+        grads = backward(steps(dout), dlast, steps(u), steps(delta), A, steps(B), steps(C), D, steps(z), delta_bias,
                          delta_softplus)
         du, ddelta, dA, dB, dC, dD, dz, dbias = grads
-        return du.flip(-1), ddelta.flip(-1), dA, dB.flip(-1), dC.flip(-1), dD, _flip(dz), dbias
+        return back(du), back(ddelta), dA, back(dB), back(dC), dD, back(dz), dbias
 
     return run
 
 
-def _triton_backward(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+def _triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mode, frame_tokens, prefix):
+    return triton_scan.triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                      _order(mode, frame_tokens, prefix))
+
+
+def _triton_backward(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, mode, frame_tokens,
+                     prefix):
     # the state checkpoints the forward stored every CHUNK steps: no second forward pass
-    return triton_scan.triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse,
-                                       ckpt=saved)
+    return triton_scan.triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                       _order(mode, frame_tokens, prefix), ckpt=saved)
 
 
 # forward: (out, last state, what the backward needs besides the inputs); backward: (saved, ...)
 _FORWARD: dict[str, Callable] = {"chunked": _nothing_saved(chunked_forward),
-                                 "cpu": _nothing_saved(cpu_kernel.cpu_forward), "triton": triton_scan.triton_forward}
+                                 "cpu": _nothing_saved(cpu_kernel.cpu_forward), "triton": _triton_forward}
 _BACKWARD: dict[str, Callable] = {"chunked": _ignore_saved(chunked_backward),
                                   "cpu": _ignore_saved(cpu_kernel.cpu_backward), "triton": _triton_backward}
 BACKENDS = ("reference", *_FORWARD)
@@ -77,12 +96,13 @@ def _absent(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 @torch.library.custom_op("videomamba::selective_scan", mutates_args=())
 def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
              D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-             delta_softplus: bool, reverse: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _FORWARD[backend](u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+             delta_softplus: bool, mode: int, frame_tokens: int, prefix: int,
+             backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _FORWARD[backend](u, delta, A, B, C, D, z, delta_bias, delta_softplus, mode, frame_tokens, prefix)
 
 
 @_scan_op.register_fake
-def _scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend):
+def _scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mode, frame_tokens, prefix, backend):
     batch, channels, length = u.shape
     n = A.shape[1]
     if backend == "triton":
@@ -96,13 +116,16 @@ def _scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, bac
 def _scan_backward_op(saved: torch.Tensor, dout: torch.Tensor, dlast: torch.Tensor, u: torch.Tensor,
                       delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                       D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-                      delta_softplus: bool, reverse: bool, backend: str) -> list[torch.Tensor]:
-    grads = _BACKWARD[backend](saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+                      delta_softplus: bool, mode: int, frame_tokens: int, prefix: int,
+                      backend: str) -> list[torch.Tensor]:
+    grads = _BACKWARD[backend](saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, mode,
+                               frame_tokens, prefix)
     return [g if g is not None else u.new_empty(0) for g in grads]  # empty = input absent
 
 
 @_scan_backward_op.register_fake
-def _scan_backward_fake(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend):
+def _scan_backward_fake(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, mode, frame_tokens,
+                        prefix, backend):
     like = lambda t: torch.empty_like(t) if t is not None else u.new_empty(0)  # noqa: E731
     if backend == "triton":  # gradients of u, delta, z in u's memory order and their own dtypes; the rest fp32
         f32 = lambda t: torch.empty(t.shape, device=t.device, dtype=torch.float32) if t is not None else u.new_empty(0)  # noqa: E731
@@ -114,10 +137,10 @@ def _scan_backward_fake(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias,
 
 
 def _setup_context(ctx, inputs, output):
-    u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend = inputs
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, mode, frame_tokens, prefix, backend = inputs
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
     ctx.mark_non_differentiable(output[2])
-    ctx.delta_softplus, ctx.reverse, ctx.backend = delta_softplus, reverse, backend
+    ctx.delta_softplus, ctx.order, ctx.backend = delta_softplus, (mode, frame_tokens, prefix), backend
 
 
 def _backward(ctx, dout, dlast, dsaved):
@@ -127,9 +150,9 @@ def _backward(ctx, dout, dlast, dsaved):
     if ctx.backend != "triton":  # the Triton kernels read any strides
         dout = dout.contiguous()
     grads = _scan_backward_op(saved, dout, dlast.contiguous(), u, delta, A, B, C, D, z, delta_bias,
-                              ctx.delta_softplus, ctx.reverse, ctx.backend)
+                              ctx.delta_softplus, *ctx.order, ctx.backend)
     du, ddelta, dA, dB, dC, dD, dz, dbias = grads
-    return du, ddelta, dA, dB, dC, _absent(dD), _absent(dz), _absent(dbias), None, None, None
+    return du, ddelta, dA, dB, dC, _absent(dD), _absent(dz), _absent(dbias), None, None, None, None, None
 
 
 _scan_op.register_autograd(_backward, setup_context=_setup_context)
@@ -216,6 +239,7 @@ def selective_scan(
     return_last_state: bool = False,
     backend: str | None = None,
     reverse: bool = False,
+    order: ScanOrder | None = None,
 ):
     """Mamba-1 selective scan with mamba_ssm's ``selective_scan_fn`` semantics.
 
@@ -227,22 +251,33 @@ def selective_scan(
     when ``return_last_state``. Differentiable in every input. State and accumulation are float32
     at least, whatever the input dtype.
 
-    ``reverse``: scan from the last position to the first (h_t from h_{t+1}); the same as flipping
-    every (., ., L) input and the output, but the Triton kernels read the positions backwards instead
-    of copying. The last state is then the state after position 0.
+    ``order``: the order in which the scan reads the positions (``ops.ScanOrder``: reversed, or per
+    frame for the spatial and temporal reversals); each output is written at the position read,
+    so inputs and outputs stay in memory order. The same as permuting every (., ., L) input, scanning
+    and permuting the output back, but the Triton kernels compute the positions instead of copying.
+    ``reverse=True`` is ``order=ScanOrder("reverse")``: h_t from h_{t+1}, and the last state is the
+    state after position 0.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    if reverse and order is not None and order != REVERSE:
+        raise ValueError(f"selective_scan: reverse=True and order={order} disagree")
+    order = REVERSE if reverse else (order or ScanOrder())
     name = backend or choose_backend(u, A)
     if name not in BACKENDS:
         raise ValueError(f"selective_scan: unknown backend {name!r}; choose from {BACKENDS}")
-    if name == "reference":
-        if reverse:
-            result = selective_scan_reference(_flip(u), _flip(delta), A, _flip(B), _flip(C), D=D, z=_flip(z),
-                                              delta_bias=delta_bias, delta_softplus=delta_softplus,
-                                              return_last_state=True)
-            return (result[0].flip(-1), result[1]) if return_last_state else result[0].flip(-1)
-        return selective_scan_reference(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
-                                        delta_softplus=delta_softplus, return_last_state=return_last_state)
+    if name == "reference" or _EXPORTING:  # plain PyTorch ops on reordered copies
+        steps, back = _reorder(order, u.shape[-1], u.device)
+        if name == "reference":
+            out, last = selective_scan_reference(steps(u), steps(delta), A, steps(B), steps(C), D=D, z=steps(z),
+                                                 delta_bias=delta_bias, delta_softplus=delta_softplus,
+                                                 return_last_state=True)
+        else:
+            compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+            prep = lambda t: None if t is None else t.to(compute).contiguous()  # noqa: E731
+            out, last = chunked_forward(steps(prep(u)), steps(prep(delta)), prep(A), steps(prep(B)), steps(prep(C)),
+                                        prep(D), steps(prep(z)), prep(delta_bias), bool(delta_softplus))
+        out = back(out).to(u.dtype)
+        return (out, last) if return_last_state else out
     if name == "cpu" and u.device.type != "cpu":
         raise ValueError(f"selective_scan: backend 'cpu' needs CPU tensors, got {u.device}")
     dtype_in = u.dtype
@@ -250,13 +285,7 @@ def selective_scan(
     prep = lambda t: None if t is None else t.to(compute).contiguous()  # noqa: E731
     # the Triton kernels read u, delta, z, B, C in their own dtype and strides: no copies
     seq = (lambda t: t) if name == "triton" else prep
-    if _EXPORTING:
-        flip = _flip if reverse else (lambda t: t)
-        out, last = chunked_forward(flip(prep(u)), flip(prep(delta)), prep(A), flip(prep(B)), flip(prep(C)), prep(D),
-                                    flip(prep(z)), prep(delta_bias), bool(delta_softplus))
-        out = flip(out).to(dtype_in)
-        return (out, last) if return_last_state else out
     out, last, _ = _scan_op(seq(u), seq(delta), prep(A), seq(B), seq(C), prep(D), seq(z), prep(delta_bias),
-                            bool(delta_softplus), bool(reverse), name)
+                            bool(delta_softplus), order.code, order.frame_tokens, order.prefix, name)
     out = out.to(dtype_in)
     return (out, last) if return_last_state else out

@@ -1,7 +1,8 @@
 """The mixer's depthwise conv over the sequence, followed by SiLU: silu(conv(x) + bias).
 
-Causal (the window behind each position) or, with ``reverse``, anti-causal with the kernel flipped
-(the window ahead: the same as flipping x, convolving causally and flipping back). x is (B, d, L).
+Causal along the order in which the scan that follows reads the positions (``ops.ScanOrder``):
+forward, reversed (anti-causal with the kernel flipped: the window ahead), or per frame for the
+spatial and temporal reversals, each result written at its own position. x is (B, d, L).
 
 On CUDA with channels-last x ((B, L, d) in memory, what the mixer produces there) Triton kernels do
 it in one pass each way, conv and SiLU fused, reading and writing (B, L, d) rows: cuDNN's depthwise
@@ -15,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .token_order import FORWARD, REVERSE, ScanOrder, gather_steps
+
 try:
     import triton
     import triton.language as tl
@@ -25,18 +28,20 @@ BLOCK_L = 32
 BLOCK_D = 64
 
 if triton is not None:
+    from .triton_scan import _position
 
     @triton.jit
-    def _conv_tile(x_ptr, w_ptr, bias_ptr, b, l, d, L, Dm, sx_b, sx_l, K: tl.constexpr, REVERSE: tl.constexpr,
-                   BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
-        """conv(x) + bias on a (BLOCK_L, BLOCK_D) tile of positions l and channels d, fp32."""
+    def _conv_tile(x_ptr, w_ptr, bias_ptr, b, steps, d, L, S, P, Dm, sx_b, sx_l, K: tl.constexpr,
+                   MODE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+        """conv(x) + bias at scan steps ``steps`` (causal along the steps, x read at the positions the
+        order gives), channels d: (BLOCK_L, BLOCK_D) in fp32."""
         dmask = d < Dm
         acc = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)[None, :] + tl.zeros(
             (BLOCK_L, BLOCK_D), tl.float32)
         for j in tl.static_range(K):
-            shift = (K - 1 - j) if REVERSE else (j - (K - 1))
-            pos = l + shift
-            ok = (pos >= 0) & (pos < L)
+            src = steps + (j - (K - 1))
+            ok = (src >= 0) & (src < L)
+            pos = _position(src, L, S, P, MODE)
             x = tl.load(x_ptr + b * sx_b + pos[:, None] * sx_l + d[None, :], mask=ok[:, None] & dmask[None, :],
                         other=0.0).to(tl.float32)
             w = tl.load(w_ptr + d * K + j, mask=dmask, other=0.0).to(tl.float32)
@@ -44,56 +49,58 @@ if triton is not None:
         return acc
 
     @triton.jit
-    def _conv_silu_fwd_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, L, Dm, sx_b, sx_l, so_b, so_l,
-                              K: tl.constexpr, REVERSE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
-        b, l = tl.program_id(0), tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
+    def _conv_silu_fwd_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, L, S, P, Dm, sx_b, sx_l, so_b, so_l,
+                              K: tl.constexpr, MODE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+        b, steps = tl.program_id(0), tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
         d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
-        y = _conv_tile(x_ptr, w_ptr, bias_ptr, b, l, d, L, Dm, sx_b, sx_l, K, REVERSE, BLOCK_L, BLOCK_D)
-        tl.store(out_ptr + b * so_b + l[:, None] * so_l + d[None, :], y * tl.sigmoid(y),
-                 mask=(l < L)[:, None] & (d < Dm)[None, :])
+        y = _conv_tile(x_ptr, w_ptr, bias_ptr, b, steps, d, L, S, P, Dm, sx_b, sx_l, K, MODE, BLOCK_L, BLOCK_D)
+        pos = _position(steps, L, S, P, MODE)
+        tl.store(out_ptr + b * so_b + pos[:, None] * so_l + d[None, :], y * tl.sigmoid(y),
+                 mask=(steps < L)[:, None] & (d < Dm)[None, :])
 
     @triton.jit
-    def _conv_silu_grad_kernel(x_ptr, w_ptr, bias_ptr, g_ptr, gy_ptr, dw_ptr, dbias_ptr, L, Dm, sx_b, sx_l,
-                               sg_b, sg_l, sg_d, K: tl.constexpr, REVERSE: tl.constexpr, BLOCK_L: tl.constexpr,
+    def _conv_silu_grad_kernel(x_ptr, w_ptr, bias_ptr, g_ptr, gy_ptr, dw_ptr, dbias_ptr, L, S, P, Dm, sx_b, sx_l,
+                               sg_b, sg_l, sg_d, K: tl.constexpr, MODE: tl.constexpr, BLOCK_L: tl.constexpr,
                                BLOCK_D: tl.constexpr):
-        """Gradient at the conv output, gy = g · silu'(y) (y recomputed), written as (B, L, d) fp32; this
-        tile's partial sums of dweight and dbias. g may come in any strides (autograd's choice)."""
+        """Gradient at the conv output, gy = g · silu'(y) (y recomputed), written in step order as
+        (B, L, d) fp32; this tile's partial sums of dweight and dbias. g may come in any strides."""
         b, lb, db = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        l = lb * BLOCK_L + tl.arange(0, BLOCK_L)
+        steps = lb * BLOCK_L + tl.arange(0, BLOCK_L)
         d = db * BLOCK_D + tl.arange(0, BLOCK_D)
-        lmask, dmask = l < L, d < Dm
-        y = _conv_tile(x_ptr, w_ptr, bias_ptr, b, l, d, L, Dm, sx_b, sx_l, K, REVERSE, BLOCK_L, BLOCK_D)
-        g = tl.load(g_ptr + b * sg_b + l[:, None] * sg_l + d[None, :] * sg_d, mask=lmask[:, None] & dmask[None, :],
+        lmask, dmask = steps < L, d < Dm
+        y = _conv_tile(x_ptr, w_ptr, bias_ptr, b, steps, d, L, S, P, Dm, sx_b, sx_l, K, MODE, BLOCK_L, BLOCK_D)
+        pos = _position(steps, L, S, P, MODE)
+        g = tl.load(g_ptr + b * sg_b + pos[:, None] * sg_l + d[None, :] * sg_d, mask=lmask[:, None] & dmask[None, :],
                     other=0.0).to(tl.float32)
         s = tl.sigmoid(y)
         gy = g * s * (1.0 + y * (1.0 - s))
-        tl.store(gy_ptr + (b * L + l[:, None]) * Dm + d[None, :], gy, mask=lmask[:, None] & dmask[None, :])
-        part = (b * tl.num_programs(1) + lb) * Dm  # one row of partial sums per (batch, block of positions)
+        tl.store(gy_ptr + (b * L + steps[:, None]) * Dm + d[None, :], gy, mask=lmask[:, None] & dmask[None, :])
+        part = (b * tl.num_programs(1) + lb) * Dm  # one row of partial sums per (batch, block of steps)
         tl.store(dbias_ptr + part + d, tl.sum(gy, axis=0), mask=dmask)
         for j in tl.static_range(K):
-            shift = (K - 1 - j) if REVERSE else (j - (K - 1))
-            pos = l + shift
-            ok = (pos >= 0) & (pos < L)
-            x = tl.load(x_ptr + b * sx_b + pos[:, None] * sx_l + d[None, :], mask=ok[:, None] & dmask[None, :],
+            src = steps + (j - (K - 1))
+            ok = (src >= 0) & (src < L)
+            src_pos = _position(src, L, S, P, MODE)
+            x = tl.load(x_ptr + b * sx_b + src_pos[:, None] * sx_l + d[None, :], mask=ok[:, None] & dmask[None, :],
                         other=0.0).to(tl.float32)
             tl.store(dw_ptr + (part * K) + d * K + j, tl.sum(gy * x, axis=0), mask=dmask)
 
     @triton.jit
-    def _conv_input_grad_kernel(gy_ptr, w_ptr, dx_ptr, L, Dm, sd_b, sd_l, K: tl.constexpr, REVERSE: tl.constexpr,
+    def _conv_input_grad_kernel(gy_ptr, w_ptr, dx_ptr, L, S, P, Dm, sd_b, sd_l, K: tl.constexpr, MODE: tl.constexpr,
                                 BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
-        """dx[p] = sum_j w[j] gy[p - shift_j]: the conv's transpose."""
-        b, l = tl.program_id(0), tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
+        """dx at the position of step p = sum_j w[j] gy[p + K - 1 - j]: the conv's transpose."""
+        b, steps = tl.program_id(0), tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
         d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
         dmask = d < Dm
         acc = tl.zeros((BLOCK_L, BLOCK_D), tl.float32)
         for j in tl.static_range(K):
-            shift = (K - 1 - j) if REVERSE else (j - (K - 1))
-            pos = l - shift
-            ok = (pos >= 0) & (pos < L)
-            gy = tl.load(gy_ptr + (b * L + pos[:, None]) * Dm + d[None, :], mask=ok[:, None] & dmask[None, :],
+            later = steps + (K - 1 - j)
+            ok = later < L
+            gy = tl.load(gy_ptr + (b * L + later[:, None]) * Dm + d[None, :], mask=ok[:, None] & dmask[None, :],
                          other=0.0)
             acc += gy * tl.load(w_ptr + d * K + j, mask=dmask, other=0.0).to(tl.float32)[None, :]
-        tl.store(dx_ptr + b * sd_b + l[:, None] * sd_l + d[None, :], acc, mask=(l < L)[:, None] & dmask[None, :])
+        pos = _position(steps, L, S, P, MODE)
+        tl.store(dx_ptr + b * sd_b + pos[:, None] * sd_l + d[None, :], acc, mask=(steps < L)[:, None] & dmask[None, :])
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -106,25 +113,26 @@ def _grid(batch: int, length: int, channels: int) -> tuple[int, int, int]:
 
 
 @torch.library.custom_op("videomamba::conv_silu", mutates_args=())
-def _conv_silu_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, reverse: bool) -> torch.Tensor:
+def _conv_silu_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mode: int, frame_tokens: int,
+                  prefix: int) -> torch.Tensor:
     batch, channels, length = x.shape
     rows = _rows(x)
     out = torch.empty(batch, length, channels, device=x.device, dtype=x.dtype)
     _conv_silu_fwd_kernel[_grid(batch, length, channels)](
-        rows, weight, bias, out, length, channels, rows.stride(0), rows.stride(1), out.stride(0), out.stride(1),
-        K=weight.shape[-1], REVERSE=bool(reverse), BLOCK_L=BLOCK_L, BLOCK_D=BLOCK_D)
+        rows, weight, bias, out, length, frame_tokens, prefix, channels, rows.stride(0), rows.stride(1),
+        out.stride(0), out.stride(1), K=weight.shape[-1], MODE=mode, BLOCK_L=BLOCK_L, BLOCK_D=BLOCK_D)
     return out.transpose(1, 2)
 
 
 @_conv_silu_op.register_fake
-def _conv_silu_fake(x, weight, bias, reverse):
+def _conv_silu_fake(x, weight, bias, mode, frame_tokens, prefix):
     batch, channels, length = x.shape
     return x.new_empty(batch, length, channels).transpose(1, 2)
 
 
 @torch.library.custom_op("videomamba::conv_silu_backward", mutates_args=())
-def _conv_silu_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                           reverse: bool) -> list[torch.Tensor]:
+def _conv_silu_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mode: int,
+                           frame_tokens: int, prefix: int) -> list[torch.Tensor]:
     batch, channels, length = x.shape
     rows, grad_rows = _rows(x), _rows(grad)
     grid = _grid(batch, length, channels)
@@ -133,31 +141,31 @@ def _conv_silu_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Te
     gy = torch.empty(batch, length, channels, **f32)
     dweight = torch.empty(batch * grid[1], channels, k, **f32)
     dbias = torch.empty(batch * grid[1], channels, **f32)
-    _conv_silu_grad_kernel[grid](rows, weight, bias, grad_rows, gy, dweight, dbias, length, channels, rows.stride(0),
-                                 rows.stride(1), *grad_rows.stride(), K=k, REVERSE=bool(reverse),
+    _conv_silu_grad_kernel[grid](rows, weight, bias, grad_rows, gy, dweight, dbias, length, frame_tokens, prefix,
+                                 channels, rows.stride(0), rows.stride(1), *grad_rows.stride(), K=k, MODE=mode,
                                  BLOCK_L=BLOCK_L, BLOCK_D=BLOCK_D)
     dx = torch.empty(batch, length, channels, device=x.device, dtype=x.dtype)
-    _conv_input_grad_kernel[grid](gy, weight, dx, length, channels, dx.stride(0), dx.stride(1), K=k,
-                                  REVERSE=bool(reverse), BLOCK_L=BLOCK_L, BLOCK_D=BLOCK_D)
+    _conv_input_grad_kernel[grid](gy, weight, dx, length, frame_tokens, prefix, channels, dx.stride(0), dx.stride(1),
+                                  K=k, MODE=mode, BLOCK_L=BLOCK_L, BLOCK_D=BLOCK_D)
     return [dx.transpose(1, 2), dweight.sum(0).view_as(weight).to(weight.dtype), dbias.sum(0).to(bias.dtype)]
 
 
 @_conv_silu_backward_op.register_fake
-def _conv_silu_backward_fake(grad, x, weight, bias, reverse):
+def _conv_silu_backward_fake(grad, x, weight, bias, mode, frame_tokens, prefix):
     batch, channels, length = x.shape
     return [x.new_empty(batch, length, channels).transpose(1, 2), torch.empty_like(weight), torch.empty_like(bias)]
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, reverse = inputs
+    x, weight, bias, mode, frame_tokens, prefix = inputs
     ctx.save_for_backward(x, weight, bias)
-    ctx.reverse = reverse
+    ctx.order = (mode, frame_tokens, prefix)
 
 
 def _backward(ctx, grad):
     x, weight, bias = ctx.saved_tensors
-    dx, dweight, dbias = _conv_silu_backward_op(grad, x, weight, bias, ctx.reverse)
-    return dx, dweight, dbias, None
+    dx, dweight, dbias = _conv_silu_backward_op(grad, x, weight, bias, *ctx.order)
+    return dx, dweight, dbias, None, None, None
 
 
 _conv_silu_op.register_autograd(_backward, setup_context=_setup_context)
@@ -167,19 +175,8 @@ def _channels_last(x: torch.Tensor) -> bool:
     return x.stride(1) == 1 and x.stride(2) != 1
 
 
-def sequence_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, reverse: bool = False,
-                       use_triton: bool | None = None) -> torch.Tensor:
-    """silu(depthwise conv of x (B, d, L) along L + bias), weight (d, 1, K) as nn.Conv1d's; causal, or
-    anti-causal with the kernel flipped when ``reverse``. The result keeps x's memory order.
-
-    ``use_triton``: None runs the Triton kernels for channels-last CUDA tensors, PyTorch otherwise;
-    True forces them (on the CPU under TRITON_INTERPRET=1, as the tests do)."""
-    if use_triton is None:
-        use_triton = triton is not None and x.is_cuda and _channels_last(x) and x.dtype != torch.float64
-    if use_triton:
-        if not _channels_last(x):
-            x = x.transpose(1, 2).contiguous().transpose(1, 2)
-        return _conv_silu_op(x, weight.contiguous(), bias.contiguous(), bool(reverse))
+def _causal_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """PyTorch: causal conv (anti-causal with the kernel flipped when ``reverse``) + SiLU."""
     length, padding = x.shape[-1], weight.shape[-1] - 1
     weight = weight.flip(-1) if reverse else weight
     if _channels_last(x) and x.stride(2) == x.shape[1]:  # dense channels-last: an NHWC conv2d keeps it so
@@ -188,3 +185,27 @@ def sequence_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     else:
         out = F.conv1d(x, weight, bias, padding=padding, groups=x.shape[1])
     return F.silu(out[..., out.shape[-1] - length:] if reverse else out[..., :length])
+
+
+def sequence_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, reverse: bool = False,
+                       use_triton: bool | None = None, order: ScanOrder | None = None) -> torch.Tensor:
+    """silu(depthwise conv of x (B, d, L) along L + bias), weight (d, 1, K) as nn.Conv1d's; causal
+    along the order in which the scan reads the positions (``order``, an ``ops.ScanOrder``;
+    ``reverse=True`` is the reversed order: anti-causal with the kernel flipped). Each result is
+    written at its own position, so it keeps x's order and memory order.
+
+    ``use_triton``: None runs the Triton kernels for channels-last CUDA tensors, PyTorch otherwise;
+    True forces them (on the CPU under TRITON_INTERPRET=1, as the tests do)."""
+    if reverse and order is not None and order != REVERSE:
+        raise ValueError(f"sequence_conv_silu: reverse=True and order={order} disagree")
+    order = REVERSE if reverse else (order or FORWARD)
+    if use_triton is None:
+        use_triton = triton is not None and x.is_cuda and _channels_last(x) and x.dtype != torch.float64
+    if use_triton:
+        if not _channels_last(x):
+            x = x.transpose(1, 2).contiguous().transpose(1, 2)
+        return _conv_silu_op(x, weight.contiguous(), bias.contiguous(), order.code, order.frame_tokens, order.prefix)
+    if order.mode in ("forward", "reverse"):
+        return _causal_conv_silu(x, weight, bias, order.mode == "reverse")
+    positions = order.positions(x.shape[-1], x.device)  # per-frame orders: conv on a reordered copy
+    return gather_steps(_causal_conv_silu(gather_steps(x, positions), weight, bias, False), torch.argsort(positions))

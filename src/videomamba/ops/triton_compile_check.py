@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 from . import sequence_conv, triton_scan
 
+_MODE_NAMES = ("", " reversed", " spatial order", " temporal order")
+
+
 @dataclass
 class KernelResources:
     """What ptxas gave one compiled kernel."""
@@ -61,18 +64,18 @@ def kernel_resources(capability: int = 90) -> list[KernelResources]:
     """Compile the scan's forward and backward kernels (both directions, current tile settings) and
     the conv + SiLU kernels for compute capability ``capability``; their resource use."""
     results = []
-    for reverse in (0, 1):
+    for mode in (0, 1, 2, 3):
         constexprs = {"N": 16, "NS": 16 // (triton_scan.N_SPLIT or 1), "CHUNK": triton_scan.CHUNK, "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES,
-                      "HAS_D": True, "HAS_Z": True, "HAS_BIAS": True, "SOFTPLUS": True, "REVERSE": reverse,
+                      "HAS_D": True, "HAS_Z": True, "HAS_BIAS": True, "SOFTPLUS": True, "MODE": mode,
                       "ATOMIC_DBC": triton_scan.ATOMIC_DBC}
         for label, fn in (("forward", triton_scan._scan_fwd_kernel), ("backward", triton_scan._scan_bwd_kernel)):
             usage = _compile(fn, {k: v for k, v in constexprs.items() if k in fn.arg_names}, triton_scan.NUM_WARPS,
                              capability)
             numbers = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED):(\d+)", usage)}
-            results.append(KernelResources(f"{label}{' reversed' if reverse else ''}", numbers.get("REG", -1),
+            results.append(KernelResources(f"{label}{_MODE_NAMES[mode]}", numbers.get("REG", -1),
                                            numbers.get("STACK", -1), numbers.get("SHARED", -1)))
-    conv = {"K": 4, "REVERSE": False, "BLOCK_L": sequence_conv.BLOCK_L, "BLOCK_D": sequence_conv.BLOCK_D}
-    for label, fn in (("conv+silu forward", sequence_conv._conv_silu_fwd_kernel),
+    conv = {"K": 4, "MODE": 2, "BLOCK_L": sequence_conv.BLOCK_L, "BLOCK_D": sequence_conv.BLOCK_D}
+    for label, fn in (("conv+silu forward", sequence_conv._conv_silu_fwd_kernel),  # the per-frame order: all code
                       ("conv+silu output grad", sequence_conv._conv_silu_grad_kernel),
                       ("conv+silu input grad", sequence_conv._conv_input_grad_kernel)):
         usage = _compile(fn, conv, 4, capability)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from .token_order import FORWARD, ScanOrder
+
 try:
     import triton
     import triton.language as tl
@@ -36,10 +38,22 @@ if triton is not None:
         return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
 
     @triton.jit
-    def _position(step, L, REVERSE: tl.constexpr):
-        """Memory position of scan step ``step``: the same, or counted from the end for a reversed scan
-        (the backward direction of the spatio-temporal reversal reads forward-order tensors)."""
-        return step + REVERSE * (L - 1 - 2 * step)  # REVERSE is 0 or 1: no branch to compile
+    def _position(step, L, S, P, MODE: tl.constexpr):
+        """Memory position read at scan step ``step`` (``ops.token_order``): MODE 0 forward, 1 the whole
+        sequence reversed, 2 each frame of S tokens reversed (frames in order), 3 the frames reversed
+        (each intact); in modes 2 and 3 the P leading tokens (the class token) are read last."""
+        if MODE == 0:
+            return step
+        elif MODE == 1:
+            return L - 1 - step
+        else:
+            frame = step // S
+            within = step - frame * S
+            if MODE == 2:
+                patch = frame * S + (S - 1 - within)
+            else:
+                patch = ((L - P) // S - 1 - frame) * S + within
+            return tl.where(step >= L - P, step - (L - P), patch + P)
 
     @triton.jit
     def _sequential_prologue(A_ptr, D_ptr, bias_ptr, Dm, N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -67,12 +81,12 @@ if triton is not None:
 
     @triton.jit
     def _scan_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
-                         Dm, L, n_chunks,
+                         Dm, L, n_chunks, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, so_s, so_b, so_d, so_l,
                          sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
                          STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr):
+                         SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
         pid_b, pid_d, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, N, NS, BLOCK_D, HAS_D, HAS_BIAS)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
@@ -85,7 +99,7 @@ if triton is not None:
             # num_stages on the inner range: the loads of the next steps are issued ahead (software
             # pipelining); their addresses depend on the step only, not on the state
             for k in tl.range(0, tl.minimum(CHUNK, L - t0), num_stages=STAGES):
-                tm = _position(t0 + k, L, REVERSE)  # the scan step's position in memory
+                tm = _position(t0 + k, L, S, P, MODE)  # the scan step's position in memory
                 u = tl.load(u_ptr + u_row + tm * su_l, mask=dmask, other=0.0).to(tl.float32)
                 dt = tl.load(dt_ptr + dt_row + tm * sdt_l, mask=dmask, other=0.0).to(tl.float32) + bias
                 if SOFTPLUS:
@@ -103,12 +117,12 @@ if triton is not None:
     @triton.jit
     def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, dout_ptr, dlast_ptr,
                          scratch_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr,
-                         Dm, L, n_chunks, n_dblocks, part_stride,
+                         Dm, L, n_chunks, n_dblocks, part_stride, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                          so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
                          STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, ATOMIC_DBC: tl.constexpr):
+                         SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr):
         pid_b, pid_d, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, N, NS, BLOCK_D, HAS_D, HAS_BIAS)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
@@ -129,7 +143,7 @@ if triton is not None:
             steps = tl.minimum(CHUNK, L - t0)
             h = tl.load(ckpt_ptr + state + (pid_b * (n_chunks - 1) + c) * N * Dm, mask=dmask[None, :], other=0.0)
             for k in tl.range(0, steps, num_stages=STAGES):  # recompute this chunk's states
-                t = _position(t0 + k, L, REVERSE)
+                t = _position(t0 + k, L, S, P, MODE)
                 u = tl.load(u_ptr + u_row + t * su_l, mask=dmask, other=0.0).to(tl.float32)
                 dt = tl.load(dt_ptr + dt_row + t * sdt_l, mask=dmask, other=0.0).to(tl.float32) + bias
                 if SOFTPLUS:
@@ -139,7 +153,7 @@ if triton is not None:
                 tl.store(scratch + k * BLOCK_D * NS + tile, h)
             for kk in tl.range(0, steps, num_stages=STAGES):  # adjoint, backwards through the chunk
                 k = steps - 1 - kk
-                t = _position(t0 + k, L, REVERSE)
+                t = _position(t0 + k, L, S, P, MODE)
                 u = tl.load(u_ptr + u_row + t * su_l, mask=dmask, other=0.0).to(tl.float32)
                 raw = tl.load(dt_ptr + dt_row + t * sdt_l, mask=dmask, other=0.0).to(tl.float32) + bias
                 dt = _softplus(raw) if SOFTPLUS else raw
@@ -283,12 +297,13 @@ def _channel_parameters(A, D, delta_bias):
     return A.float().t().contiguous(), *(None if t is None else t.float().contiguous() for t in (D, delta_bias))
 
 
-def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse: bool = False,
+def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: ScanOrder = FORWARD,
                    chunk: int | None = None):
     """(out, last state, chunk checkpoints for the backward). u, delta, z, B and C are read in any
     strides (other dtypes than fp32 are converted first); out is written in u's dtype and memory
     order. With
-    ``reverse`` the scan runs from the last position to the first (no flipped copies)."""
+    ``order`` the kernels read the positions in that order (``ops.ScanOrder``: reversed, or per
+    frame) and write each output where they read, so nothing is permuted or copied."""
     chunk = chunk or CHUNK
     batch, channels, length = u.shape
     n = A.shape[1]
@@ -304,14 +319,15 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse:
     zs = z if z is not None else u
     _scan_fwd_kernel[(batch, triton.cdiv(channels, BLOCK_D), splits)](
         u, delta, A, B, C, D if D is not None else u, zs, delta_bias if delta_bias is not None else u,
-        out, last, ckpt, channels, length, ckpt.shape[1], *_strides(u, delta, zs, out, B, C),
+        out, last, ckpt, channels, length, ckpt.shape[1], order.frame_tokens, order.prefix,
+        *_strides(u, delta, zs, out, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
-        HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), REVERSE=int(bool(reverse)),
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), MODE=order.code,
         num_warps=NUM_WARPS)
     return _finish(out, dtype), last, ckpt
 
 
-def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse: bool = False,
+def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: ScanOrder = FORWARD,
                     ckpt=None, chunk: int | None = None):
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, dbias), None where an input is absent: du, ddelta
     and dz in u's memory order and in the dtypes of u, delta and z; the others fp32."""
@@ -319,7 +335,7 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
     batch, channels, length = u.shape
     n = A.shape[1]
     if ckpt is None:
-        _, _, ckpt = triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, chunk)
+        _, _, ckpt = triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, chunk)
     n_dblocks = triton.cdiv(channels, BLOCK_D)
     f32 = dict(device=u.device, dtype=torch.float32)
     splits = _state_splits(batch, channels, n, u.device)
@@ -341,10 +357,11 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
     _scan_bwd_kernel[(batch, n_dblocks, splits)](
         u, delta, A, B, C, D if has_D else u, zs, delta_bias if has_bias else u,
         ckpt, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias,
-        channels, length, ckpt.shape[1], n_dblocks, batch * n * length, *_strides(u, delta, zs, dout, du, B, C),
+        channels, length, ckpt.shape[1], n_dblocks, batch * n * length, order.frame_tokens, order.prefix,
+        *_strides(u, delta, zs, dout, du, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
         HAS_BIAS=has_bias,
-        SOFTPLUS=bool(delta_softplus), REVERSE=int(bool(reverse)), ATOMIC_DBC=ATOMIC_DBC, num_warps=NUM_WARPS)
+        SOFTPLUS=bool(delta_softplus), MODE=order.code, ATOMIC_DBC=ATOMIC_DBC, num_warps=NUM_WARPS)
     if not ATOMIC_DBC:
         dB, dC = dB.sum(0), dC.sum(0)
     return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), dA.sum(0).t().contiguous(), dB, dC,
