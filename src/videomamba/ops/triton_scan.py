@@ -5,8 +5,11 @@ fastest so that each thread holds whole channels, lives in registers and the loo
 sequential. The step loops are software-pipelined (``tl.range(num_stages=STAGES)``): the loads of
 the next steps, which do not depend on the state, are in flight while a step computes.
 softplus(delta + delta_bias), D and the SiLU(z) gate are fused. u, delta, z, B and C are read in
-their own dtype (fp32, bf16, fp16) and strides, so the mixer hands over the views a linear layer
-produced, (b, L, d) in memory, without copies; state and accumulation are fp32.
+any strides, so the mixer hands over the views a linear layer produced, (b, L, d) in memory,
+without copies (bf16/fp16 are converted to fp32 first, in the same memory order); state and
+accumulation are fp32. The positions are read in a scan order (``ops.ScanOrder``: forward,
+reversed, or per frame), computed per step, and every output is written where it was read.
+With few programs (small batches) the N states are split over several programs (partial sums).
 
 Forward: also stores the state at the start of every CHUNK steps, (b, L / CHUNK, N, d), a CHUNK-th
 of what storing every state would cost; the checkpoints are an output of the custom op, saved for
@@ -58,7 +61,7 @@ if triton is not None:
     @triton.jit
     def _sequential_prologue(A_ptr, D_ptr, bias_ptr, Dm, N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr,
                              HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
-        """Version 1's program: its batch, block of channels, state indices, and the channel parameters
+        """A program's batch, block of channels, state indices, and the channel parameters
         with the state laid out (N, BLOCK_D), channels along the fast axis: Triton then gives each
         thread whole channels (all N states of one channel in its registers), so the sums over the
         states (C·h, B·g) need no shuffles. A is returned natural and pre-scaled by log2 e (exp2).
