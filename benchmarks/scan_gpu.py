@@ -81,8 +81,8 @@ def correctness() -> None:
 
 
 def whole_model_check() -> None:
-    """Each scan order through a whole (small) model: Triton path (channels-last, conv kernels) against
-    the chunked scan in float64 on the (B, d, L) path, fp32."""
+    """Each scan order through a whole (small) model: the Triton path (conv and scan kernels, the
+    backward order read in place) in fp32 against the chunked scan in float64, the order gathered."""
     import videomamba
     from videomamba.models.mixer import BiMambaMixer
 
@@ -97,12 +97,13 @@ def whole_model_check() -> None:
                                         scan_order=order).to(DEV)
         clip = torch.randn(2, 3, 8, 112, 112, device=DEV)
         results = []
-        for backend, dtype, channels_last in (("triton", torch.float32, True), ("chunked", torch.float64, False)):
+        for backend, dtype, in_place in (("triton", torch.float32, True), ("chunked", torch.float64, False)):
             os.environ["VIDEOMAMBA_SCAN_BACKEND"] = backend
             model = model.to(dtype)
+            model.read_order_in_place = in_place
             for module in model.modules():
                 if isinstance(module, BiMambaMixer):
-                    module.channels_last = channels_last
+                    module.per_frame_in_place = in_place
             model.zero_grad()
             logits = model(clip.to(dtype))
             logits.square().sum().backward()
@@ -211,7 +212,6 @@ def _median_ms(fn, repeats: int) -> float:
 def end_to_end(have_mamba: bool) -> None:
     import videomamba
     from videomamba.analysis.efficiency import ViTBaseline
-    from videomamba.models.mixer import BiMambaMixer
 
     print("## training step (batch 8) and inference (batch 32), 224x224, bf16 autocast, AdamW\n")
     print("Median of 5 timed steps after one warm-up (CUDA events).\n")
@@ -229,11 +229,8 @@ def end_to_end(have_mamba: bool) -> None:
             with patch:
                 model = (videomamba.create_model("videomamba_small", num_frames=frames) if backend
                          else ViTBaseline()).to(DEV)  # the ViT's positions are built for any length
-                if backend in ("mamba_ssm", "chunked"):  # (B, d, L) activations, the reversal gathered
+                if backend in ("mamba_ssm", "chunked"):  # the backward order gathered
                     model.read_order_in_place = False
-                    for module in model.modules():
-                        if isinstance(module, BiMambaMixer):
-                            module.channels_last = False
                 opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
                 video = torch.randn(8, 3, frames, 224, 224, device=DEV)
                 labels = torch.randint(0, 400, (8,), device=DEV)

@@ -41,9 +41,10 @@ def test_spatiotemporal_order_is_the_whole_sequence_reversed(cls_token):
 
 
 @pytest.mark.parametrize("scan_order", ["spatiotemporal", "spatial", "temporal", "none"])
-def test_channels_last_activations_give_the_same_model(scan_order):
-    """The GPU's memory order (x, z and everything after them (B, L, d) in memory, the conv as an NHWC
-    conv2d, tokens gathered as rows) against the CPU's ((B, d, L)): same outputs and gradients."""
+def test_backward_order_read_in_place_gives_the_same_model(scan_order):
+    """The backward direction reading the forward-order tensors in its own order (the GPU's path: the
+    conv and the scan address the positions) against gathering permuted copies (the CPU's path for
+    the per-frame orders): same outputs, gradients and Δ."""
     from videomamba.models.mixer import BiMambaMixer
 
     torch.manual_seed(0)
@@ -51,10 +52,11 @@ def test_channels_last_activations_give_the_same_model(scan_order):
                                     scan_order=scan_order).double()
     clip = torch.randn(2, 3, 4, 32, 32, dtype=torch.float64)
     results = []
-    for channels_last in (False, True):
+    for in_place in (False, True):
+        model.read_order_in_place = in_place
         for module in model.modules():
             if isinstance(module, BiMambaMixer):
-                module.channels_last = channels_last
+                module.per_frame_in_place = in_place
         model.zero_grad()
         logits, internals = model.forward_with_internals(clip)
         logits.square().sum().backward()

@@ -61,6 +61,13 @@ CHECK = textwrap.dedent("""
                                       test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
             except Exception as err:
                 failures.append(f"opcheck {dtype} {scan_order}: {str(err)[:300]}")
+    # the FLOP counter sees the op: K multiply-accumulates per output element
+    from torch.utils.flop_counter import FlopCounterMode
+    x = torch.randn(2, 9, 24, device=device).transpose(1, 2)
+    with FlopCounterMode(display=False) as counter:
+        sequence_conv_silu(x, torch.randn(24, 1, 4, device=device), torch.randn(24, device=device), use_triton=True)
+    if counter.get_total_flops() != 2 * 2 * 24 * 9 * 4:
+        failures.append(f"FLOP count {counter.get_total_flops()}, expected {2 * 2 * 24 * 9 * 4}")
     print("FAILURES:", failures)
     sys.exit(1 if failures else 0)
 """)

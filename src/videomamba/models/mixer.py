@@ -68,9 +68,9 @@ class ScanDirection(nn.Module):
         self.D = nn.Parameter(torch.ones(d_inner))
 
     def forward(self, x: torch.Tensor, z: torch.Tensor, return_delta: bool = False, order: ScanOrder | None = None):
-        """x, z: (B, d_inner, L) in this direction's order, in either memory order (channels-last on
-        a GPU: every tensor down to the scan output then stays (B, L, d) in memory). Returns y
-        (B, d_inner, L) and, when asked, Δ = softplus(dt_proj(x) + bias) (B, d_inner, L) in float32.
+        """x, z: (B, d_inner, L) in any memory order (on a GPU the conv writes channels-last and every
+        tensor down to the scan output stays (B, L, d) in memory). Returns y (B, d_inner, L) and,
+        when asked, Δ = softplus(dt_proj(x) + bias) (B, d_inner, L) in float32.
 
         ``order``: x and z are in forward order and this direction reads them in ``order`` (reversed
         for the spatio-temporal reversal, per frame for the spatial and temporal ones): the conv is
@@ -108,9 +108,10 @@ class BiMambaMixer(nn.Module):
         self.scan_fwd = ScanDirection(self.d_inner, d_state, self.dt_rank, d_conv)
         self.scan_bwd = ScanDirection(self.d_inner, d_state, self.dt_rank, d_conv) if bidirectional else None
         self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
-        # memory order of the activations: None picks channels-last on a GPU (what the Triton scan
-        # reads without copies) and (B, d, L) on the CPU (what the C kernel reads); set to compare
-        self.channels_last: bool | None = None
+        # read the per-frame backward orders (spatial, temporal) in place: None means on a GPU, whose
+        # kernels compute the positions; on the CPU the fallbacks would reorder copies, and gathering
+        # once is cheaper there. Set it to compare the two paths.
+        self.per_frame_in_place: bool | None = None
 
     def forward(self, hidden: torch.Tensor, backward_index: torch.Tensor | None = None,
                 inverse_index: torch.Tensor | None = None, return_delta: bool = False,
@@ -121,20 +122,17 @@ class BiMambaMixer(nn.Module):
         ``backward_order``: the backward order as positions to compute (``ScanOrder``); that direction
         then reads the forward-order tensors in it instead of gathering permuted copies
         (``backward_index`` is not needed). The full reversal is always read this way; the per-frame
-        orders only with channels-last activations (the GPU path, whose kernels compute the
-        positions; on the CPU the gathers are cheaper than the fallbacks' reordered copies).
+        orders where ``per_frame_in_place`` says (by default on a GPU).
         """
-        channels_last = hidden.is_cuda if self.channels_last is None else self.channels_last
-        if channels_last:
-            # x and z as two dense (B, L, d_inner) tensors, seen as (B, d_inner, L): the conv, x_proj, the
-            # scan and out_proj then read and write them in this order without transposed copies
-            x, z = (F.linear(hidden, w).transpose(1, 2) for w in self.in_proj.weight.chunk(2, dim=0))
-        else:
-            x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # (B, d_inner, L) each
+        # (B, d_inner, L) views of the (B, L, 2 d_inner) projection, channels fastest in memory: the GPU
+        # kernels (conv, scan) read them as they are and write channels-last results, so x_proj, the
+        # scan and out_proj see (B, L, d) rows without transposed copies
+        x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)
         y, delta_fwd = self.scan_fwd(x, z, return_delta)
         deltas = [delta_fwd.mean(1) if return_delta else None, None]
         if self.scan_bwd is not None:
-            in_place = backward_order is not None and (backward_order.mode == "reverse" or channels_last)
+            per_frame = hidden.is_cuda if self.per_frame_in_place is None else self.per_frame_in_place
+            in_place = backward_order is not None and (backward_order.mode == "reverse" or per_frame)
             if in_place:
                 y_bwd, delta_bwd = self.scan_bwd(x, z, return_delta, order=backward_order)
             else:

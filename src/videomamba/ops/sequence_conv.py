@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import register_flop_formula
 
 from .token_order import FORWARD, REVERSE, ScanOrder, gather_steps
 
@@ -169,6 +170,20 @@ def _backward(ctx, grad):
 
 
 _conv_silu_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+@register_flop_formula(torch.ops.videomamba.conv_silu)
+def _conv_flops(x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    """A depthwise conv: K multiply-accumulates per output element (2 FLOPs each)."""
+    batch, channels, length = x_shape
+    return 2 * batch * channels * length * weight_shape[-1]
+
+
+@register_flop_formula(torch.ops.videomamba.conv_silu_backward)
+def _conv_backward_flops(grad_shape, x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    """Input and weight gradients: twice the forward."""
+    batch, channels, length = x_shape
+    return 2 * 2 * batch * channels * length * weight_shape[-1]
 
 
 def _channels_last(x: torch.Tensor) -> bool:
