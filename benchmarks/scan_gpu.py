@@ -209,6 +209,33 @@ def _median_ms(fn, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def training_step(model: torch.nn.Module, frames: int, run=None):
+    """One training step as a closure: batch 8 of random 224x224 clips, bf16 autocast, cross-entropy,
+    fused AdamW. ``run`` calls the model (e.g. its torch.compile'd wrapper); default the model."""
+    run = run or model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    video = torch.randn(8, 3, frames, 224, 224, device=DEV)
+    labels = torch.randint(0, 400, (8,), device=DEV)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            torch.nn.functional.cross_entropy(run(video).float(), labels).backward()
+        opt.step()
+    return step
+
+
+def inference(run, frames: int):
+    """Inference on batch 32 of random 224x224 clips, bf16 autocast, as a closure."""
+    batch = torch.randn(32, 3, frames, 224, 224, device=DEV)
+
+    @torch.no_grad()
+    def infer():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            run(batch)
+    return infer
+
+
 def end_to_end(have_mamba: bool) -> None:
     import videomamba
     from videomamba.analysis.efficiency import ViTBaseline
@@ -231,35 +258,21 @@ def end_to_end(have_mamba: bool) -> None:
                          else ViTBaseline()).to(DEV)  # the ViT's positions are built for any length
                 if backend in ("mamba_ssm", "chunked"):  # the backward order gathered
                     model.read_order_in_place = False
-                opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-                video = torch.randn(8, 3, frames, 224, 224, device=DEV)
-                labels = torch.randint(0, 400, (8,), device=DEV)
-
-                def step():
-                    opt.zero_grad(set_to_none=True)
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
-                        loss = torch.nn.functional.cross_entropy(model(video).float(), labels)
-                    loss.backward()
-                    opt.step()
+                step = training_step(model, frames)
                 step()
                 torch.cuda.reset_peak_memory_stats()
                 ms = _median_ms(step, 5)
                 peak = torch.cuda.max_memory_allocated() / 2**30
-                del opt
+                del step  # its optimizer state and clips
                 model.eval()
-                batch = torch.randn(32, 3, frames, 224, 224, device=DEV)
-
-                @torch.no_grad()
-                def infer():
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
-                        model(batch)
+                infer = inference(model, frames)
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
                 infer_ms = _median_ms(infer, 5)
                 infer_peak = torch.cuda.max_memory_allocated() / 2**30
             print(f"| {name} | {frames} | {backend or 'sdpa'} | {ms:.1f} | {8 / ms * 1e3:.2f} | {peak:.1f} | "
                   f"{32 / infer_ms * 1e3:.2f} | {infer_peak:.1f} |", flush=True)
-            del model, batch, video
+            del model, infer
             torch.cuda.empty_cache()
     os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
     print()
@@ -271,15 +284,7 @@ def profile_step(frames: int = 64) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     os.environ["VIDEOMAMBA_SCAN_BACKEND"] = "triton"
-    model = videomamba.create_model("videomamba_small", num_frames=frames).to(DEV)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    video, labels = torch.randn(8, 3, frames, 224, 224, device=DEV), torch.randint(0, 400, (8,), device=DEV)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            torch.nn.functional.cross_entropy(model(video).float(), labels).backward()
-        opt.step()
+    step = training_step(videomamba.create_model("videomamba_small", num_frames=frames).to(DEV), frames)
     step()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -311,29 +316,17 @@ def compiled_vs_eager(frames: int = 64) -> None:
         torch.manual_seed(0)
         model = videomamba.create_model("videomamba_small", num_frames=frames).to(DEV)
         run = torch.compile(model) if mode == "compiled" else model
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-        video, labels = torch.randn(8, 3, frames, 224, 224, device=DEV), torch.randint(0, 400, (8,), device=DEV)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                torch.nn.functional.cross_entropy(run(video).float(), labels).backward()
-            opt.step()
+        step = training_step(model, frames, run)
         start = time.time()
         step()
         torch.cuda.synchronize()
         compile_s = time.time() - start
         ms = _median_ms(step, 5)
+        del step
         model.eval()
-        batch = torch.randn(32, 3, frames, 224, 224, device=DEV)
-
-        @torch.no_grad()
-        def infer():
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                run(batch)
-        infer_ms = _median_ms(infer, 5)
+        infer_ms = _median_ms(inference(run, frames), 5)
         print(f"| {mode} | {ms:.1f} | {8 / ms * 1e3:.2f} | {32 / infer_ms * 1e3:.2f} | {compile_s:.0f} |", flush=True)
-        del model, run, opt, batch
+        del model, run
         torch.cuda.empty_cache()
     os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
     print()
@@ -347,28 +340,15 @@ def orders_in_place(frames: int = 16) -> None:
     os.environ["VIDEOMAMBA_SCAN_BACKEND"] = "triton"
     print(f"## backward order read in place or gathered: videomamba_small, {frames} frames, Triton path\n")
     print("| scan order | backward direction | train step ms (batch 8) | infer clips/s (batch 32) |\n|---|---|---|---|")
-    video, labels = torch.randn(8, 3, frames, 224, 224, device=DEV), torch.randint(0, 400, (8,), device=DEV)
-    batch = torch.randn(32, 3, frames, 224, 224, device=DEV)
     for order in ("spatiotemporal", "spatial", "temporal"):
         for in_place in (True, False):
             model = videomamba.create_model("videomamba_small", num_frames=frames, scan_order=order).to(DEV)
             model.read_order_in_place = in_place
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-
-            def step():
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    torch.nn.functional.cross_entropy(model(video).float(), labels).backward()
-                opt.step()
-
-            @torch.no_grad()
-            def infer():
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    model(batch)
-            ms, infer_ms = _median_ms(step, 5), _median_ms(infer, 5)
+            ms = _median_ms(training_step(model, frames), 5)
+            infer_ms = _median_ms(inference(model, frames), 5)  # no dropout or drop-path by default
             print(f"| {order} | {'read in place' if in_place else 'gathered'} | {ms:.1f} | "
                   f"{32 / infer_ms * 1e3:.1f} |", flush=True)
-            del model, opt
+            del model
             torch.cuda.empty_cache()
     os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
     print()

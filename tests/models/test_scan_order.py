@@ -41,7 +41,8 @@ def test_spatiotemporal_order_is_the_whole_sequence_reversed(cls_token):
 
 
 @pytest.mark.parametrize("scan_order", ["spatiotemporal", "spatial", "temporal", "none"])
-def test_backward_order_read_in_place_gives_the_same_model(scan_order):
+@pytest.mark.parametrize("cls_token", [True, False])
+def test_backward_order_read_in_place_gives_the_same_model(scan_order, cls_token):
     """The backward direction reading the forward-order tensors in its own order (the GPU's path: the
     conv and the scan address the positions) against gathering permuted copies (the CPU's path for
     the per-frame orders): same outputs, gradients and Δ."""
@@ -49,7 +50,7 @@ def test_backward_order_read_in_place_gives_the_same_model(scan_order):
 
     torch.manual_seed(0)
     model = videomamba.create_model("videomamba_nano", num_frames=4, img_size=32, num_classes=5, depth=2,
-                                    scan_order=scan_order).double()
+                                    scan_order=scan_order, cls_token=cls_token).double()
     clip = torch.randn(2, 3, 4, 32, 32, dtype=torch.float64)
     results = []
     for in_place in (False, True):

@@ -1,13 +1,12 @@
 """The conv + SiLU Triton kernels against the PyTorch conv1d path, through Triton's interpreter on
 the CPU (TRITON_INTERPRET=1 is set in a subprocess, before triton is imported) and on a GPU."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+
+from tests.ops import triton_subprocess
 
 pytest.importorskip("triton")
 
@@ -73,11 +72,8 @@ CHECK = textwrap.dedent("""
 """)
 
 
-def run_check(device: str, interpret: bool) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TRITON_INTERPRET": "1" if interpret else "0"}
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return subprocess.run([sys.executable, "-c", CHECK, device], env=env, cwd=root, capture_output=True, text=True,
-                          timeout=600)
+def run_check(device: str, interpret: bool):
+    return triton_subprocess.run_check(CHECK, device, interpret, timeout=600)
 
 
 def test_conv_silu_kernels_in_the_interpreter_match_pytorch():
@@ -103,7 +99,6 @@ def test_pytorch_paths_agree_in_both_memory_orders():
         b = sequence_conv_silu(x.transpose(1, 2).contiguous(), w, bias, reverse, use_triton=False)
         assert a.stride(1) == 1
         torch.testing.assert_close(a, b)
-        # the anti-causal conv is the causal one on the flipped sequence
-        flipped = sequence_conv_silu(x.transpose(1, 2).flip(-1).contiguous(), w, bias, False, use_triton=False)
-        if reverse:
+        if reverse:  # the anti-causal conv is the causal one on the flipped sequence
+            flipped = sequence_conv_silu(x.transpose(1, 2).flip(-1).contiguous(), w, bias, False, use_triton=False)
             torch.testing.assert_close(a, flipped.flip(-1))

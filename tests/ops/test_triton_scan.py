@@ -1,13 +1,12 @@
 """The Triton kernels against the float64 reference: on the CPU through Triton's interpreter
 (TRITON_INTERPRET=1, set in a subprocess before triton is imported), on a GPU when there is one."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+
+from tests.ops import triton_subprocess
 
 triton = pytest.importorskip("triton")
 
@@ -94,11 +93,8 @@ CHECK = textwrap.dedent("""
 """)
 
 
-def run_check(device: str, interpret: bool) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TRITON_INTERPRET": "1" if interpret else "0"}
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return subprocess.run([sys.executable, "-c", CHECK, device], env=env, cwd=root, capture_output=True, text=True,
-                          timeout=900)
+def run_check(device: str, interpret: bool):
+    return triton_subprocess.run_check(CHECK, device, interpret, timeout=900)
 
 
 def test_triton_kernels_in_the_interpreter_match_float64():

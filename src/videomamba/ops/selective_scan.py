@@ -130,7 +130,7 @@ def _scan_backward_fake(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias,
     if backend == "triton":  # gradients of u, delta, z in u's memory order and their own dtypes; the rest fp32
         f32 = lambda t: torch.empty(t.shape, device=t.device, dtype=torch.float32) if t is not None else u.new_empty(0)  # noqa: E731
         return [triton_scan.empty_like_layout(u, u.dtype), triton_scan.empty_like_layout(u, delta.dtype), f32(A),
-                torch.empty(B.shape, device=B.device, dtype=torch.float32), f32(C), f32(D),
+                f32(B), f32(C), f32(D),
                 triton_scan.empty_like_layout(u, z.dtype) if z is not None else u.new_empty(0), f32(delta_bias)]
     return [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
             torch.empty_like(C), like(D), like(z), like(delta_bias)]

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
 from .token_order import FORWARD, REVERSE, ScanOrder, gather_steps
+from .triton_scan import is_channels_last
 
 try:
     import triton
@@ -32,6 +33,16 @@ if triton is not None:
     from .triton_scan import _position
 
     @triton.jit
+    def _tap(x_ptr, b, steps, d, j, L, S, P, Dm, sx_b, sx_l, K: tl.constexpr, MODE: tl.constexpr):
+        """x where tap j of the causal window of scan steps ``steps`` reads it (the position the order
+        gives to step ``steps + j - (K - 1)``; 0 before the first step), channels d, fp32."""
+        src = steps + (j - (K - 1))
+        ok = (src >= 0) & (src < L)
+        pos = _position(src, L, S, P, MODE)
+        return tl.load(x_ptr + b * sx_b + pos[:, None] * sx_l + d[None, :], mask=ok[:, None] & (d < Dm)[None, :],
+                       other=0.0).to(tl.float32)
+
+    @triton.jit
     def _conv_tile(x_ptr, w_ptr, bias_ptr, b, steps, d, L, S, P, Dm, sx_b, sx_l, K: tl.constexpr,
                    MODE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
         """conv(x) + bias at scan steps ``steps`` (causal along the steps, x read at the positions the
@@ -40,13 +51,8 @@ if triton is not None:
         acc = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)[None, :] + tl.zeros(
             (BLOCK_L, BLOCK_D), tl.float32)
         for j in tl.static_range(K):
-            src = steps + (j - (K - 1))
-            ok = (src >= 0) & (src < L)
-            pos = _position(src, L, S, P, MODE)
-            x = tl.load(x_ptr + b * sx_b + pos[:, None] * sx_l + d[None, :], mask=ok[:, None] & dmask[None, :],
-                        other=0.0).to(tl.float32)
             w = tl.load(w_ptr + d * K + j, mask=dmask, other=0.0).to(tl.float32)
-            acc += x * w[None, :]
+            acc += _tap(x_ptr, b, steps, d, j, L, S, P, Dm, sx_b, sx_l, K, MODE) * w[None, :]
         return acc
 
     @triton.jit
@@ -79,11 +85,7 @@ if triton is not None:
         part = (b * tl.num_programs(1) + lb) * Dm  # one row of partial sums per (batch, block of steps)
         tl.store(dbias_ptr + part + d, tl.sum(gy, axis=0), mask=dmask)
         for j in tl.static_range(K):
-            src = steps + (j - (K - 1))
-            ok = (src >= 0) & (src < L)
-            src_pos = _position(src, L, S, P, MODE)
-            x = tl.load(x_ptr + b * sx_b + src_pos[:, None] * sx_l + d[None, :], mask=ok[:, None] & dmask[None, :],
-                        other=0.0).to(tl.float32)
+            x = _tap(x_ptr, b, steps, d, j, L, S, P, Dm, sx_b, sx_l, K, MODE)
             tl.store(dw_ptr + (part * K) + d * K + j, tl.sum(gy * x, axis=0), mask=dmask)
 
     @triton.jit
@@ -186,15 +188,11 @@ def _conv_backward_flops(grad_shape, x_shape, weight_shape, *args, out_shape=Non
     return 2 * 2 * batch * channels * length * weight_shape[-1]
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.stride(1) == 1 and x.stride(2) != 1
-
-
 def _causal_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, reverse: bool) -> torch.Tensor:
     """PyTorch: causal conv (anti-causal with the kernel flipped when ``reverse``) + SiLU."""
     length, padding = x.shape[-1], weight.shape[-1] - 1
     weight = weight.flip(-1) if reverse else weight
-    if _channels_last(x) and x.stride(2) == x.shape[1]:  # dense channels-last: an NHWC conv2d keeps it so
+    if is_channels_last(x) and x.stride(2) == x.shape[1]:  # dense channels-last: an NHWC conv2d keeps it so
         image = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
         out = F.conv2d(image, weight.unsqueeze(2), bias, padding=(0, padding), groups=x.shape[1]).squeeze(2)
     else:
@@ -215,9 +213,9 @@ def sequence_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         raise ValueError(f"sequence_conv_silu: reverse=True and order={order} disagree")
     order = REVERSE if reverse else (order or FORWARD)
     if use_triton is None:
-        use_triton = triton is not None and x.is_cuda and _channels_last(x) and x.dtype != torch.float64
+        use_triton = triton is not None and x.is_cuda and is_channels_last(x) and x.dtype != torch.float64
     if use_triton:
-        if not _channels_last(x):
+        if not is_channels_last(x):
             x = x.transpose(1, 2).contiguous().transpose(1, 2)
         return _conv_silu_op(x, weight.contiguous(), bias.contiguous(), order.code, order.frame_tokens, order.prefix)
     if order.mode in ("forward", "reverse"):

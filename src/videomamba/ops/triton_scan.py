@@ -221,6 +221,12 @@ def available() -> bool:
     return triton is not None
 
 
+def is_channels_last(t: torch.Tensor) -> bool:
+    """Whether a (b, d, L) tensor has its channels fastest in memory ((b, L, d) rows, as a linear layer
+    writes them, possibly a slice of wider rows)."""
+    return t.stride(1) == 1 and t.stride(2) != 1 and t.shape[1] > 1
+
+
 def _poisoned(t: torch.Tensor) -> torch.Tensor:
     return t.fill_(float("nan")) if POISON_OUTPUTS and t.is_floating_point() else t
 
@@ -229,7 +235,7 @@ def empty_like_layout(like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """An empty (b, d, L) tensor in ``like``'s memory order: channels last ((b, L, d) in memory, as a
     linear layer writes it) when ``like`` is, else contiguous."""
     batch, channels, length = like.shape
-    if like.stride(1) == 1 and like.stride(2) != 1 and channels > 1:
+    if is_channels_last(like):
         return _poisoned(torch.empty_strided((batch, channels, length), (length * channels, 1, channels),
                                              device=like.device, dtype=dtype))
     return _poisoned(torch.empty(batch, channels, length, device=like.device, dtype=dtype))
@@ -246,10 +252,6 @@ def checkpoint_shape(batch: int, channels: int, n: int, length: int, chunk: int 
     return (batch, -(-length // (chunk or CHUNK)), n, channels)
 
 
-def _is_channels_last(t: torch.Tensor) -> bool:
-    return t.stride(1) == 1 and t.stride(2) != 1 and t.shape[1] > 1
-
-
 def _result(like: torch.Tensor, dtype: torch.dtype, splits: int) -> torch.Tensor:
     """Where a kernel writes a (b, d, L) result: the result itself in ``like``'s memory order, or, with
     the states split over several programs, fp32 partial sums (splits, b, d, L) in that order."""
@@ -257,7 +259,7 @@ def _result(like: torch.Tensor, dtype: torch.dtype, splits: int) -> torch.Tensor
         return empty_like_layout(like, dtype).unsqueeze(0)
     batch, channels, length = like.shape
     f32 = dict(device=like.device, dtype=torch.float32)
-    if _is_channels_last(like):
+    if is_channels_last(like):
         return _poisoned(torch.empty(splits, batch, length, channels, **f32)).transpose(2, 3)
     return _poisoned(torch.empty(splits, batch, channels, length, **f32))
 
@@ -266,7 +268,7 @@ def _finish(result: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The (b, d, L) result from ``_result``'s buffer: the partial sums added, in the same memory order."""
     if result.shape[0] == 1:
         return result[0]
-    if _is_channels_last(result[0]):
+    if is_channels_last(result[0]):
         return result.transpose(2, 3).sum(0).to(dtype).transpose(1, 2)
     return result.sum(0).to(dtype)
 
@@ -287,10 +289,11 @@ def _strides(*tensors: torch.Tensor) -> list[int]:
 def _as_float(t: torch.Tensor | None) -> torch.Tensor | None:
     """fp32 in t's memory order (fp32 passes through in any strides). The kernels load fp32 only:
     a bf16 element is 2 bytes per thread, below the 4 that an asynchronous copy moves, so Triton
-    does not pipeline such loads (measured 2.7x slower on an H100); converting costs one pass."""
+    does not pipeline such loads (the forward measured 2.7-3.0x slower on an H100); converting costs
+    one pass."""
     if t is None or t.dtype == torch.float32:
         return t
-    if t.stride(1) == 1 and t.stride(2) != 1:  # channels last: convert through the (b, L, d) view
+    if is_channels_last(t):  # convert through the (b, L, d) view, which keeps the order
         return t.transpose(1, 2).float().transpose(1, 2)
     return t.float()
 
@@ -304,9 +307,8 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: S
                    chunk: int | None = None):
     """(out, last state, chunk checkpoints for the backward). u, delta, z, B and C are read in any
     strides (other dtypes than fp32 are converted first); out is written in u's dtype and memory
-    order. With
-    ``order`` the kernels read the positions in that order (``ops.ScanOrder``: reversed, or per
-    frame) and write each output where they read, so nothing is permuted or copied."""
+    order. With ``order`` the kernels read the positions in that order (``ops.ScanOrder``: reversed,
+    or per frame) and write each output where they read, so nothing is permuted or copied."""
     chunk = chunk or CHUNK
     batch, channels, length = u.shape
     n = A.shape[1]
