@@ -1,7 +1,10 @@
-"""Sweep the Triton scan's tiles on the GPU (one direction, fwd and fwd+bwd, d_inner 768, d_state 16,
-fp32 inputs in (b, L, d) memory order as the mixer passes them): channels per program, warps,
-pipeline stages, state split, chunk and the dB/dC reduction.
-Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py"""
+"""Sweep the Triton scan's settings on the GPU (one direction, fwd and fwd+bwd, d_inner 768, d_state 16,
+fp32 inputs in (b, L, d) memory order as the mixer passes them): segments of the segment-parallel scan
+(forced, or chosen from a programs-per-SM target), state split, and the tiles (channels per program,
+warps, pipeline stages, chunk, dB/dC reduction).
+Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [tiles]   (both when none is named)"""
+
+import sys
 
 import torch
 import triton.testing
@@ -9,10 +12,18 @@ import triton.testing
 import videomamba.ops.triton_scan as ts
 from videomamba.ops import selective_scan
 
+TILE_FIELDS = ("BLOCK_D", "NUM_WARPS", "STAGES", "N_SPLIT", "CHUNK", "ATOMIC_DBC")
+SEGMENT_FIELDS = ("SEGMENTS", "N_SPLIT", "PROGRAMS_PER_SM")
+# (segments, state split, programs per SM (forward, backward)); None: chosen automatically
+SEGMENT_SETTINGS = [(1, 1, None), (1, None, None), (None, None, (12, 8)), (None, None, (8, 4)), (None, None, (16, 12)),
+                    (None, None, (24, 16)), (None, 1, (12, 8)), (2, 1, None), (4, 1, None), (8, 1, None),
+                    (16, 1, None), (32, 1, None)]
 # (BLOCK_D, warps, stages, state split, chunk, atomic dB/dC)
-SETTINGS = [(32, 1, 4, 1, 64, False), (32, 1, 4, 2, 64, False), (32, 1, 4, 4, 64, False), (32, 1, 3, 1, 64, False),
-            (32, 1, 6, 2, 64, False), (32, 1, 4, 1, 32, False), (32, 1, 4, 1, 128, False), (32, 1, 4, 1, 64, True),
-            (16, 1, 4, 1, 64, False), (16, 1, 4, 2, 64, False), (64, 2, 4, 2, 64, False), (32, 2, 4, 1, 64, False)]
+TILE_SETTINGS = [(32, 1, 4, None, 64, False), (32, 1, 3, None, 64, False), (32, 1, 6, None, 64, False),
+                 (32, 1, 4, None, 32, False), (32, 1, 4, None, 128, False), (16, 1, 4, None, 64, False),
+                 (64, 2, 4, None, 64, False), (32, 1, 4, None, 64, True)]
+SHAPES = {"segments": ((8, 785), (8, 1569), (8, 6273), (32, 785), (32, 1569), (32, 6273)),
+          "tiles": ((8, 1569), (32, 1569), (8, 6273))}
 
 
 def inputs(b: int, L: int) -> dict:
@@ -23,23 +34,37 @@ def inputs(b: int, L: int) -> dict:
     return {k: v.requires_grad_() for k, v in x.items()}
 
 
-def main() -> None:
-    print("| b | L | BLOCK_D | warps | stages | split | chunk | dB/dC | fwd ms | fwd+bwd ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    defaults = (ts.BLOCK_D, ts.NUM_WARPS, ts.STAGES, ts.N_SPLIT, ts.CHUNK, ts.ATOMIC_DBC)
-    for b, L in ((8, 1569), (32, 1569), (8, 6273)):
+def sweep(fields: tuple[str, ...], settings: list, shapes) -> None:
+    """One markdown row per (shape, setting): the module settings named in ``fields`` set, then timed."""
+    defaults = {f: getattr(ts, f) for f in fields}
+    print("| b | L | " + " | ".join(fields) + " | segments fwd/bwd | fwd ms | fwd+bwd ms |")
+    print("|---|---|" + "---|" * len(fields) + "---|---|---|")
+    for b, L in shapes:
         x = inputs(b, L)
-        for setting in SETTINGS:
-            ts.BLOCK_D, ts.NUM_WARPS, ts.STAGES, ts.N_SPLIT, ts.CHUNK, ts.ATOMIC_DBC = setting
+        for setting in settings:
+            for field, value in zip(fields, setting):
+                setattr(ts, field, value if value is not None or field != "PROGRAMS_PER_SM" else defaults[field])
+            chunks = -(-L // ts.CHUNK)
+            used = "/".join(str(ts._segments(b, 768, chunks, x["u"].device, backward)[1]) for backward in (False, True))
             fwd = lambda: selective_scan(**x, delta_softplus=True, backend="triton")  # noqa: E731
             grad = torch.randn_like(fwd())
             with torch.no_grad():
                 f = triton.testing.do_bench(fwd, rep=50)
             fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50)
-            block, warps, stages, split, chunk, atomic = setting
-            print(f"| {b} | {L} | {block} | {warps} | {stages} | {split} | {chunk} | "
-                  f"{'atomics' if atomic else 'partials'} | {f:.3f} | {fb:.3f} |", flush=True)
-    ts.BLOCK_D, ts.NUM_WARPS, ts.STAGES, ts.N_SPLIT, ts.CHUNK, ts.ATOMIC_DBC = defaults
+            cells = " | ".join("auto" if v is None else str(v) for v in setting)
+            print(f"| {b} | {L} | {cells} | {used} | {f:.3f} | {fb:.3f} |", flush=True)
+        for field, value in defaults.items():
+            setattr(ts, field, value)
+
+
+def main() -> None:
+    parts = sys.argv[1:] or ["segments", "tiles"]
+    if "segments" in parts:
+        print("## segment-parallel scan: segments, state split, programs per SM\n")
+        sweep(SEGMENT_FIELDS, SEGMENT_SETTINGS, SHAPES["segments"])
+    if "tiles" in parts:
+        print("\n## tiles (segments and split automatic)\n")
+        sweep(TILE_FIELDS, TILE_SETTINGS, SHAPES["tiles"])
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ CHECK = textwrap.dedent("""
     from videomamba.ops import ScanOrder
     device = sys.argv[1]
     failures = []
-    # shape (b, d, L, n), softplus, optional inputs, chunk, reverse, atomic dB/dC, memory order, dtype
+    # shape (b, d, L, n), softplus, optional inputs, chunk, scan order, atomic dB/dC, memory layout, dtype,
+    # state splits, segments
     f32, bf16 = torch.float32, torch.bfloat16
     cases = [((2, 40, 37, 16), True, True, 16, False, True, "bdl", f32), ((1, 8, 5, 4), False, False, 64, False, True, "bdl", f32),
              ((1, 33, 70, 16), True, True, 32, False, True, "bdl", f32), ((1, 4, 1, 16), True, True, 64, False, True, "bdl", f32),
@@ -30,12 +31,17 @@ CHECK = textwrap.dedent("""
     cases += [((2, 40, 41, 16), True, True, 16, ScanOrder("spatial", 8, 1), False, "bld", f32),
               ((1, 33, 40, 16), True, True, 16, ScanOrder("temporal", 8, 0), False, "bld", f32),
               ((2, 20, 41, 16), True, True, 32, ScanOrder("temporal", 8, 1), False, "bdl", bf16)]
-    cases = [case + (1,) for case in cases] + [  # the states split over 2 or 4 programs (partial sums)
-        ((2, 40, 37, 16), True, True, 16, False, False, "bld", f32, 2), ((2, 33, 70, 16), True, True, 32, True, False, "bdl", f32, 4),
-        ((1, 8, 5, 4), False, False, 64, False, True, "bdl", f32, 4), ((2, 40, 37, 16), True, True, 16, True, False, "bld", bf16, 2)]
-    for shape, softplus, optional, chunk, rev, atomic, order, dtype, splits in cases:
+    cases = [case + (1, 1) for case in cases] + [  # the states split over 2 or 4 programs (partial sums)
+        ((2, 40, 37, 16), True, True, 16, False, False, "bld", f32, 2, 1), ((2, 33, 70, 16), True, True, 32, True, False, "bdl", f32, 4, 1),
+        ((1, 8, 5, 4), False, False, 64, False, True, "bdl", f32, 4, 1), ((2, 40, 37, 16), True, True, 16, True, False, "bld", bf16, 2, 1)]
+    cases += [  # segment-parallel: 3-5 segments (the last one short), with splits, orders, one chunk per segment
+        ((2, 40, 70, 16), True, True, 16, False, False, "bld", f32, 1, 3), ((2, 33, 70, 16), True, True, 8, True, False, "bdl", f32, 2, 4),
+        ((2, 40, 41, 16), True, True, 8, ScanOrder("spatial", 8, 1), False, "bld", f32, 1, 5),
+        ((1, 20, 70, 16), True, True, 16, ScanOrder("temporal", 7, 0), False, "bld", bf16, 1, 5),
+        ((1, 8, 5, 4), False, False, 2, False, True, "bdl", f32, 1, 3)]
+    for shape, softplus, optional, chunk, rev, atomic, layout, dtype, splits, segments in cases:
         import videomamba.ops.triton_scan as ts
-        ts.CHUNK, ts.ATOMIC_DBC, ts.N_SPLIT, ts.POISON_OUTPUTS = chunk, atomic, splits, True
+        ts.CHUNK, ts.ATOMIC_DBC, ts.N_SPLIT, ts.SEGMENTS, ts.POISON_OUTPUTS = chunk, atomic, splits, segments, True
         inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=optional)
         if dtype == bf16:  # the truth sees the same rounded values
             inputs = {k: (v.to(bf16).float() if v is not None and v.dim() == 3 else v) for k, v in inputs.items()}
@@ -52,14 +58,14 @@ CHECK = textwrap.dedent("""
             v = v.detach().to(device)
             if v.dim() == 3:
                 v = v.to(dtype)
-                if order == "bld":  # same values, stored (b, L, channels)
+                if layout == "bld":  # same values, stored (b, L, channels)
                     v = v.transpose(1, 2).contiguous().transpose(1, 2)
             return v.requires_grad_()
 
         inputs = {k: placed(v) for k, v in inputs.items()}
         y, last = selective_scan(**inputs, delta_softplus=softplus, return_last_state=True, backend="triton", order=order)
-        if order == "bld" and y.stride(1) != 1:
-            failures.append(f"{shape} {order}: output not in the input's memory order, strides {y.stride()}")
+        if layout == "bld" and y.stride(1) != 1:
+            failures.append(f"{shape} {layout}: output not in the input's memory order, strides {y.stride()}")
         g = torch.Generator().manual_seed(1)
         w_out = torch.randn(y.shape, generator=g, dtype=torch.float64)
         w_last = torch.randn(last.shape, generator=g, dtype=torch.float64)
@@ -72,11 +78,12 @@ CHECK = textwrap.dedent("""
         for name, got, want in pairs:
             err = ((got - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
             if not err < tolerance:
-                failures.append(f"{shape} order={order} atomic={atomic} {order} {dtype} splits={splits} {name}: {err:.2e}")
+                failures.append(f"{shape} order={rev} atomic={atomic} {layout} {dtype} splits={splits} segments={segments} "
+                                f"{name}: {err:.2e}")
     # the fake (meta) implementation gives the real outputs' shapes, strides (channels-last in, channels-last
     # out) and dtypes, which torch.compile relies on
     from videomamba.ops.selective_scan import _scan_op
-    ts.CHUNK, ts.N_SPLIT = 16, None
+    ts.CHUNK, ts.N_SPLIT, ts.SEGMENTS = 16, None, 2
     for dtype in (f32, bf16):
         x = make_inputs(2, 8, 20, 4, torch.float32, seed=3)
         seq = lambda v: v.detach().to(dtype).transpose(1, 2).contiguous().transpose(1, 2).to(device).requires_grad_()

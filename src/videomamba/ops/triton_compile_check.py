@@ -68,7 +68,9 @@ def kernel_resources(capability: int = 90) -> list[KernelResources]:
         constexprs = {"N": 16, "NS": 16 // (triton_scan.N_SPLIT or 1), "CHUNK": triton_scan.CHUNK, "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES,
                       "HAS_D": True, "HAS_Z": True, "HAS_BIAS": True, "SOFTPLUS": True, "MODE": mode,
                       "ATOMIC_DBC": triton_scan.ATOMIC_DBC}
-        for label, fn in (("forward", triton_scan._scan_fwd_kernel), ("backward", triton_scan._scan_bwd_kernel)):
+        for label, fn in (("forward", triton_scan._scan_fwd_kernel), ("backward", triton_scan._scan_bwd_kernel),
+                          ("segment summary forward", triton_scan._segment_fwd_kernel),
+                          ("segment summary backward", triton_scan._segment_bwd_kernel)):
             usage = _compile(fn, {k: v for k, v in constexprs.items() if k in fn.arg_names}, triton_scan.NUM_WARPS,
                              capability)
             numbers = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED):(\d+)", usage)}

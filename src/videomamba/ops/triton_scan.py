@@ -61,17 +61,18 @@ if triton is not None:
     @triton.jit
     def _sequential_prologue(A_ptr, D_ptr, bias_ptr, Dm, N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr,
                              HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
-        """A program's batch, block of channels, state indices, and the channel parameters
+        """A program's batch, block of channels, segment, state indices, and the channel parameters
         with the state laid out (N, BLOCK_D), channels along the fast axis: Triton then gives each
         thread whole channels (all N states of one channel in its registers), so the sums over the
         states (C·h, B·g) need no shuffles. A is returned natural and pre-scaled by log2 e (exp2).
 
-        The N states may be split over N // NS programs (axis 2 of the grid; more programs where the
-        batch is small): each owns NS states, and its sums over states are partial, added afterwards;
-        the D·u term belongs to split 0 alone."""
+        Axis 2 of the grid numbers (segment, state split) pairs. The N states may be split over
+        N // NS programs (more programs where the batch is small): each owns NS states, and its sums
+        over states are partial, added afterwards; the D·u term belongs to split 0 alone."""
         pid_b = tl.program_id(0)
         pid_d = tl.program_id(1)
-        pid_s = tl.program_id(2)
+        seg = tl.program_id(2) // (N // NS)
+        pid_s = tl.program_id(2) % (N // NS)
         d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         dmask = d < Dm
         n = pid_s * NS + tl.arange(0, NS)
@@ -80,23 +81,96 @@ if triton is not None:
             else tl.zeros((BLOCK_D,), tl.float32)
         bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros((BLOCK_D,), tl.float32)
         state = (pid_b * N + n[:, None]) * Dm + d[None, :]  # (N, BLOCK_D) offsets into (b, N, d)
-        return pid_b, pid_d, pid_s, d, dmask, n, state, A_nat, A_nat * 1.4426950408889634, Dv, bias
+        return pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A_nat * 1.4426950408889634, Dv, bias
+
+    @triton.jit
+    def _carried_in(h, ends_ptr, dtsum_ptr, A, state, pid_b, d, dmask, Dm, n_segs, first, count,
+                    N: tl.constexpr, STEP: tl.constexpr):
+        """Fold ``count`` segments' summaries into ``h``, from segment ``first`` on, moving by STEP
+        (+1: the forward state entering later segments; -1: the adjoint entering earlier ones). A
+        segment's summary is what it makes of a zero input (its local end) and its total decay,
+        exp2(A · Σ Δ): ``h ← exp2(A · ΣΔ_s) h + end_s``."""
+        for i in range(count):
+            s = first + i * STEP
+            dtsum = tl.load(dtsum_ptr + (pid_b * n_segs + s) * Dm + d, mask=dmask, other=0.0)
+            end = tl.load(ends_ptr + state + (pid_b * (n_segs - 1) + s) * N * Dm, mask=dmask[None, :], other=0.0)
+            h = tl.exp2(dtsum[None, :] * A) * h + end
+        return h
+
+    @triton.jit
+    def _segment_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, bias_ptr, ends_ptr, dtsum_ptr,
+                            Dm, L, seg_len, n_segs, S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sB_b, sB_n, sB_l,
+                            N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, STAGES: tl.constexpr,
+                            HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
+        """Segment-parallel forward, first pass: each segment but the last runs from a zero state and
+        stores its end state and Σ Δ over its steps (the summary ``_carried_in`` folds)."""
+        pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
+            A_ptr, bias_ptr, bias_ptr, Dm, N, NS, BLOCK_D, False, HAS_BIAS)
+        u_row, dt_row, B_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sB_b + n * sB_n
+        t0 = seg * seg_len
+        h = tl.zeros((NS, BLOCK_D), tl.float32)
+        dtsum = tl.zeros((BLOCK_D,), tl.float32)
+        for k in tl.range(0, tl.minimum(seg_len, L - t0), num_stages=STAGES):
+            tm = _position(t0 + k, L, S, P, MODE)
+            u = tl.load(u_ptr + u_row + tm * su_l, mask=dmask, other=0.0).to(tl.float32)
+            dt = tl.load(dt_ptr + dt_row + tm * sdt_l, mask=dmask, other=0.0).to(tl.float32) + bias
+            if SOFTPLUS:
+                dt = _softplus(dt)
+            Bt = tl.load(B_ptr + B_row + tm * sB_l).to(tl.float32)
+            h = tl.exp2(dt[None, :] * A) * h + Bt[:, None] * (dt * u)[None, :]
+            dtsum += dt
+        tl.store(ends_ptr + state + (pid_b * (n_segs - 1) + seg) * N * Dm, h, mask=dmask[None, :])
+        tl.store(dtsum_ptr + (pid_b * n_segs + seg) * Dm + d, dtsum, mask=dmask & (pid_s == 0))
+
+    @triton.jit
+    def _segment_bwd_kernel(dt_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, ends_ptr, dtsum_ptr,
+                            Dm, L, seg_len, n_segs, S, P, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
+                            sC_b, sC_n, sC_l,
+                            N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, STAGES: tl.constexpr,
+                            HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
+        """Segment-parallel backward, first pass: each segment but the first runs the adjoint backwards
+        from zero through its steps and stores the adjoint it hands to the state before it, and Σ Δ."""
+        pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
+            A_ptr, bias_ptr, bias_ptr, Dm, N, NS, BLOCK_D, False, HAS_BIAS)
+        seg += 1
+        dt_row, z_row, g_row = pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d, pid_b * sg_b + d * sg_d
+        C_row = pid_b * sC_b + n * sC_n
+        t0 = seg * seg_len
+        steps = tl.minimum(seg_len, L - t0)
+        g = tl.zeros((NS, BLOCK_D), tl.float32)
+        dtsum = tl.zeros((BLOCK_D,), tl.float32)
+        for kk in tl.range(0, steps, num_stages=STAGES):
+            t = _position(t0 + steps - 1 - kk, L, S, P, MODE)
+            dt = tl.load(dt_ptr + dt_row + t * sdt_l, mask=dmask, other=0.0).to(tl.float32) + bias
+            if SOFTPLUS:
+                dt = _softplus(dt)
+            Ct = tl.load(C_ptr + C_row + t * sC_l).to(tl.float32)
+            dy = tl.load(dout_ptr + g_row + t * sg_l, mask=dmask, other=0.0).to(tl.float32)
+            if HAS_Z:
+                z = tl.load(z_ptr + z_row + t * sz_l, mask=dmask, other=0.0).to(tl.float32)
+                dy = dy * z * tl.sigmoid(z)
+            g = (g + Ct[:, None] * dy[None, :]) * tl.exp2(dt[None, :] * A)
+            dtsum += dt
+        tl.store(ends_ptr + state + (pid_b * (n_segs - 1) + seg) * N * Dm, g, mask=dmask[None, :])
+        tl.store(dtsum_ptr + (pid_b * n_segs + seg) * Dm + d, dtsum, mask=dmask & (pid_s == 0))
 
     @triton.jit
     def _scan_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
-                         Dm, L, n_chunks, S, P,
+                         ends_ptr, dtsum_ptr, Dm, L, n_chunks, seg_chunks, n_segs, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, so_s, so_b, so_d, so_l,
                          sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
                          STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                          SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
-        pid_b, pid_d, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
+        pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, N, NS, BLOCK_D, HAS_D, HAS_BIAS)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
         o_row = pid_s * so_s + pid_b * so_b + d * so_d  # a split's partial output: y·silu(z) is linear in y
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
-        h = tl.zeros((NS, BLOCK_D), tl.float32)
-        for c in range(n_chunks):
+        # the state entering this segment: the earlier segments' summaries (first pass) folded in
+        h = _carried_in(tl.zeros((NS, BLOCK_D), tl.float32), ends_ptr, dtsum_ptr, A, state, pid_b, d, dmask, Dm,
+                        n_segs, 0, seg, N, 1)
+        for c in range(seg * seg_chunks, tl.minimum(n_chunks, (seg + 1) * seg_chunks)):
             tl.store(ckpt_ptr + state + (pid_b * (n_chunks - 1) + c) * N * Dm, h, mask=dmask[None, :])
             t0 = c * CHUNK
             # num_stages on the inner range: the loads of the next steps are issued ahead (software
@@ -115,18 +189,18 @@ if triton is not None:
                     z = tl.load(z_ptr + z_row + tm * sz_l, mask=dmask, other=0.0).to(tl.float32)
                     y = y * z * tl.sigmoid(z)
                 tl.store(out_ptr + o_row + tm * so_l, y, mask=dmask)
-        tl.store(last_ptr + state, h, mask=dmask[None, :])
+        tl.store(last_ptr + state, h, mask=dmask[None, :] & (seg == n_segs - 1))
 
     @triton.jit
     def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, dout_ptr, dlast_ptr,
                          scratch_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr,
-                         Dm, L, n_chunks, n_dblocks, part_stride, S, P,
+                         ends_ptr, dtsum_ptr, Dm, L, n_chunks, seg_chunks, n_segs, n_dblocks, part_stride, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                          so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
                          STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                          SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr):
-        pid_b, pid_d, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
+        pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, N, NS, BLOCK_D, HAS_D, HAS_BIAS)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
         # dout; the gradients we write (a split's partial du, ddelta, dz: each is linear in its sums)
@@ -134,14 +208,17 @@ if triton is not None:
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
         brow = pid_b * N * L + n * L  # dB, dC: (b, N, L) contiguous
         tile = d[None, :] * 0 + tl.arange(0, NS)[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]  # (NS, BLOCK_D)
-        n_splits = tl.num_programs(2)
-        scratch = scratch_ptr + ((pid_b * n_dblocks + pid_d) * n_splits + pid_s) * CHUNK * BLOCK_D * NS
-        g = tl.load(dlast_ptr + state, mask=dmask[None, :], other=0.0)
+        pid_2, n_2 = tl.program_id(2), tl.num_programs(2)  # (segment, split) pairs
+        scratch = scratch_ptr + ((pid_b * n_dblocks + pid_d) * n_2 + pid_2) * CHUNK * BLOCK_D * NS
+        # the adjoint entering this segment's end: dlast and the later segments' summaries folded in
+        g = _carried_in(tl.load(dlast_ptr + state, mask=dmask[None, :], other=0.0), ends_ptr, dtsum_ptr, A, state,
+                        pid_b, d, dmask, Dm, n_segs, n_segs - 1, n_segs - 1 - seg, N, -1)
         dA = tl.zeros((NS, BLOCK_D), tl.float32)
         dD = tl.zeros((BLOCK_D,), tl.float32)
         dbias = tl.zeros((BLOCK_D,), tl.float32)
-        for ci in range(n_chunks):
-            c = n_chunks - 1 - ci
+        last_chunk = tl.minimum(n_chunks, (seg + 1) * seg_chunks) - 1
+        for ci in range(last_chunk + 1 - seg * seg_chunks):
+            c = last_chunk - ci
             t0 = c * CHUNK
             steps = tl.minimum(CHUNK, L - t0)
             h = tl.load(ckpt_ptr + state + (pid_b * (n_chunks - 1) + c) * N * Dm, mask=dmask[None, :], other=0.0)
@@ -195,9 +272,10 @@ if triton is not None:
                 dbias += ddt
                 tl.store(ddt_ptr + o_row + t * so_l, ddt, mask=dmask)
                 g = g * a
-        tl.store(dA_ptr + state, dA, mask=dmask[None, :])
-        tl.store(dD_ptr + (pid_s * tl.num_programs(0) + pid_b) * Dm + d, dD, mask=dmask)
-        tl.store(dbias_ptr + (pid_s * tl.num_programs(0) + pid_b) * Dm + d, dbias, mask=dmask)
+        # per (segment, split) partial sums, added afterwards
+        tl.store(dA_ptr + state + seg * tl.num_programs(0) * N * Dm, dA, mask=dmask[None, :])
+        tl.store(dD_ptr + (pid_2 * tl.num_programs(0) + pid_b) * Dm + d, dD, mask=dmask)
+        tl.store(dbias_ptr + (pid_2 * tl.num_programs(0) + pid_b) * Dm + d, dbias, mask=dmask)
 
 
 BLOCK_D = 32  # channels per program (one per thread at one warp); tuned on an H100, docs/benchmarks.md
@@ -208,6 +286,16 @@ STAGES = 4  # software-pipelining depth of the step loops: loads issued this man
 # batch x channel blocks would leave the GPU with fewer than two programs per SM, else 1 (on an H100
 # splitting helped at batch 8, 192 programs, and cost 15-20 % at batch 32)
 N_SPLIT: int | None = None
+# segment-parallel scan: the sequence is cut into segments of whole chunks, one program each; a first
+# pass summarises every segment (its end from a zero state, and its total decay), and each program of
+# the main pass folds the summaries before it into its starting state. That costs a lighter extra pass
+# over the sequence and buys parallelism where batch x channel blocks leave SMs idle (the sequential
+# kernel is latency-bound: one warp per program). None: as many segments as bring the programs up to
+# PROGRAMS_PER_SM (forward, backward: their register use sets how many fit on an SM), each at least
+# MIN_SEGMENT_CHUNKS chunks; an int forces that many (at most one per chunk).
+SEGMENTS: int | None = None
+PROGRAMS_PER_SM = (12, 8)
+MIN_SEGMENT_CHUNKS = 2
 # fill every output buffer with NaN before the kernels run (correctness checks: an element a kernel
 # forgets to write then shows instead of passing with whatever the allocator left there)
 POISON_OUTPUTS = False
@@ -273,13 +361,37 @@ def _finish(result: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return result.sum(0).to(dtype)
 
 
-def _state_splits(batch: int, channels: int, n: int, device: torch.device) -> int:
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
+
+
+def _segments(batch: int, channels: int, n_chunks: int, device: torch.device, backward: bool) -> tuple[int, int]:
+    """(chunks per segment, segments) for a scan of ``n_chunks`` chunks (``SEGMENTS``)."""
+    if SEGMENTS is not None:
+        wanted = SEGMENTS
+    elif device.type != "cuda":
+        wanted = 1
+    else:
+        programs = batch * triton.cdiv(channels, BLOCK_D)
+        wanted = min(_sm_count(device) * PROGRAMS_PER_SM[backward] // programs, n_chunks // MIN_SEGMENT_CHUNKS)
+    seg_chunks = triton.cdiv(n_chunks, max(1, min(wanted, n_chunks)))
+    return seg_chunks, triton.cdiv(n_chunks, seg_chunks)
+
+
+def _state_splits(batch: int, channels: int, n: int, device: torch.device, segments: int = 1) -> int:
     if N_SPLIT is not None:
         return max(1, min(N_SPLIT, n))
     if device.type != "cuda":
         return 1
-    programs = batch * triton.cdiv(channels, BLOCK_D)
-    return 2 if programs < 2 * torch.cuda.get_device_properties(device).multi_processor_count and n >= 2 else 1
+    programs = batch * triton.cdiv(channels, BLOCK_D) * segments
+    return 2 if programs < 2 * _sm_count(device) and n >= 2 else 1
+
+
+def _segment_summaries(batch: int, channels: int, n: int, n_segs: int, device: torch.device):
+    """Buffers for the first pass of a segment-parallel scan: ends (b, segments, N, d), Σ Δ (b, segments, d)."""
+    f32 = dict(device=device, dtype=torch.float32)
+    return (_poisoned(torch.empty(batch, n_segs, n, channels, **f32)),
+            _poisoned(torch.empty(batch, n_segs, channels, **f32)))
 
 
 def _strides(*tensors: torch.Tensor) -> list[int]:
@@ -317,15 +429,24 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: S
     last = empty_state(batch, channels, n, u.device)
     ckpt = _poisoned(torch.empty(checkpoint_shape(batch, channels, n, length, chunk), device=u.device,
                                  dtype=torch.float32))
-    dtype, splits = u.dtype, _state_splits(batch, channels, n, u.device)
+    seg_chunks, n_segs = _segments(batch, channels, ckpt.shape[1], u.device, backward=False)
+    dtype, splits = u.dtype, _state_splits(batch, channels, n, u.device, n_segs)
     out = _result(u, dtype, splits)
     u, delta, B, C, z = (_as_float(t) for t in (u, delta, B, C, z))
     A, D, delta_bias = _channel_parameters(A, D, delta_bias)
     zs = z if z is not None else u
-    _scan_fwd_kernel[(batch, triton.cdiv(channels, BLOCK_D), splits)](
-        u, delta, A, B, C, D if D is not None else u, zs, delta_bias if delta_bias is not None else u,
-        out, last, ckpt, channels, length, ckpt.shape[1], order.frame_tokens, order.prefix,
-        *_strides(u, delta, zs, out, B, C),
+    bias = delta_bias if delta_bias is not None else u
+    grid = (batch, triton.cdiv(channels, BLOCK_D))
+    ends, dtsum = _segment_summaries(batch, channels, n, n_segs, u.device)
+    if n_segs > 1:
+        _segment_fwd_kernel[(*grid, splits * (n_segs - 1))](
+            u, delta, A, B, bias, ends, dtsum, channels, length, seg_chunks * chunk, n_segs, order.frame_tokens,
+            order.prefix, *_strides(u, delta, B), N=n, NS=n // splits, BLOCK_D=BLOCK_D, STAGES=STAGES,
+            HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), MODE=order.code, num_warps=NUM_WARPS)
+    _scan_fwd_kernel[(*grid, splits * n_segs)](
+        u, delta, A, B, C, D if D is not None else u, zs, bias,
+        out, last, ckpt, ends, dtsum, channels, length, ckpt.shape[1], seg_chunks, n_segs, order.frame_tokens,
+        order.prefix, *_strides(u, delta, zs, out, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), MODE=order.code,
         num_warps=NUM_WARPS)
@@ -343,7 +464,8 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
         _, _, ckpt = triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, chunk)
     n_dblocks = triton.cdiv(channels, BLOCK_D)
     f32 = dict(device=u.device, dtype=torch.float32)
-    splits = _state_splits(batch, channels, n, u.device)
+    seg_chunks, n_segs = _segments(batch, channels, ckpt.shape[1], u.device, backward=True)
+    splits = _state_splits(batch, channels, n, u.device, n_segs)
     dtypes = (u.dtype, delta.dtype, z.dtype if z is not None else None)
     du, ddelta = _result(u, dtypes[0], splits), _result(u, dtypes[1], splits)
     dz = _result(u, dtypes[2], splits) if z is not None else None
@@ -351,24 +473,32 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
     has_D, has_bias = D is not None, delta_bias is not None
     A, D, delta_bias = _channel_parameters(A, D, delta_bias)
     dlast = dlast.float().transpose(1, 2).contiguous()  # (b, N, d)
-    dA = _poisoned(torch.empty(batch, n, channels, **f32))
+    dA = _poisoned(torch.empty(n_segs, batch, n, channels, **f32))
     if ATOMIC_DBC:
         dB, dC = torch.zeros(batch, n, length, **f32), torch.zeros(batch, n, length, **f32)
     else:
         dB, dC = (_poisoned(torch.empty(n_dblocks, batch, n, length, **f32)) for _ in range(2))
-    dD, dbias = (_poisoned(torch.empty(splits, batch, channels, **f32)) for _ in range(2))
-    scratch = torch.empty(batch * n_dblocks * chunk * BLOCK_D * n, **f32)
+    dD, dbias = (_poisoned(torch.empty(n_segs * splits, batch, channels, **f32)) for _ in range(2))
+    scratch = torch.empty(batch * n_dblocks * n_segs * chunk * BLOCK_D * n, **f32)
     zs = z if z is not None else u
-    _scan_bwd_kernel[(batch, n_dblocks, splits)](
-        u, delta, A, B, C, D if has_D else u, zs, delta_bias if has_bias else u,
-        ckpt, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias,
-        channels, length, ckpt.shape[1], n_dblocks, batch * n * length, order.frame_tokens, order.prefix,
-        *_strides(u, delta, zs, dout, du, B, C),
+    bias = delta_bias if has_bias else u
+    ends, dtsum = _segment_summaries(batch, channels, n, n_segs, u.device)
+    if n_segs > 1:
+        _segment_bwd_kernel[(batch, n_dblocks, splits * (n_segs - 1))](
+            delta, A, C, zs, bias, dout, ends, dtsum, channels, length, seg_chunks * chunk, n_segs, order.frame_tokens,
+            order.prefix, *_strides(delta, zs, dout, C), N=n, NS=n // splits, BLOCK_D=BLOCK_D, STAGES=STAGES,
+            HAS_Z=z is not None, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), MODE=order.code,
+            num_warps=NUM_WARPS)
+    _scan_bwd_kernel[(batch, n_dblocks, splits * n_segs)](
+        u, delta, A, B, C, D if has_D else u, zs, bias,
+        ckpt, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
+        channels, length, ckpt.shape[1], seg_chunks, n_segs, n_dblocks, batch * n * length, order.frame_tokens,
+        order.prefix, *_strides(u, delta, zs, dout, du, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
         HAS_BIAS=has_bias,
         SOFTPLUS=bool(delta_softplus), MODE=order.code, ATOMIC_DBC=ATOMIC_DBC, num_warps=NUM_WARPS)
     if not ATOMIC_DBC:
         dB, dC = dB.sum(0), dC.sum(0)
-    return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), dA.sum(0).t().contiguous(), dB, dC,
+    return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), dA.sum((0, 1)).t().contiguous(), dB, dC,
             dD.sum((0, 1)) if has_D else None, _finish(dz, dtypes[2]) if dz is not None else None,
             dbias.sum((0, 1)) if has_bias else None)
