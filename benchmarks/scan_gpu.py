@@ -120,7 +120,7 @@ def whole_model_check() -> None:
 
 def floors(b, d, L, n=D_STATE) -> tuple[float, float]:
     x = torch.empty(2**28, device=DEV)
-    ms = triton.testing.do_bench(lambda: x.clone())
+    ms = triton.testing.do_bench(lambda: x.clone(), return_mode="median")
     bandwidth = 2 * x.numel() * 4 / (ms * 1e-3)
     bytes_fwd = 4 * (4 * b * d * L + 2 * b * n * L)  # u, delta, z read, out written; B, C read (fp32)
     exps = b * d * L * n
@@ -159,8 +159,9 @@ def timings(have_mamba: bool) -> None:
 
                 grad = torch.randn_like(fwd())
                 with torch.no_grad():
-                    row[(backend, "fwd")] = triton.testing.do_bench(fwd)
-                row[(backend, "fwd+bwd")] = triton.testing.do_bench(lambda: fwd().backward(grad))
+                    row[(backend, "fwd")] = triton.testing.do_bench(fwd, return_mode="median")
+                row[(backend, "fwd+bwd")] = triton.testing.do_bench(lambda: fwd().backward(grad), return_mode="median",
+                                                                    grad_to_none=list(x.values()))
             for pass_ in ("fwd", "fwd+bwd"):
                 cells = [f"{row[(k, pass_)]:.3f}" if (k, pass_) in row else "-" for k in columns]
                 ratio = (f"{row[('mamba_ssm', pass_)] / row[('triton', pass_)]:.2f}x"

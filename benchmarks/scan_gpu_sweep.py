@@ -19,9 +19,10 @@ SEGMENT_SETTINGS = [(1, 1, None), (1, None, None), (None, None, (12, 8)), (None,
                     (None, None, (24, 16)), (None, 1, (12, 8)), (2, 1, None), (4, 1, None), (8, 1, None),
                     (16, 1, None), (32, 1, None)]
 # (BLOCK_D, warps, stages, state split, chunk, atomic dB/dC)
-TILE_SETTINGS = [(32, 1, 4, None, 64, False), (32, 1, 3, None, 64, False), (32, 1, 6, None, 64, False),
-                 (32, 1, 4, None, 32, False), (32, 1, 4, None, 128, False), (16, 1, 4, None, 64, False),
-                 (64, 2, 4, None, 64, False), (32, 1, 4, None, 64, True)]
+TILE_SETTINGS = [(32, 1, 4, None, 64, False), (32, 1, 2, None, 64, False), (32, 1, 3, None, 64, False),
+                 (32, 1, 6, None, 64, False), (32, 1, 4, 2, 64, False), (32, 1, 4, None, 32, False),
+                 (32, 1, 4, None, 128, False), (16, 1, 4, None, 64, False), (64, 2, 4, None, 64, False),
+                 (32, 1, 4, None, 64, True)]
 SHAPES = {"segments": ((8, 785), (8, 1569), (8, 6273), (32, 785), (32, 1569), (32, 6273)),
           "tiles": ((8, 1569), (32, 1569), (8, 6273))}
 
@@ -49,8 +50,9 @@ def sweep(fields: tuple[str, ...], settings: list, shapes) -> None:
             fwd = lambda: selective_scan(**x, delta_softplus=True, backend="triton")  # noqa: E731
             grad = torch.randn_like(fwd())
             with torch.no_grad():
-                f = triton.testing.do_bench(fwd, rep=50)
-            fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50)
+                f = triton.testing.do_bench(fwd, rep=50, return_mode="median")
+            fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50, return_mode="median",
+                                         grad_to_none=list(x.values()))
             cells = " | ".join("auto" if v is None else str(v) for v in setting)
             print(f"| {b} | {L} | {cells} | {used} | {f:.3f} | {fb:.3f} |", flush=True)
         for field, value in defaults.items():
