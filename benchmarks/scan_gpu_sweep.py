@@ -1,8 +1,9 @@
 """Sweep the Triton scan's settings on the GPU (one direction, fwd and fwd+bwd, d_inner 768, d_state 16,
 fp32 inputs in (b, L, d) memory order as the mixer passes them): segments of the segment-parallel scan
 (forced, or chosen from a programs-per-SM target), state split, and the tiles (channels per program,
-warps, pipeline stages, chunk, dB/dC reduction).
-Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [tiles]   (both when none is named)"""
+warps, pipeline stages, chunk, the dB/dC reductions).
+Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [reductions] [tiles]   (segments and tiles
+when none is named)"""
 
 import sys
 
@@ -10,29 +11,22 @@ import torch
 import triton.testing
 
 import videomamba.ops.triton_scan as ts
+from scan_gpu import inputs, warm_up_gpu  # benchmarks/ is on the path when this script runs
 from videomamba.ops import selective_scan
 
-TILE_FIELDS = ("BLOCK_D", "NUM_WARPS", "STAGES", "N_SPLIT", "CHUNK", "ATOMIC_DBC")
+TILE_FIELDS = ("BLOCK_D", "NUM_WARPS", "STAGES", "N_SPLIT", "CHUNK", "ATOMIC_DBC", "TRANSPOSED_DBC")
 SEGMENT_FIELDS = ("SEGMENTS", "N_SPLIT", "PROGRAMS_PER_SM")
 # (segments, state split, programs per SM (forward, backward)); None: chosen automatically
 SEGMENT_SETTINGS = [(1, 1, None), (1, None, None), (None, None, (12, 8)), (None, None, (8, 4)), (None, None, (16, 12)),
                     (None, None, (24, 16)), (None, 1, (12, 8)), (2, 1, None), (4, 1, None), (8, 1, None),
                     (16, 1, None), (32, 1, None)]
-# (BLOCK_D, warps, stages, state split, chunk, atomic dB/dC)
-TILE_SETTINGS = [(32, 1, 4, None, 64, False), (32, 1, 2, None, 64, False), (32, 1, 3, None, 64, False),
-                 (32, 1, 6, None, 64, False), (32, 1, 4, 2, 64, False), (32, 1, 4, None, 32, False),
-                 (32, 1, 4, None, 128, False), (16, 1, 4, None, 64, False), (64, 2, 4, None, 64, False),
-                 (32, 1, 4, None, 64, True)]
+# (BLOCK_D, warps, stages, state split, chunk, atomic dB/dC, dB/dC summed through a transposed tile)
+TILE_SETTINGS = [(32, 1, 4, None, 64, False, True), (32, 1, 4, None, 64, False, False), (32, 1, 3, None, 64, False, True),
+                 (32, 1, 6, None, 64, False, True), (32, 1, 4, 2, 64, False, True), (32, 1, 4, None, 32, False, True),
+                 (32, 1, 4, None, 128, False, True), (64, 1, 4, 2, 64, False, True), (64, 2, 4, None, 64, False, True),
+                 (32, 1, 4, None, 64, True, True)]
 SHAPES = {"segments": ((8, 785), (8, 1569), (8, 6273), (32, 785), (32, 1569), (32, 6273)),
           "tiles": ((8, 1569), (32, 1569), (8, 6273))}
-
-
-def inputs(b: int, L: int) -> dict:
-    g = torch.Generator(device="cuda").manual_seed(0)
-    seq = lambda c, s=1.0: (s * torch.randn(b, L, c, generator=g, device="cuda")).transpose(1, 2)  # noqa: E731
-    x = dict(u=seq(768), delta=seq(768, 0.5), A=-(torch.rand(768, 16, device="cuda") + 0.1), B=seq(16), C=seq(16),
-             D=torch.randn(768, device="cuda"), z=seq(768), delta_bias=0.3 * torch.randn(768, device="cuda"))
-    return {k: v.requires_grad_() for k, v in x.items()}
 
 
 def sweep(fields: tuple[str, ...], settings: list, shapes) -> None:
@@ -40,8 +34,9 @@ def sweep(fields: tuple[str, ...], settings: list, shapes) -> None:
     defaults = {f: getattr(ts, f) for f in fields}
     print("| b | L | " + " | ".join(fields) + " | segments fwd/bwd | fwd ms | fwd+bwd ms |")
     print("|---|---|" + "---|" * len(fields) + "---|---|---|")
+    warm_up_gpu()
     for b, L in shapes:
-        x = inputs(b, L)
+        x = {k: v.requires_grad_() for k, v in inputs(b, 768, L).items()}
         for setting in settings:
             for field, value in zip(fields, setting):
                 setattr(ts, field, value if value is not None or field != "PROGRAMS_PER_SM" else defaults[field])
@@ -64,6 +59,9 @@ def main() -> None:
     if "segments" in parts:
         print("## segment-parallel scan: segments, state split, programs per SM\n")
         sweep(SEGMENT_FIELDS, SEGMENT_SETTINGS, SHAPES["segments"])
+    if "reductions" in parts:
+        print("\n## the dB/dC sums: through the transposed tile, or across lanes\n")
+        sweep(TILE_FIELDS, TILE_SETTINGS[:2], SHAPES["segments"])
     if "tiles" in parts:
         print("\n## tiles (segments and split automatic)\n")
         sweep(TILE_FIELDS, TILE_SETTINGS, SHAPES["tiles"])

@@ -39,9 +39,14 @@ CHECK = textwrap.dedent("""
         ((2, 40, 41, 16), True, True, 8, ScanOrder("spatial", 8, 1), False, "bld", f32, 1, 5),
         ((1, 20, 70, 16), True, True, 16, ScanOrder("temporal", 7, 0), False, "bld", bf16, 1, 5),
         ((1, 8, 5, 4), False, False, 2, False, True, "bdl", f32, 1, 3)]
-    for shape, softplus, optional, chunk, rev, atomic, layout, dtype, splits, segments in cases:
+    # the dB/dC sums through the transposed tile (default), and across lanes
+    cases = [case + (True,) for case in cases] + [
+        ((2, 40, 37, 16), True, True, 16, True, False, "bld", f32, 1, 1, False),
+        ((2, 33, 70, 16), True, True, 16, False, True, "bdl", f32, 2, 3, False)]
+    for shape, softplus, optional, chunk, rev, atomic, layout, dtype, splits, segments, transposed in cases:
         import videomamba.ops.triton_scan as ts
         ts.CHUNK, ts.ATOMIC_DBC, ts.N_SPLIT, ts.SEGMENTS, ts.POISON_OUTPUTS = chunk, atomic, splits, segments, True
+        ts.TRANSPOSED_DBC = transposed
         inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=optional)
         if dtype == bf16:  # the truth sees the same rounded values
             inputs = {k: (v.to(bf16).float() if v is not None and v.dim() == 3 else v) for k, v in inputs.items()}
@@ -79,6 +84,7 @@ CHECK = textwrap.dedent("""
             err = ((got - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
             if not err < tolerance:
                 failures.append(f"{shape} order={rev} atomic={atomic} {layout} {dtype} splits={splits} segments={segments} "
+                                f"transposed={transposed} "
                                 f"{name}: {err:.2e}")
     # the fake (meta) implementation gives the real outputs' shapes, strides (channels-last in, channels-last
     # out) and dtypes, which torch.compile relies on

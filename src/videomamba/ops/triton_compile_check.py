@@ -67,7 +67,7 @@ def kernel_resources(capability: int = 90) -> list[KernelResources]:
     for mode in (0, 1, 2, 3):
         constexprs = {"N": 16, "NS": 16 // (triton_scan.N_SPLIT or 1), "CHUNK": triton_scan.CHUNK, "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES,
                       "HAS_D": True, "HAS_Z": True, "HAS_BIAS": True, "SOFTPLUS": True, "MODE": mode,
-                      "ATOMIC_DBC": triton_scan.ATOMIC_DBC}
+                      "ATOMIC_DBC": triton_scan.ATOMIC_DBC, "TRANSPOSED_DBC": triton_scan.TRANSPOSED_DBC}
         for label, fn in (("forward", triton_scan._scan_fwd_kernel), ("backward", triton_scan._scan_bwd_kernel),
                           ("segment summary forward", triton_scan._segment_fwd_kernel),
                           ("segment summary backward", triton_scan._segment_bwd_kernel)):

@@ -199,7 +199,8 @@ if triton is not None:
                          so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
                          STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr):
+                         SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr,
+                         TRANSPOSED_DBC: tl.constexpr):
         pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, N, NS, BLOCK_D, HAS_D, HAS_BIAS)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
@@ -209,7 +210,15 @@ if triton is not None:
         brow = pid_b * N * L + n * L  # dB, dC: (b, N, L) contiguous
         tile = d[None, :] * 0 + tl.arange(0, NS)[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]  # (NS, BLOCK_D)
         pid_2, n_2 = tl.program_id(2), tl.num_programs(2)  # (segment, split) pairs
-        scratch = scratch_ptr + ((pid_b * n_dblocks + pid_d) * n_2 + pid_2) * CHUNK * BLOCK_D * NS
+        scratch = scratch_ptr + ((pid_b * n_dblocks + pid_d) * n_2 + pid_2) * (CHUNK + 4) * BLOCK_D * NS
+        # after the chunk's states: two (BLOCK_D, 2 NS) tiles (alternate steps) through which the dB/dC terms
+        # are transposed so that their sums over channels run inside threads (TRANSPOSED_DBC)
+        flip = scratch + CHUNK * BLOCK_D * NS
+        to_flip = d[None, :] * 0 + tl.arange(0, BLOCK_D)[None, :] * (2 * NS) + tl.arange(0, NS)[:, None]
+        kinds = tl.arange(0, 2 * NS)
+        from_flip = tl.arange(0, BLOCK_D)[:, None] * (2 * NS) + kinds[None, :]
+        n_kind = pid_s * NS + kinds % NS
+        is_dB = kinds < NS
         # the adjoint entering this segment's end: dlast and the later segments' summaries folded in
         g = _carried_in(tl.load(dlast_ptr + state, mask=dmask[None, :], other=0.0), ends_ptr, dtsum_ptr, A, state,
                         pid_b, d, dmask, Dm, n_segs, n_segs - 1, n_segs - 1 - seg, N, -1)
@@ -259,14 +268,31 @@ if triton is not None:
                 dA += dt[None, :] * g_a_hprev
                 dD += dy * u * (pid_s == 0)
                 tl.store(du_ptr + o_row + t * so_l, gB * dt + Dv * dy, mask=dmask)
-                dB_t = tl.sum(tl.where(dmask[None, :], g * (dt * u)[None, :], 0.0), axis=1)
-                dC_t = tl.sum(tl.where(dmask[None, :], h_t * dy[None, :], 0.0), axis=1)
-                if ATOMIC_DBC:
-                    tl.atomic_add(dB_ptr + brow + t, dB_t)
-                    tl.atomic_add(dC_ptr + brow + t, dC_t)
-                else:  # this block's partial sums; the blocks are added afterwards
-                    tl.store(dB_ptr + pid_d * part_stride + brow + t, dB_t)
-                    tl.store(dC_ptr + pid_d * part_stride + brow + t, dC_t)
+                if TRANSPOSED_DBC:
+                    # a sum over the channels (lanes) costs 5 shuffles per state and term, half the step's
+                    # instructions; instead each thread writes its channel's 2 NS terms to a small
+                    # cache-resident tile and reads back a transposed one, where the sums run inside
+                    # threads; alternate tiles on alternate steps make one barrier per step enough
+                    tile_k = flip + (kk % 2) * (2 * NS * BLOCK_D)
+                    tl.store(tile_k + to_flip, g * (dt * u)[None, :])
+                    tl.store(tile_k + NS + to_flip, h_t * dy[None, :])
+                    tl.debug_barrier()
+                    # (channels past Dm wrote zeros: their loads were masked to zero, so are g and h)
+                    terms = tl.sum(tl.load(tile_k + from_flip), axis=0)  # (2 NS,)
+                    rows = pid_b * N * L + n_kind * L + t
+                    if ATOMIC_DBC:
+                        tl.atomic_add(tl.where(is_dB, dB_ptr, dC_ptr) + rows, terms)
+                    else:
+                        tl.store(tl.where(is_dB, dB_ptr, dC_ptr) + pid_d * part_stride + rows, terms)
+                else:
+                    dB_t = tl.sum(tl.where(dmask[None, :], g * (dt * u)[None, :], 0.0), axis=1)
+                    dC_t = tl.sum(tl.where(dmask[None, :], h_t * dy[None, :], 0.0), axis=1)
+                    if ATOMIC_DBC:
+                        tl.atomic_add(dB_ptr + brow + t, dB_t)
+                        tl.atomic_add(dC_ptr + brow + t, dC_t)
+                    else:  # this block's partial sums; the blocks are added afterwards
+                        tl.store(dB_ptr + pid_d * part_stride + brow + t, dB_t)
+                        tl.store(dC_ptr + pid_d * part_stride + brow + t, dC_t)
                 if SOFTPLUS:
                     ddt = ddt * tl.sigmoid(raw)
                 dbias += ddt
@@ -302,6 +328,9 @@ POISON_OUTPUTS = False
 # dB and dC sum over all channels: each block of channels adds its share with atomics (True) or
 # writes it to its own slice, summed by one reduction afterwards (False)
 ATOMIC_DBC = False
+# the per-step sums of the dB/dC terms over a block's channels: through a transposed scratch tile, summed
+# inside threads (True), or across lanes with shuffles (False)
+TRANSPOSED_DBC = True
 
 
 def available() -> bool:
@@ -479,7 +508,7 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
     else:
         dB, dC = (_poisoned(torch.empty(n_dblocks, batch, n, length, **f32)) for _ in range(2))
     dD, dbias = (_poisoned(torch.empty(n_segs * splits, batch, channels, **f32)) for _ in range(2))
-    scratch = torch.empty(batch * n_dblocks * n_segs * chunk * BLOCK_D * n, **f32)
+    scratch = torch.empty(batch * n_dblocks * n_segs * (chunk + 4) * BLOCK_D * n, **f32)
     zs = z if z is not None else u
     bias = delta_bias if has_bias else u
     ends, dtsum = _segment_summaries(batch, channels, n, n_segs, u.device)
@@ -496,7 +525,8 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
         order.prefix, *_strides(u, delta, zs, dout, du, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
         HAS_BIAS=has_bias,
-        SOFTPLUS=bool(delta_softplus), MODE=order.code, ATOMIC_DBC=ATOMIC_DBC, num_warps=NUM_WARPS)
+        SOFTPLUS=bool(delta_softplus), MODE=order.code, ATOMIC_DBC=ATOMIC_DBC,
+        TRANSPOSED_DBC=TRANSPOSED_DBC, num_warps=NUM_WARPS)
     if not ATOMIC_DBC:
         dB, dC = dB.sum(0), dC.sum(0)
     return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), dA.sum((0, 1)).t().contiguous(), dB, dC,
