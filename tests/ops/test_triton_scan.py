@@ -39,10 +39,11 @@ CHECK = textwrap.dedent("""
         ((2, 40, 41, 16), True, True, 8, ScanOrder("spatial", 8, 1), False, "bld", f32, 1, 5),
         ((1, 20, 70, 16), True, True, 16, ScanOrder("temporal", 7, 0), False, "bld", bf16, 1, 5),
         ((1, 8, 5, 4), False, False, 2, False, True, "bdl", f32, 1, 3)]
-    # the dB/dC sums through the transposed tile (default), and across lanes
-    cases = [case + (True,) for case in cases] + [
-        ((2, 40, 37, 16), True, True, 16, True, False, "bld", f32, 1, 1, False),
-        ((2, 33, 70, 16), True, True, 16, False, True, "bdl", f32, 2, 3, False)]
+    # the dB/dC sums across lanes (the default), and through the transposed tile
+    cases = [case + (False,) for case in cases] + [
+        ((2, 40, 37, 16), True, True, 16, True, False, "bld", f32, 1, 1, True),
+        ((2, 33, 70, 16), True, True, 16, False, True, "bdl", f32, 2, 3, True),
+        ((2, 40, 41, 16), True, True, 8, ScanOrder("spatial", 8, 1), False, "bld", bf16, 1, 5, True)]
     for shape, softplus, optional, chunk, rev, atomic, layout, dtype, splits, segments, transposed in cases:
         import videomamba.ops.triton_scan as ts
         ts.CHUNK, ts.ATOMIC_DBC, ts.N_SPLIT, ts.SEGMENTS, ts.POISON_OUTPUTS = chunk, atomic, splits, segments, True

@@ -212,7 +212,7 @@ if triton is not None:
         pid_2, n_2 = tl.program_id(2), tl.num_programs(2)  # (segment, split) pairs
         scratch = scratch_ptr + ((pid_b * n_dblocks + pid_d) * n_2 + pid_2) * (CHUNK + 4) * BLOCK_D * NS
         # after the chunk's states: two (BLOCK_D, 2 NS) tiles (alternate steps) through which the dB/dC terms
-        # are transposed so that their sums over channels run inside threads (TRANSPOSED_DBC)
+        # can be transposed so that their sums over channels run inside threads (TRANSPOSED_DBC)
         flip = scratch + CHUNK * BLOCK_D * NS
         to_flip = d[None, :] * 0 + tl.arange(0, BLOCK_D)[None, :] * (2 * NS) + tl.arange(0, NS)[:, None]
         kinds = tl.arange(0, 2 * NS)
@@ -329,8 +329,11 @@ POISON_OUTPUTS = False
 # writes it to its own slice, summed by one reduction afterwards (False)
 ATOMIC_DBC = False
 # the per-step sums of the dB/dC terms over a block's channels: through a transposed scratch tile, summed
-# inside threads (True), or across lanes with shuffles (False)
-TRANSPOSED_DBC = True
+# inside threads (True), or across lanes with shuffles (False). The tile removes all 160 shuffles of an
+# adjoint step (782 -> 649 instructions in the SASS), yet on an H100 it measured 13-21 % slower in
+# forward+backward at every VideoMamba-S shape but batch 8, L 785: the store-barrier-load round trip
+# stalls the warp where shuffles pipeline (docs/benchmarks.md)
+TRANSPOSED_DBC = False
 
 
 def available() -> bool:
