@@ -8,11 +8,14 @@ from videomamba.ops import triton_compile_check
 
 @pytest.mark.skipif(not triton_compile_check.available(), reason="Triton without its NVIDIA backend tools")
 def test_every_kernel_compiles_for_hopper():
-    rows = triton_compile_check.kernel_resources(capability=90)
-    names = {row.name for row in rows}
+    rows = {row.name: row for row in triton_compile_check.kernel_resources(capability=90)}
+    scans = ("forward", "backward", "segment summary forward", "segment summary backward")
     orders = ("", " reversed", " spatial order", " temporal order")
-    assert names == {f"{k}{r}" for k in ("forward", "backward", "segment summary forward", "segment summary backward")
-                     for r in orders} | {
+    assert set(rows) == {f"{k}{r}" for k in scans for r in orders} | {f"{k} bf16" for k in scans} | {
         "conv+silu forward", "conv+silu output grad", "conv+silu input grad"}
-    for row in rows:  # the default tiles fit the registers: a spill would cost local-memory traffic per step
+    for row in rows.values():  # the default tiles fit the registers: a spill would cost local-memory traffic per step
         assert 0 < row.registers <= 255 and row.spill_stack == 0 and row.shared >= 0, row
+    for kernel in scans:
+        # the step loops' loads are issued ahead as asynchronous copies, also for bf16 inputs (read as words;
+        # Triton leaves 2-byte loads synchronous)
+        assert rows[kernel].async_copies > 0 and rows[f"{kernel} bf16"].async_copies == rows[kernel].async_copies

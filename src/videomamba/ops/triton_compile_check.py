@@ -29,6 +29,7 @@ class KernelResources:
     registers: int
     spill_stack: int  # bytes of stack per thread: registers spilled to local memory
     shared: int
+    async_copies: int = 0  # LDGSTS instructions in the SASS: loads issued ahead by the software pipeline
 
 
 def available() -> bool:
@@ -40,24 +41,40 @@ def available() -> bool:
     return os.path.isfile(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump"))
 
 
-def _compile(fn, constexprs: dict, num_warps: int, capability: int) -> str:
-    """cuobjdump's resource report of ``fn`` compiled for ``capability``: arguments named ``*_ptr``
-    are fp32 pointers, the other non-constexpr arguments int32."""
+# the sequence tensors the scan kernels read and write in the inputs' dtype (bf16 rows of the report)
+_SEQUENCE_POINTERS = {"u_ptr", "dt_ptr", "B_ptr", "C_ptr", "z_ptr", "dout_ptr", "out_ptr", "du_ptr", "ddt_ptr",
+                      "dz_ptr"}
+
+
+def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, bf16: bool = False
+             ) -> KernelResources:
+    """``fn`` compiled for ``capability`` and its resources as cuobjdump reports them: arguments named
+    ``*_ptr`` are fp32 pointers (with ``bf16``, the sequence tensors bf16), the other non-constexpr
+    arguments int32."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    signature = {name: ("constexpr" if name in constexprs else "*fp32" if name.endswith("_ptr") else "i32")
-                 for name in fn.arg_names}
-    kernel = triton.compile(ASTSource(fn, signature, constexprs=constexprs),
+    def kind(name: str) -> str:
+        if name in constexprs:
+            return "constexpr"
+        if name.endswith("_ptr"):
+            return "*bf16" if bf16 and name in _SEQUENCE_POINTERS else "*fp32"
+        return "i32"
+
+    kernel = triton.compile(ASTSource(fn, {name: kind(name) for name in fn.arg_names}, constexprs=constexprs),
                             target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps})
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "kernel.cubin")
         with open(path, "wb") as handle:
             handle.write(kernel.asm["cubin"])
-        return subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True,
-                              check=True).stdout
+        usage = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True,
+                               check=True).stdout
+        sass = subprocess.run([tool, "-sass", path], capture_output=True, text=True, check=True).stdout
+    numbers = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED):(\d+)", usage)}
+    return KernelResources(label, numbers.get("REG", -1), numbers.get("STACK", -1), numbers.get("SHARED", -1),
+                           len(re.findall(r"\bLDGSTS\b", sass)))
 
 
 def kernel_resources(capability: int = 90) -> list[KernelResources]:
@@ -65,29 +82,26 @@ def kernel_resources(capability: int = 90) -> list[KernelResources]:
     the conv + SiLU kernels for compute capability ``capability``; their resource use."""
     results = []
     for mode in (0, 1, 2, 3):
-        constexprs = {"N": 16, "NS": 16 // (triton_scan.N_SPLIT or 1), "CHUNK": triton_scan.CHUNK, "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES,
-                      "HAS_D": True, "HAS_Z": True, "HAS_BIAS": True, "SOFTPLUS": True, "MODE": mode,
-                      "ATOMIC_DBC": triton_scan.ATOMIC_DBC, "TRANSPOSED_DBC": triton_scan.TRANSPOSED_DBC}
+        constexprs = {"N": 16, "NS": 16 // (triton_scan.N_SPLIT or 1), "CHUNK": triton_scan.CHUNK,
+                      "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES, "HAS_D": True, "HAS_Z": True,
+                      "HAS_BIAS": True, "SOFTPLUS": True, "MODE": mode, "ATOMIC_DBC": triton_scan.ATOMIC_DBC,
+                      "TRANSPOSED_DBC": triton_scan.TRANSPOSED_DBC}
         for label, fn in (("forward", triton_scan._scan_fwd_kernel), ("backward", triton_scan._scan_bwd_kernel),
                           ("segment summary forward", triton_scan._segment_fwd_kernel),
                           ("segment summary backward", triton_scan._segment_bwd_kernel)):
-            usage = _compile(fn, {k: v for k, v in constexprs.items() if k in fn.arg_names}, triton_scan.NUM_WARPS,
-                             capability)
-            numbers = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED):(\d+)", usage)}
-            results.append(KernelResources(f"{label}{_MODE_NAMES[mode]}", numbers.get("REG", -1),
-                                           numbers.get("STACK", -1), numbers.get("SHARED", -1)))
+            for bf16 in (False, True) if mode == 0 else (False,):  # bf16: read as 4-byte words
+                results.append(_compile(fn, {k: v for k, v in constexprs.items() if k in fn.arg_names},
+                                        triton_scan.NUM_WARPS, capability,
+                                        f"{label}{_MODE_NAMES[mode]}{' bf16' if bf16 else ''}", bf16))
     conv = {"K": 4, "MODE": 2, "BLOCK_L": sequence_conv.BLOCK_L, "BLOCK_D": sequence_conv.BLOCK_D}
     for label, fn in (("conv+silu forward", sequence_conv._conv_silu_fwd_kernel),  # the per-frame order: all code
                       ("conv+silu output grad", sequence_conv._conv_silu_grad_kernel),
                       ("conv+silu input grad", sequence_conv._conv_input_grad_kernel)):
-        usage = _compile(fn, conv, 4, capability)
-        numbers = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED):(\d+)", usage)}
-        results.append(KernelResources(label, numbers.get("REG", -1), numbers.get("STACK", -1),
-                                       numbers.get("SHARED", -1)))
+        results.append(_compile(fn, conv, 4, capability, label))
     return results
 
-
 if __name__ == "__main__":
-    print("| kernel (sm_90) | registers | spill stack (B/thread) | shared (B) |\n|---|---|---|---|")
+    print("| kernel (sm_90) | registers | spill stack (B/thread) | shared (B) | async copies (LDGSTS) |\n"
+          "|---|---|---|---|---|")
     for row in kernel_resources():
-        print(f"| {row.name} | {row.registers} | {row.spill_stack} | {row.shared} |")
+        print(f"| {row.name} | {row.registers} | {row.spill_stack} | {row.shared} | {row.async_copies} |")

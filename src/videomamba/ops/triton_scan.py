@@ -41,6 +41,24 @@ if triton is not None:
         return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
 
     @triton.jit
+    def _load_f32(ptr, offsets, mask):
+        """ptr[offsets] as fp32 (0 where ``mask`` is False; no mask: None). bf16 is read as the 4-byte
+        words that hold it, each thread taking its half (a bf16 is the top half of its fp32): Triton
+        pipelines only loads of at least 4 bytes a thread, and converting bf16 inputs to fp32 copies
+        before the kernels cost a pass over each (the wrapper checks the words stay inside the storage)."""
+        if ptr.dtype.element_ty == tl.bfloat16:
+            words = ptr.to(tl.pointer_type(tl.int32), bitcast=True) + offsets // 2
+            if mask is None:
+                word = tl.load(words)
+            else:
+                word = tl.load(words, mask=mask, other=0)
+            return ((word >> ((offsets % 2) * 16)) << 16).to(tl.float32, bitcast=True)
+        elif mask is None:
+            return tl.load(ptr + offsets).to(tl.float32)
+        else:
+            return tl.load(ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+
+    @triton.jit
     def _position(step, L, S, P, MODE: tl.constexpr):
         """Memory position read at scan step ``step`` (``ops.token_order``): MODE 0 forward, 1 the whole
         sequence reversed, 2 each frame of S tokens reversed (frames in order), 3 the frames reversed
@@ -112,11 +130,11 @@ if triton is not None:
         dtsum = tl.zeros((BLOCK_D,), tl.float32)
         for k in tl.range(0, tl.minimum(seg_len, L - t0), num_stages=STAGES):
             tm = _position(t0 + k, L, S, P, MODE)
-            u = tl.load(u_ptr + u_row + tm * su_l, mask=dmask, other=0.0).to(tl.float32)
-            dt = tl.load(dt_ptr + dt_row + tm * sdt_l, mask=dmask, other=0.0).to(tl.float32) + bias
+            u = _load_f32(u_ptr, u_row + tm * su_l, dmask)
+            dt = _load_f32(dt_ptr, dt_row + tm * sdt_l, dmask) + bias
             if SOFTPLUS:
                 dt = _softplus(dt)
-            Bt = tl.load(B_ptr + B_row + tm * sB_l).to(tl.float32)
+            Bt = _load_f32(B_ptr, B_row + tm * sB_l, None)
             h = tl.exp2(dt[None, :] * A) * h + Bt[:, None] * (dt * u)[None, :]
             dtsum += dt
         tl.store(ends_ptr + state + (pid_b * (n_segs - 1) + seg) * N * Dm, h, mask=dmask[None, :])
@@ -141,13 +159,13 @@ if triton is not None:
         dtsum = tl.zeros((BLOCK_D,), tl.float32)
         for kk in tl.range(0, steps, num_stages=STAGES):
             t = _position(t0 + steps - 1 - kk, L, S, P, MODE)
-            dt = tl.load(dt_ptr + dt_row + t * sdt_l, mask=dmask, other=0.0).to(tl.float32) + bias
+            dt = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
             if SOFTPLUS:
                 dt = _softplus(dt)
-            Ct = tl.load(C_ptr + C_row + t * sC_l).to(tl.float32)
-            dy = tl.load(dout_ptr + g_row + t * sg_l, mask=dmask, other=0.0).to(tl.float32)
+            Ct = _load_f32(C_ptr, C_row + t * sC_l, None)
+            dy = _load_f32(dout_ptr, g_row + t * sg_l, dmask)
             if HAS_Z:
-                z = tl.load(z_ptr + z_row + t * sz_l, mask=dmask, other=0.0).to(tl.float32)
+                z = _load_f32(z_ptr, z_row + t * sz_l, dmask)
                 dy = dy * z * tl.sigmoid(z)
             g = (g + Ct[:, None] * dy[None, :]) * tl.exp2(dt[None, :] * A)
             dtsum += dt
@@ -177,16 +195,16 @@ if triton is not None:
             # pipelining); their addresses depend on the step only, not on the state
             for k in tl.range(0, tl.minimum(CHUNK, L - t0), num_stages=STAGES):
                 tm = _position(t0 + k, L, S, P, MODE)  # the scan step's position in memory
-                u = tl.load(u_ptr + u_row + tm * su_l, mask=dmask, other=0.0).to(tl.float32)
-                dt = tl.load(dt_ptr + dt_row + tm * sdt_l, mask=dmask, other=0.0).to(tl.float32) + bias
+                u = _load_f32(u_ptr, u_row + tm * su_l, dmask)
+                dt = _load_f32(dt_ptr, dt_row + tm * sdt_l, dmask) + bias
                 if SOFTPLUS:
                     dt = _softplus(dt)
-                Bt = tl.load(B_ptr + B_row + tm * sB_l).to(tl.float32)
-                Ct = tl.load(C_ptr + C_row + tm * sC_l).to(tl.float32)
+                Bt = _load_f32(B_ptr, B_row + tm * sB_l, None)
+                Ct = _load_f32(C_ptr, C_row + tm * sC_l, None)
                 h = tl.exp2(dt[None, :] * A) * h + Bt[:, None] * (dt * u)[None, :]
                 y = tl.sum(h * Ct[:, None], axis=0) + Dv * u
                 if HAS_Z:
-                    z = tl.load(z_ptr + z_row + tm * sz_l, mask=dmask, other=0.0).to(tl.float32)
+                    z = _load_f32(z_ptr, z_row + tm * sz_l, dmask)
                     y = y * z * tl.sigmoid(z)
                 tl.store(out_ptr + o_row + tm * so_l, y, mask=dmask)
         tl.store(last_ptr + state, h, mask=dmask[None, :] & (seg == n_segs - 1))
@@ -233,25 +251,25 @@ if triton is not None:
             h = tl.load(ckpt_ptr + state + (pid_b * (n_chunks - 1) + c) * N * Dm, mask=dmask[None, :], other=0.0)
             for k in tl.range(0, steps, num_stages=STAGES):  # recompute this chunk's states
                 t = _position(t0 + k, L, S, P, MODE)
-                u = tl.load(u_ptr + u_row + t * su_l, mask=dmask, other=0.0).to(tl.float32)
-                dt = tl.load(dt_ptr + dt_row + t * sdt_l, mask=dmask, other=0.0).to(tl.float32) + bias
+                u = _load_f32(u_ptr, u_row + t * su_l, dmask)
+                dt = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
                 if SOFTPLUS:
                     dt = _softplus(dt)
-                Bt = tl.load(B_ptr + B_row + t * sB_l).to(tl.float32)
+                Bt = _load_f32(B_ptr, B_row + t * sB_l, None)
                 h = tl.exp2(dt[None, :] * A) * h + Bt[:, None] * (dt * u)[None, :]
                 tl.store(scratch + k * BLOCK_D * NS + tile, h)
             for kk in tl.range(0, steps, num_stages=STAGES):  # adjoint, backwards through the chunk
                 k = steps - 1 - kk
                 t = _position(t0 + k, L, S, P, MODE)
-                u = tl.load(u_ptr + u_row + t * su_l, mask=dmask, other=0.0).to(tl.float32)
-                raw = tl.load(dt_ptr + dt_row + t * sdt_l, mask=dmask, other=0.0).to(tl.float32) + bias
+                u = _load_f32(u_ptr, u_row + t * su_l, dmask)
+                raw = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
                 dt = _softplus(raw) if SOFTPLUS else raw
-                Bt = tl.load(B_ptr + B_row + t * sB_l).to(tl.float32)
-                Ct = tl.load(C_ptr + C_row + t * sC_l).to(tl.float32)
+                Bt = _load_f32(B_ptr, B_row + t * sB_l, None)
+                Ct = _load_f32(C_ptr, C_row + t * sC_l, None)
                 h_t = tl.load(scratch + k * BLOCK_D * NS + tile)
-                go = tl.load(dout_ptr + g_row + t * sg_l, mask=dmask, other=0.0).to(tl.float32)
+                go = _load_f32(dout_ptr, g_row + t * sg_l, dmask)
                 if HAS_Z:
-                    z = tl.load(z_ptr + z_row + t * sz_l, mask=dmask, other=0.0).to(tl.float32)
+                    z = _load_f32(z_ptr, z_row + t * sz_l, dmask)
                     sg = tl.sigmoid(z)
                     y = tl.sum(h_t * Ct[:, None], axis=0) + Dv * u
                     tl.store(dz_ptr + o_row + t * so_l, go * y * sg * (1.0 + z * (1.0 - sg)), mask=dmask)
@@ -430,12 +448,19 @@ def _strides(*tensors: torch.Tensor) -> list[int]:
     return [s for t in tensors for s in t.stride()]
 
 
+def _reads_words(t: torch.Tensor) -> bool:
+    """Whether the kernels can read bf16 ``t`` as the 4-byte words holding it: its first element and the
+    end of its storage are 4-byte aligned, so every word read lies inside the storage."""
+    storage = t.untyped_storage()
+    return t.dtype == torch.bfloat16 and t.data_ptr() % 4 == 0 and (storage.data_ptr() + storage.nbytes()) % 4 == 0
+
+
 def _as_float(t: torch.Tensor | None) -> torch.Tensor | None:
-    """fp32 in t's memory order (fp32 passes through in any strides). The kernels load fp32 only:
-    a bf16 element is 2 bytes per thread, below the 4 that an asynchronous copy moves, so Triton
-    does not pipeline such loads (the forward measured 2.7-3.0x slower on an H100); converting costs
-    one pass."""
-    if t is None or t.dtype == torch.float32:
+    """What the kernels read: fp32 in any strides, and bf16 read as 4-byte words (``_load_f32``) pass
+    through; other dtypes become fp32 in t's memory order. Triton does not pipeline 2-byte loads (the
+    forward measured 2.7-3.0x slower on an H100 reading bf16 directly), so the word reads keep the
+    loads 4 bytes wide without a conversion pass."""
+    if t is None or t.dtype == torch.float32 or _reads_words(t):
         return t
     if is_channels_last(t):  # convert through the (b, L, d) view, which keeps the order
         return t.transpose(1, 2).float().transpose(1, 2)
