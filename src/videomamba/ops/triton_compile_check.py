@@ -41,9 +41,9 @@ def available() -> bool:
     return os.path.isfile(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump"))
 
 
-# the sequence tensors the scan kernels read and write in the inputs' dtype (bf16 rows of the report)
-_SEQUENCE_POINTERS = {"u_ptr", "dt_ptr", "B_ptr", "C_ptr", "z_ptr", "dout_ptr", "out_ptr", "du_ptr", "ddt_ptr",
-                      "dz_ptr"}
+# the d_inner-wide tensors the scan kernels read and write in the inputs' dtype (bf16 rows of the report;
+# B and C reach the kernels in fp32)
+_SEQUENCE_POINTERS = {"u_ptr", "dt_ptr", "z_ptr", "dout_ptr", "out_ptr", "du_ptr", "ddt_ptr", "dz_ptr"}
 
 
 def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, bf16: bool = False

@@ -455,12 +455,14 @@ def _reads_words(t: torch.Tensor) -> bool:
     return t.dtype == torch.bfloat16 and t.data_ptr() % 4 == 0 and (storage.data_ptr() + storage.nbytes()) % 4 == 0
 
 
-def _as_float(t: torch.Tensor | None) -> torch.Tensor | None:
-    """What the kernels read: fp32 in any strides, and bf16 read as 4-byte words (``_load_f32``) pass
-    through; other dtypes become fp32 in t's memory order. Triton does not pipeline 2-byte loads (the
-    forward measured 2.7-3.0x slower on an H100 reading bf16 directly), so the word reads keep the
-    loads 4 bytes wide without a conversion pass."""
-    if t is None or t.dtype == torch.float32 or _reads_words(t):
+def _as_float(t: torch.Tensor | None, words: bool = True) -> torch.Tensor | None:
+    """What the kernels read: fp32 in any strides, and (with ``words``) bf16 read as 4-byte words
+    (``_load_f32``) pass through; other dtypes become fp32 in t's memory order. Triton does not
+    pipeline 2-byte loads (the forward measured 2.7-3.0x slower on an H100 reading bf16 directly), so
+    the word reads keep the loads 4 bytes wide without a conversion pass. B and C are converted
+    (``words=False``): they are N = 16 channels wide, cheap to copy, and every thread reads all N of
+    a step, where word reads cost 16 unpackings per step and pushed the kernels into register spills."""
+    if t is None or t.dtype == torch.float32 or (words and _reads_words(t)):
         return t
     if is_channels_last(t):  # convert through the (b, L, d) view, which keeps the order
         return t.transpose(1, 2).float().transpose(1, 2)
@@ -489,7 +491,7 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: S
     seg_chunks, n_segs = _segments(batch, channels, ckpt.shape[1], u.device, backward=False)
     dtype, splits = u.dtype, _state_splits(batch, channels, n, u.device, n_segs)
     out = _result(u, dtype, splits)
-    u, delta, B, C, z = (_as_float(t) for t in (u, delta, B, C, z))
+    u, delta, z, B, C = _as_float(u), _as_float(delta), _as_float(z), _as_float(B, False), _as_float(C, False)
     A, D, delta_bias = _channel_parameters(A, D, delta_bias)
     zs = z if z is not None else u
     bias = delta_bias if delta_bias is not None else u
@@ -526,7 +528,8 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
     dtypes = (u.dtype, delta.dtype, z.dtype if z is not None else None)
     du, ddelta = _result(u, dtypes[0], splits), _result(u, dtypes[1], splits)
     dz = _result(u, dtypes[2], splits) if z is not None else None
-    u, delta, B, C, z, dout = (_as_float(t) for t in (u, delta, B, C, z, dout))
+    u, delta, z, dout = (_as_float(t) for t in (u, delta, z, dout))
+    B, C = _as_float(B, False), _as_float(C, False)
     has_D, has_bias = D is not None, delta_bias is not None
     A, D, delta_bias = _channel_parameters(A, D, delta_bias)
     dlast = dlast.float().transpose(1, 2).contiguous()  # (b, N, d)
