@@ -1,10 +1,12 @@
 """Every scan backend against an independent float64 recurrence, output and every gradient."""
 
+import contextlib
 import zlib
 
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from videomamba.ops import selective_scan
 from videomamba.ops import cpu_kernel
@@ -188,3 +190,35 @@ def test_reversed_scan_equals_the_scan_of_flipped_inputs(backend, shape):
         torch.testing.assert_close(tensor.grad, expected, rtol=1e-9, atol=1e-9, msg=lambda m: f"d{name}: {m}")
     if L > 1:  # and it is not the forward scan
         assert not torch.allclose(y, selective_scan(**inputs, delta_softplus=True, backend=backend))
+
+
+class _PassThroughMode(TorchDispatchMode):
+    """A torch-dispatch mode that changes nothing: under it the ops must go through the dispatcher."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("backend", BACKENDS[1:])
+def test_eager_path_and_custom_op_agree(backend):
+    """Plain eager calls run the custom op's body through an autograd.Function (no dispatcher cost);
+    under a dispatch mode (FlopCounterMode, fake tensors) and torch.compile the op itself runs. Both
+    give the same outputs and gradients."""
+    from videomamba.ops import ScanOrder
+    from videomamba.ops.eager import custom_op_needed
+
+    inputs = make_inputs(2, 8, 21, 4, torch.float64, seed=11)
+    weights = torch.randn(2, 8, 21, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    results = []
+    for mode in (contextlib.nullcontext(), _PassThroughMode()):
+        x = {k: (v.detach().clone().requires_grad_() if v is not None else None) for k, v in inputs.items()}
+        with mode:
+            results.append(custom_op_needed())
+            y, last = selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend,
+                                     order=ScanOrder("temporal", 5, 1))
+            ((y * weights).sum() + last.sum()).backward()
+        results.append([y.detach(), last.detach()] + [v.grad for v in x.values() if v is not None])
+    eager_needed, eager, op_needed, op = results
+    assert not eager_needed and op_needed
+    for a, b in zip(eager, op):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -9,7 +9,9 @@ Set ``backend=`` or the environment variable ``VIDEOMAMBA_SCAN_BACKEND`` to forc
 
 The fast backends run behind one ``torch.library.custom_op`` pair (``videomamba::selective_scan``
 and its backward), with fake implementations and a FLOP formula, so that ``torch.compile`` traces a
-model without graph breaks and ``torch.utils.flop_counter.FlopCounterMode`` counts the scan.
+model without graph breaks and ``torch.utils.flop_counter.FlopCounterMode`` counts the scan. In plain
+eager mode the same bodies run through a ``torch.autograd.Function`` (``ops.eager``), without the
+custom-op dispatcher's host cost.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 from . import cpu_kernel, triton_scan
 from .chunked import chunked_backward, chunked_forward
+from .eager import custom_op_needed, eager_function
 from .reference import selective_scan_reference
 from .token_order import MODES, REVERSE, ScanOrder, gather_steps
 
@@ -93,12 +96,14 @@ def _absent(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return None if t is None or t.numel() == 0 else t
 
 
-@torch.library.custom_op("videomamba::selective_scan", mutates_args=())
-def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-             D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-             delta_softplus: bool, mode: int, frame_tokens: int, prefix: int,
-             backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _scan_body(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+               D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+               delta_softplus: bool, mode: int, frame_tokens: int, prefix: int,
+               backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return _FORWARD[backend](u, delta, A, B, C, D, z, delta_bias, delta_softplus, mode, frame_tokens, prefix)
+
+
+_scan_op = torch.library.custom_op("videomamba::selective_scan", _scan_body, mutates_args=())
 
 
 @_scan_op.register_fake
@@ -112,15 +117,18 @@ def _scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mode, frame_
     return torch.empty_like(u), u.new_empty(batch, channels, n), u.new_empty(0)
 
 
-@torch.library.custom_op("videomamba::selective_scan_backward", mutates_args=())
-def _scan_backward_op(saved: torch.Tensor, dout: torch.Tensor, dlast: torch.Tensor, u: torch.Tensor,
-                      delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                      D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-                      delta_softplus: bool, mode: int, frame_tokens: int, prefix: int,
-                      backend: str) -> list[torch.Tensor]:
+def _scan_backward_body(saved: torch.Tensor, dout: torch.Tensor, dlast: torch.Tensor, u: torch.Tensor,
+                        delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                        D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+                        delta_softplus: bool, mode: int, frame_tokens: int, prefix: int,
+                        backend: str) -> list[torch.Tensor]:
     grads = _BACKWARD[backend](saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, mode,
                                frame_tokens, prefix)
     return [g if g is not None else u.new_empty(0) for g in grads]  # empty = input absent
+
+
+_scan_backward_op = torch.library.custom_op("videomamba::selective_scan_backward", _scan_backward_body,
+                                            mutates_args=())
 
 
 @_scan_backward_op.register_fake
@@ -149,13 +157,15 @@ def _backward(ctx, dout, dlast, dsaved):
     dlast = dlast if dlast is not None else u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
     if ctx.backend != "triton":  # the Triton kernels read any strides
         dout = dout.contiguous()
-    grads = _scan_backward_op(saved, dout, dlast.contiguous(), u, delta, A, B, C, D, z, delta_bias,
-                              ctx.delta_softplus, *ctx.order, ctx.backend)
+    run = _scan_backward_op if custom_op_needed() else _scan_backward_body
+    grads = run(saved, dout, dlast.contiguous(), u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, *ctx.order,
+                ctx.backend)
     du, ddelta, dA, dB, dC, dD, dz, dbias = grads
     return du, ddelta, dA, dB, dC, _absent(dD), _absent(dz), _absent(dbias), None, None, None, None, None
 
 
 _scan_op.register_autograd(_backward, setup_context=_setup_context)
+_EagerScan = eager_function("selective_scan", _scan_body, _setup_context, _backward)
 
 
 @register_flop_formula(torch.ops.videomamba.selective_scan)
@@ -285,7 +295,8 @@ def selective_scan(
     prep = lambda t: None if t is None else t.to(compute).contiguous()  # noqa: E731
     # the Triton kernels read u, delta, z, B, C in their own dtype and strides: no copies
     seq = (lambda t: t) if name == "triton" else prep
-    out, last, _ = _scan_op(seq(u), seq(delta), prep(A), seq(B), seq(C), prep(D), seq(z), prep(delta_bias),
-                            bool(delta_softplus), order.code, order.frame_tokens, order.prefix, name)
+    run = _scan_op if custom_op_needed() else _EagerScan.apply
+    out, last, _ = run(seq(u), seq(delta), prep(A), seq(B), seq(C), prep(D), seq(z), prep(delta_bias),
+                       bool(delta_softplus), order.code, order.frame_tokens, order.prefix, name)
     out = out.to(dtype_in)
     return (out, last) if return_last_state else out

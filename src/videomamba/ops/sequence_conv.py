@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
+from .eager import custom_op_needed, eager_function
 from .token_order import FORWARD, REVERSE, ScanOrder, gather_steps
 from .triton_scan import is_channels_last
 
@@ -115,9 +116,8 @@ def _grid(batch: int, length: int, channels: int) -> tuple[int, int, int]:
     return batch, triton.cdiv(length, BLOCK_L), triton.cdiv(channels, BLOCK_D)
 
 
-@torch.library.custom_op("videomamba::conv_silu", mutates_args=())
-def _conv_silu_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mode: int, frame_tokens: int,
-                  prefix: int) -> torch.Tensor:
+def _conv_silu_body(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mode: int, frame_tokens: int,
+                    prefix: int) -> torch.Tensor:
     batch, channels, length = x.shape
     rows = _rows(x)
     out = torch.empty(batch, length, channels, device=x.device, dtype=x.dtype)
@@ -127,15 +127,17 @@ def _conv_silu_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mod
     return out.transpose(1, 2)
 
 
+_conv_silu_op = torch.library.custom_op("videomamba::conv_silu", _conv_silu_body, mutates_args=())
+
+
 @_conv_silu_op.register_fake
 def _conv_silu_fake(x, weight, bias, mode, frame_tokens, prefix):
     batch, channels, length = x.shape
     return x.new_empty(batch, length, channels).transpose(1, 2)
 
 
-@torch.library.custom_op("videomamba::conv_silu_backward", mutates_args=())
-def _conv_silu_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mode: int,
-                           frame_tokens: int, prefix: int) -> list[torch.Tensor]:
+def _conv_silu_backward_body(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                             mode: int, frame_tokens: int, prefix: int) -> list[torch.Tensor]:
     batch, channels, length = x.shape
     rows, grad_rows = _rows(x), _rows(grad)
     grid = _grid(batch, length, channels)
@@ -153,6 +155,10 @@ def _conv_silu_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Te
     return [dx.transpose(1, 2), dweight.sum(0).view_as(weight).to(weight.dtype), dbias.sum(0).to(bias.dtype)]
 
 
+_conv_silu_backward_op = torch.library.custom_op("videomamba::conv_silu_backward", _conv_silu_backward_body,
+                                                 mutates_args=())
+
+
 @_conv_silu_backward_op.register_fake
 def _conv_silu_backward_fake(grad, x, weight, bias, mode, frame_tokens, prefix):
     batch, channels, length = x.shape
@@ -167,11 +173,13 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     x, weight, bias = ctx.saved_tensors
-    dx, dweight, dbias = _conv_silu_backward_op(grad, x, weight, bias, *ctx.order)
+    run = _conv_silu_backward_op if custom_op_needed() else _conv_silu_backward_body
+    dx, dweight, dbias = run(grad, x, weight, bias, *ctx.order)
     return dx, dweight, dbias, None, None, None
 
 
 _conv_silu_op.register_autograd(_backward, setup_context=_setup_context)
+_EagerConvSilu = eager_function("conv_silu", _conv_silu_body, _setup_context, _backward)
 
 
 @register_flop_formula(torch.ops.videomamba.conv_silu)
@@ -217,7 +225,8 @@ def sequence_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     if use_triton:
         if not is_channels_last(x):
             x = x.transpose(1, 2).contiguous().transpose(1, 2)
-        return _conv_silu_op(x, weight.contiguous(), bias.contiguous(), order.code, order.frame_tokens, order.prefix)
+        run = _conv_silu_op if custom_op_needed() else _EagerConvSilu.apply
+        return run(x, weight.contiguous(), bias.contiguous(), order.code, order.frame_tokens, order.prefix)
     if order.mode in ("forward", "reverse"):
         return _causal_conv_silu(x, weight, bias, order.mode == "reverse")
     positions = order.positions(x.shape[-1], x.device)  # per-frame orders: conv on a reordered copy
