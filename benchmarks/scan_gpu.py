@@ -258,6 +258,7 @@ def end_to_end(have_mamba: bool) -> None:
     import videomamba
     from videomamba.analysis.efficiency import ViTBaseline
 
+    warm_up_gpu()
     print("## training step (batch 8) and inference (batch 32), 224x224, bf16 autocast, AdamW\n")
     print("Median of 5 timed steps after one warm-up (CUDA events).\n")
     print("| model | frames | scan | train step ms | train clips/s | train peak GiB | infer clips/s | infer peak GiB |")
