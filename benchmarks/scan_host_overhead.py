@@ -1,0 +1,107 @@
+"""Host (CPU-side) cost of the GPU path's scan and conv calls, measured without a GPU: the Triton
+kernels are replaced by launchers that do nothing, so what is timed is Python, the custom-op or
+autograd.Function machinery, the wrappers' small tensor ops and autograd, on tiny CPU tensors.
+Both paths in one run: plain eager calls (autograd.Function, ``ops.eager``) and the custom ops
+(what runs under torch.compile or FlopCounterMode, forced here by patching ``custom_op_needed``).
+At 8-16 frames a videomamba_small training step on an H100 is bound by this host time.
+
+Usage: PYTHONPATH=src python benchmarks/scan_host_overhead.py [--repeats 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import statistics
+import time
+
+import torch
+
+import videomamba.ops.sequence_conv as sequence_conv
+import videomamba.ops.triton_scan as triton_scan
+from videomamba.ops import ScanOrder, selective_scan, sequence_conv_silu
+
+scan_module = importlib.import_module("videomamba.ops.selective_scan")  # the package exports a function of that name
+
+
+class _NoLaunch:
+    """Stands in for a Triton kernel: ``kernel[grid](...)`` does nothing."""
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+@contextlib.contextmanager
+def _custom_ops(forced: bool):
+    """Within: the scan and conv go through their custom ops (``forced``) or the eager path."""
+    saved = scan_module.custom_op_needed, sequence_conv.custom_op_needed
+    if forced:
+        scan_module.custom_op_needed = sequence_conv.custom_op_needed = lambda: True
+    try:
+        yield
+    finally:
+        scan_module.custom_op_needed, sequence_conv.custom_op_needed = saved
+
+
+def _stub_kernels() -> None:
+    for name in ("_scan_fwd_kernel", "_scan_bwd_kernel", "_segment_fwd_kernel", "_segment_bwd_kernel"):
+        setattr(triton_scan, name, _NoLaunch())
+    for name in ("_conv_silu_fwd_kernel", "_conv_silu_grad_kernel", "_conv_input_grad_kernel"):
+        setattr(sequence_conv, name, _NoLaunch())
+
+
+def _microseconds(fn, repeats: int, rounds: int = 10) -> tuple[float, float]:
+    """Host time per call of ``fn`` on the eager path and through the custom ops: medians over
+    ``rounds`` rounds that alternate between the two (the first path timed in a run came out slower
+    in either order, so neither goes first throughout)."""
+    for forced in (False, True):
+        with _custom_ops(forced):
+            fn()
+    times = {False: [], True: []}
+    for round_index in range(rounds):
+        for forced in ((False, True) if round_index % 2 == 0 else (True, False)):
+            with _custom_ops(forced):
+                start = time.perf_counter()
+                for _ in range(repeats // rounds):
+                    fn()
+                times[forced].append((time.perf_counter() - start) / (repeats // rounds) * 1e6)
+    return statistics.median(times[False]), statistics.median(times[True])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=1000)
+    args = parser.parse_args()
+    _stub_kernels()
+    triton_scan.SEGMENTS = 4  # both passes run, as at batch 8 on a GPU
+    batch, channels, length, n = 2, 64, 256, 16
+
+    def seq(width):  # channels-last (b, L, d) storage, as the mixer passes them
+        return torch.randn(batch, length, width).transpose(1, 2).requires_grad_()
+
+    x = dict(u=seq(channels), delta=seq(channels), A=-torch.rand(channels, n).requires_grad_(), B=seq(n), C=seq(n),
+             D=torch.randn(channels).requires_grad_(), z=seq(channels),
+             delta_bias=torch.randn(channels).requires_grad_())
+    conv_in, weight, bias = seq(channels), torch.randn(channels, 1, 4), torch.randn(channels)
+    order = ScanOrder("reverse")
+
+    def scan_train():
+        selective_scan(**x, delta_softplus=True, backend="triton", order=order).sum().backward()
+
+    def scan_infer():
+        with torch.no_grad():
+            selective_scan(**x, delta_softplus=True, backend="triton", order=order)
+
+    def conv_train():
+        sequence_conv_silu(conv_in, weight, bias, use_triton=True, order=order).sum().backward()
+
+    print("| call | eager path (autograd.Function), us | custom op, us | ratio |")
+    print("|---|---|---|---|")
+    for name, fn in (("scan forward (no grad)", scan_infer), ("scan forward+backward", scan_train),
+                     ("conv+SiLU forward+backward", conv_train)):
+        eager, custom = _microseconds(fn, args.repeats)
+        print(f"| {name} | {eager:.0f} | {custom:.0f} | {custom / eager:.2f}x |", flush=True)
+
+if __name__ == "__main__":
+    main()
