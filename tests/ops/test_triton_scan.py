@@ -128,3 +128,35 @@ def test_cuda_picks_triton():
 
     u = torch.zeros(1, 1, 1, device="cuda")
     assert choose_backend(u, torch.zeros(1, 16, device="cuda")) == "triton"
+
+
+def test_segment_rule_fills_the_gpu_without_overfilling_it(monkeypatch):
+    """Segments bring batch x channel blocks up to PROGRAMS_PER_SM (forward, backward) on the card, each
+    at least MIN_SEGMENT_CHUNKS chunks long; SEGMENTS forces a count; the CPU (interpreter) uses one."""
+    import videomamba.ops.triton_scan as ts
+
+    monkeypatch.setattr(ts, "_sm_count", lambda device: 132)  # an H100
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    chunks = -(-6273 // ts.CHUNK)  # 64 frames of VideoMamba-S
+    assert [ts._segments(8, 768, chunks, cuda, backward)[1] for backward in (False, True)] == [8, 5]
+    assert [ts._segments(32, 768, chunks, cuda, backward)[1] for backward in (False, True)] == [2, 1]
+    assert ts._segments(8, 768, 3, cuda, False) == (3, 1)  # too short to cut
+    assert ts._segments(8, 768, chunks, cpu, False)[1] == 1
+    for backward in (False, True):  # never more programs than the target allows
+        seg_chunks, segments = ts._segments(8, 768, chunks, cuda, backward)
+        assert 8 * 24 * segments <= 132 * ts.PROGRAMS_PER_SM[backward] and seg_chunks * segments >= chunks
+    monkeypatch.setattr(ts, "SEGMENTS", 7)
+    assert ts._segments(1, 64, 20, cpu, True) == (3, 7)
+
+
+def test_bf16_is_read_as_words_only_where_every_word_lies_in_the_storage():
+    import videomamba.ops.triton_scan as ts
+
+    storage = torch.zeros(1, 10, 8, dtype=torch.bfloat16)  # 160 bytes
+    assert ts._reads_words(storage.transpose(1, 2))
+    assert not ts._reads_words(storage.view(-1)[1:].view(1, 79)[:, :8])  # starts 2 bytes into a word
+    assert not ts._reads_words(torch.zeros(3, dtype=torch.bfloat16))  # storage ends mid-word
+    assert not ts._reads_words(storage.float())
+    assert ts._as_float(storage.transpose(1, 2)).dtype == torch.bfloat16
+    odd = storage.view(-1)[1:].view(1, 79)[:, :8].unsqueeze(-1)  # converted instead, in its memory order
+    assert ts._as_float(odd).dtype == torch.float32

@@ -1,23 +1,31 @@
 """Selective scan in Triton (GPU; runs on the CPU under TRITON_INTERPRET=1 for tests).
 
-One program per (batch, block of BLOCK_D channels); the state, laid out (N, BLOCK_D) with channels
-fastest so that each thread holds whole channels, lives in registers and the loop over time is
-sequential. The step loops are software-pipelined (``tl.range(num_stages=STAGES)``): the loads of
-the next steps, which do not depend on the state, are in flight while a step computes.
-softplus(delta + delta_bias), D and the SiLU(z) gate are fused. u, delta, z, B and C are read in
-any strides, so the mixer hands over the views a linear layer produced, (b, L, d) in memory,
-without copies (bf16/fp16 are converted to fp32 first, in the same memory order); state and
-accumulation are fp32. The positions are read in a scan order (``ops.ScanOrder``: forward,
-reversed, or per frame), computed per step, and every output is written where it was read.
-With few programs (small batches) the N states are split over several programs (partial sums).
+One program per (batch, block of BLOCK_D channels, segment of the sequence); the state, laid out
+(N, BLOCK_D) with channels fastest so that each thread holds whole channels, lives in registers and
+the loop over a segment's steps is sequential. The step loops are software-pipelined
+(``tl.range(num_stages=STAGES)``): the loads of the next steps, which do not depend on the state,
+are in flight while a step computes. softplus(delta + delta_bias), D and the SiLU(z) gate are fused.
+u, delta, z, B and C are read in any strides, so the mixer hands over the views a linear layer
+produced, (b, L, d) in memory, without copies; bf16 u, delta, z and output gradients are read as
+the 4-byte words that hold them (``_load_f32``), other dtypes are converted to fp32 first, in the
+same memory order; state and accumulation are fp32. The positions are read in a scan order
+(``ops.ScanOrder``: forward, reversed, or per frame), computed per step, and every output is
+written where it was read.
+
+Segment-parallel: where batch x channel blocks would leave SMs idle, each sequence is cut into
+segments of whole chunks (``SEGMENTS``). A first pass runs every segment from a zero state and
+stores its end and its Σ Δ; each program of the main pass folds the summaries of the segments
+before it into its starting state (``_carried_in``), exactly, since h_t is linear in the state
+entering a segment with the factor exp(A Σ Δ). The backward does the same for the adjoint, from the
+end. Alternatively (``N_SPLIT``) the N states are split over several programs (partial sums).
 
 Forward: also stores the state at the start of every CHUNK steps, (b, L / CHUNK, N, d), a CHUNK-th
 of what storing every state would cost; the checkpoints are an output of the custom op, saved for
-the backward. Backward: walks the chunks from the last; for each it recomputes the chunk's states
-from its checkpoint into a per-program scratch buffer (CHUNK x N x BLOCK_D, cache-resident), then
-runs the adjoint recurrence backwards through it. dB and dC are sums over channels: each program
-reduces its BLOCK_D channels on chip and writes the partial sums of its block (or adds them with
-atomics, ``ATOMIC_DBC``); one reduction over the blocks follows.
+the backward. Backward: walks its segment's chunks from the last; for each it recomputes the chunk's
+states from its checkpoint into a per-program scratch buffer (CHUNK x N x BLOCK_D, cache-resident),
+then runs the adjoint recurrence backwards through it. dB and dC are sums over channels: each
+program reduces its BLOCK_D channels on chip and writes the partial sums of its block (or adds them
+with atomics, ``ATOMIC_DBC``); one reduction over the blocks follows.
 """
 
 from __future__ import annotations
