@@ -72,19 +72,13 @@ CHECK = textwrap.dedent("""
 """)
 
 
-def run_check(device: str, interpret: bool):
-    return triton_subprocess.run_check(CHECK, device, interpret, timeout=600)
-
-
 def test_conv_silu_kernels_in_the_interpreter_match_pytorch():
-    result = run_check("cpu", interpret=True)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    triton_subprocess.assert_check_passes(CHECK, "cpu", interpret=True, timeout=600)
 
 
 @pytest.mark.gpu
 def test_conv_silu_kernels_on_the_gpu_match_pytorch():
-    result = run_check("cuda", interpret=False)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    triton_subprocess.assert_check_passes(CHECK, "cuda", interpret=False, timeout=600)
 
 
 def test_pytorch_paths_agree_in_both_memory_orders():

@@ -107,19 +107,13 @@ CHECK = textwrap.dedent("""
 """)
 
 
-def run_check(device: str, interpret: bool):
-    return triton_subprocess.run_check(CHECK, device, interpret, timeout=900)
-
-
 def test_triton_kernels_in_the_interpreter_match_float64():
-    result = run_check("cpu", interpret=True)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    triton_subprocess.assert_check_passes(CHECK, "cpu", interpret=True, timeout=900)
 
 
 @pytest.mark.gpu
 def test_triton_kernels_on_the_gpu_match_float64():
-    result = run_check("cuda", interpret=False)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    triton_subprocess.assert_check_passes(CHECK, "cuda", interpret=False, timeout=900)
 
 
 @pytest.mark.gpu

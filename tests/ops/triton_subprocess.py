@@ -8,8 +8,10 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def run_check(script: str, device: str, interpret: bool, timeout: int) -> subprocess.CompletedProcess:
-    """``python -c script device`` from the repository root, with TRITON_INTERPRET set to ``interpret``."""
+def assert_check_passes(script: str, device: str, interpret: bool, timeout: int) -> None:
+    """Run ``python -c script device`` from the repository root, with TRITON_INTERPRET set to
+    ``interpret``; fail with the end of its output unless it exits 0."""
     env = {**os.environ, "TRITON_INTERPRET": "1" if interpret else "0"}
-    return subprocess.run([sys.executable, "-c", script, device], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    result = subprocess.run([sys.executable, "-c", script, device], env=env, cwd=ROOT, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
