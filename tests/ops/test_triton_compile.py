@@ -19,3 +19,10 @@ def test_every_kernel_compiles_for_hopper():
         # the step loops' loads are issued ahead as asynchronous copies, also for bf16 inputs (read as words;
         # Triton leaves 2-byte loads synchronous)
         assert rows[kernel].async_copies > 0 and rows[f"{kernel} bf16"].async_copies == rows[kernel].async_copies
+
+    # the dB/dC sums are the warp reduce-scatter: 2 N - 1 = 31 shuffles in each copy of the adjoint step (the
+    # unrolled loop's UNROLL copies and the remainder's one), where per-sum butterflies took 160
+    from videomamba.ops import triton_scan
+
+    if triton_scan.DBC_SUMS == "scatter":
+        assert rows["backward"].shuffles == 31 * (triton_scan.UNROLL[1] + (triton_scan.UNROLL[1] > 1)), rows["backward"]

@@ -16,7 +16,10 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
+import torch
+
 from . import sequence_conv, triton_scan
+from .token_order import ScanOrder
 
 _MODE_NAMES = ("", " reversed", " spatial order", " temporal order")
 
@@ -30,6 +33,7 @@ class KernelResources:
     spill_stack: int  # bytes of stack per thread: registers spilled to local memory
     shared: int
     async_copies: int = 0  # LDGSTS instructions in the SASS: loads issued ahead by the software pipeline
+    shuffles: int = 0  # SHFL instructions in the SASS (the backward's dB/dC sums across lanes)
 
 
 def available() -> bool:
@@ -46,11 +50,11 @@ def available() -> bool:
 _SEQUENCE_POINTERS = {"u_ptr", "dt_ptr", "z_ptr", "dout_ptr", "out_ptr", "du_ptr", "ddt_ptr", "dz_ptr"}
 
 
-def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, bf16: bool = False
-             ) -> KernelResources:
+def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, bf16: bool = False,
+             max_registers: int | None = None) -> KernelResources:
     """``fn`` compiled for ``capability`` and its resources as cuobjdump reports them: arguments named
     ``*_ptr`` are fp32 pointers (with ``bf16``, the sequence tensors bf16), the other non-constexpr
-    arguments int32."""
+    arguments int32; ``max_registers`` caps the registers (ptxas maxnreg)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -63,7 +67,8 @@ def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, 
         return "i32"
 
     kernel = triton.compile(ASTSource(fn, {name: kind(name) for name in fn.arg_names}, constexprs=constexprs),
-                            target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps})
+                            target=GPUTarget("cuda", capability, 32),
+                            options={"num_warps": num_warps, "maxnreg": max_registers})
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "kernel.cubin")
@@ -74,25 +79,31 @@ def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, 
         sass = subprocess.run([tool, "-sass", path], capture_output=True, text=True, check=True).stdout
     numbers = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED):(\d+)", usage)}
     return KernelResources(label, numbers.get("REG", -1), numbers.get("STACK", -1), numbers.get("SHARED", -1),
-                           len(re.findall(r"\bLDGSTS\b", sass)))
+                           len(re.findall(r"\bLDGSTS\b", sass)), len(re.findall(r"\bSHFL\b", sass)))
 
 
 def kernel_resources(capability: int = 90) -> list[KernelResources]:
     """Compile the scan's forward and backward kernels (both directions, current tile settings) and
     the conv + SiLU kernels for compute capability ``capability``; their resource use."""
     results = []
-    for mode in (0, 1, 2, 3):
-        constexprs = {"N": 16, "NS": 16 // (triton_scan.N_SPLIT or 1), "CHUNK": triton_scan.CHUNK,
+    cuda = torch.device("cuda")
+    for mode, order in enumerate((ScanOrder("forward"), ScanOrder("reverse"), ScanOrder("spatial", 196, 1),
+                                  ScanOrder("temporal", 196, 1))):
+        states = 16 // (triton_scan.N_SPLIT or 1)
+        constexprs = {"N": 16, "NS": states, "CHUNK": triton_scan.CHUNK,
                       "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES, "HAS_D": True, "HAS_Z": True,
-                      "HAS_BIAS": True, "SOFTPLUS": True, "MODE": mode, "ATOMIC_DBC": triton_scan.ATOMIC_DBC,
-                      "TRANSPOSED_DBC": triton_scan.TRANSPOSED_DBC}
-        for label, fn in (("forward", triton_scan._scan_fwd_kernel), ("backward", triton_scan._scan_bwd_kernel),
-                          ("segment summary forward", triton_scan._segment_fwd_kernel),
-                          ("segment summary backward", triton_scan._segment_bwd_kernel)):
+                      "HAS_BIAS": True, "ATOMIC_DBC": triton_scan.ATOMIC_DBC,
+                      **triton_scan._dbc_sums(cuda, states)}
+        for label, fn, backward in (("forward", triton_scan._scan_fwd_kernel, False),
+                                    ("backward", triton_scan._scan_bwd_kernel, True),
+                                    ("segment summary forward", triton_scan._segment_fwd_kernel, False),
+                                    ("segment summary backward", triton_scan._segment_bwd_kernel, True)):
+            options = {**constexprs, **triton_scan._kernel_options(cuda, True, backward, order)}
+            max_registers = triton_scan.BACKWARD_MAX_REGISTERS if fn is triton_scan._scan_bwd_kernel else None
             for bf16 in (False, True) if mode == 0 else (False,):  # bf16: read as 4-byte words
-                results.append(_compile(fn, {k: v for k, v in constexprs.items() if k in fn.arg_names},
+                results.append(_compile(fn, {k: v for k, v in options.items() if k in fn.arg_names},
                                         triton_scan.NUM_WARPS, capability,
-                                        f"{label}{_MODE_NAMES[mode]}{' bf16' if bf16 else ''}", bf16))
+                                        f"{label}{_MODE_NAMES[mode]}{' bf16' if bf16 else ''}", bf16, max_registers))
     conv = {"K": 4, "MODE": 2, "BLOCK_L": sequence_conv.BLOCK_L, "BLOCK_D": sequence_conv.BLOCK_D}
     for label, fn in (("conv+silu forward", sequence_conv._conv_silu_fwd_kernel),  # the per-frame order: all code
                       ("conv+silu output grad", sequence_conv._conv_silu_grad_kernel),
@@ -101,7 +112,7 @@ def kernel_resources(capability: int = 90) -> list[KernelResources]:
     return results
 
 if __name__ == "__main__":
-    print("| kernel (sm_90) | registers | spill stack (B/thread) | shared (B) | async copies (LDGSTS) |\n"
-          "|---|---|---|---|---|")
+    print("| kernel (sm_90) | registers | spill stack (B/thread) | shared (B) | async copies (LDGSTS) | shuffles |\n"
+          "|---|---|---|---|---|---|")
     for row in kernel_resources():
-        print(f"| {row.name} | {row.registers} | {row.spill_stack} | {row.shared} | {row.async_copies} |")
+        print(f"| {row.name} | {row.registers} | {row.spill_stack} | {row.shared} | {row.async_copies} | {row.shuffles} |")

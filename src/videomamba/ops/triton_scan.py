@@ -37,6 +37,7 @@ from .token_order import FORWARD, ScanOrder
 try:
     import triton
     import triton.language as tl
+    from triton.language.extra import libdevice
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
@@ -45,8 +46,14 @@ LOG2E = 1.4426950408889634
 if triton is not None:
 
     @triton.jit
-    def _softplus(x):
-        return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
+    def _softplus(x, SOFTPLUS: tl.constexpr):
+        """log(1 + e^x); SOFTPLUS 2: through the GPU's approximate log2 (MUFU.LG2, relative error about
+        2^-22) where the accurate log is a 20-instruction polynomial, a tenth of a forward step."""
+        if SOFTPLUS == 2:
+            return tl.where(x > 20.0, x,
+                            0.6931471805599453 * libdevice.fast_log2f(1.0 + tl.exp2(x * 1.4426950408889634)))
+        else:
+            return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
 
     @triton.jit
     def _load_f32(ptr, offsets, mask):
@@ -127,7 +134,8 @@ if triton is not None:
     def _segment_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, bias_ptr, ends_ptr, dtsum_ptr,
                             Dm, L, seg_len, n_segs, S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sB_b, sB_n, sB_l,
                             N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, STAGES: tl.constexpr,
-                            HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
+                            HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr,
+                            UNROLL: tl.constexpr):
         """Segment-parallel forward, first pass: each segment but the last runs from a zero state and
         stores its end state and Σ Δ over its steps (the summary ``_carried_in`` folds)."""
         pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
@@ -136,12 +144,12 @@ if triton is not None:
         t0 = seg * seg_len
         h = tl.zeros((NS, BLOCK_D), tl.float32)
         dtsum = tl.zeros((BLOCK_D,), tl.float32)
-        for k in tl.range(0, tl.minimum(seg_len, L - t0), num_stages=STAGES):
+        for k in tl.range(0, tl.minimum(seg_len, L - t0), num_stages=STAGES, loop_unroll_factor=UNROLL):
             tm = _position(t0 + k, L, S, P, MODE)
             u = _load_f32(u_ptr, u_row + tm * su_l, dmask)
             dt = _load_f32(dt_ptr, dt_row + tm * sdt_l, dmask) + bias
             if SOFTPLUS:
-                dt = _softplus(dt)
+                dt = _softplus(dt, SOFTPLUS)
             Bt = _load_f32(B_ptr, B_row + tm * sB_l, None)
             h = tl.exp2(dt[None, :] * A) * h + Bt[:, None] * (dt * u)[None, :]
             dtsum += dt
@@ -153,7 +161,8 @@ if triton is not None:
                             Dm, L, seg_len, n_segs, S, P, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                             sC_b, sC_n, sC_l,
                             N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, STAGES: tl.constexpr,
-                            HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
+                            HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr,
+                            UNROLL: tl.constexpr):
         """Segment-parallel backward, first pass: each segment but the first runs the adjoint backwards
         from zero through its steps and stores the adjoint it hands to the state before it, and Σ Δ."""
         pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
@@ -165,11 +174,11 @@ if triton is not None:
         steps = tl.minimum(seg_len, L - t0)
         g = tl.zeros((NS, BLOCK_D), tl.float32)
         dtsum = tl.zeros((BLOCK_D,), tl.float32)
-        for kk in tl.range(0, steps, num_stages=STAGES):
+        for kk in tl.range(0, steps, num_stages=STAGES, loop_unroll_factor=UNROLL):
             t = _position(t0 + steps - 1 - kk, L, S, P, MODE)
             dt = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
             if SOFTPLUS:
-                dt = _softplus(dt)
+                dt = _softplus(dt, SOFTPLUS)
             Ct = _load_f32(C_ptr, C_row + t * sC_l, None)
             dy = _load_f32(dout_ptr, g_row + t * sg_l, dmask)
             if HAS_Z:
@@ -187,7 +196,7 @@ if triton is not None:
                          sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
                          STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
+                         SOFTPLUS: tl.constexpr, MODE: tl.constexpr, UNROLL: tl.constexpr):
         pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, N, NS, BLOCK_D, HAS_D, HAS_BIAS)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
@@ -201,12 +210,12 @@ if triton is not None:
             t0 = c * CHUNK
             # num_stages on the inner range: the loads of the next steps are issued ahead (software
             # pipelining); their addresses depend on the step only, not on the state
-            for k in tl.range(0, tl.minimum(CHUNK, L - t0), num_stages=STAGES):
+            for k in tl.range(0, tl.minimum(CHUNK, L - t0), num_stages=STAGES, loop_unroll_factor=UNROLL):
                 tm = _position(t0 + k, L, S, P, MODE)  # the scan step's position in memory
                 u = _load_f32(u_ptr, u_row + tm * su_l, dmask)
                 dt = _load_f32(dt_ptr, dt_row + tm * sdt_l, dmask) + bias
                 if SOFTPLUS:
-                    dt = _softplus(dt)
+                    dt = _softplus(dt, SOFTPLUS)
                 Bt = _load_f32(B_ptr, B_row + tm * sB_l, None)
                 Ct = _load_f32(C_ptr, C_row + tm * sC_l, None)
                 h = tl.exp2(dt[None, :] * A) * h + Bt[:, None] * (dt * u)[None, :]
@@ -225,8 +234,9 @@ if triton is not None:
                          so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
                          STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr,
-                         TRANSPOSED_DBC: tl.constexpr):
+                         SOFTPLUS: tl.constexpr, MODE: tl.constexpr, UNROLL: tl.constexpr, ATOMIC_DBC: tl.constexpr,
+                         DBC_SUMS: tl.constexpr, SCATTER_PTX: tl.constexpr, SCATTER_CONSTRAINTS: tl.constexpr,
+                         SCATTER_SHIFT: tl.constexpr):
         pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, N, NS, BLOCK_D, HAS_D, HAS_BIAS)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
@@ -238,7 +248,7 @@ if triton is not None:
         pid_2, n_2 = tl.program_id(2), tl.num_programs(2)  # (segment, split) pairs
         scratch = scratch_ptr + ((pid_b * n_dblocks + pid_d) * n_2 + pid_2) * (CHUNK + 4) * BLOCK_D * NS
         # after the chunk's states: two (BLOCK_D, 2 NS) tiles (alternate steps) through which the dB/dC terms
-        # can be transposed so that their sums over channels run inside threads (TRANSPOSED_DBC)
+        # can be transposed so that their sums over channels run inside threads (DBC_SUMS "tile")
         flip = scratch + CHUNK * BLOCK_D * NS
         to_flip = d[None, :] * 0 + tl.arange(0, BLOCK_D)[None, :] * (2 * NS) + tl.arange(0, NS)[:, None]
         kinds = tl.arange(0, 2 * NS)
@@ -257,21 +267,22 @@ if triton is not None:
             t0 = c * CHUNK
             steps = tl.minimum(CHUNK, L - t0)
             h = tl.load(ckpt_ptr + state + (pid_b * (n_chunks - 1) + c) * N * Dm, mask=dmask[None, :], other=0.0)
-            for k in tl.range(0, steps, num_stages=STAGES):  # recompute this chunk's states
+            for k in tl.range(0, steps, num_stages=STAGES, loop_unroll_factor=UNROLL):  # recompute the chunk's states
                 t = _position(t0 + k, L, S, P, MODE)
                 u = _load_f32(u_ptr, u_row + t * su_l, dmask)
                 dt = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
                 if SOFTPLUS:
-                    dt = _softplus(dt)
+                    dt = _softplus(dt, SOFTPLUS)
                 Bt = _load_f32(B_ptr, B_row + t * sB_l, None)
                 h = tl.exp2(dt[None, :] * A) * h + Bt[:, None] * (dt * u)[None, :]
                 tl.store(scratch + k * BLOCK_D * NS + tile, h)
-            for kk in tl.range(0, steps, num_stages=STAGES):  # adjoint, backwards through the chunk
+            # the adjoint, backwards through the chunk
+            for kk in tl.range(0, steps, num_stages=STAGES, loop_unroll_factor=UNROLL):
                 k = steps - 1 - kk
                 t = _position(t0 + k, L, S, P, MODE)
                 u = _load_f32(u_ptr, u_row + t * su_l, dmask)
                 raw = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
-                dt = _softplus(raw) if SOFTPLUS else raw
+                dt = _softplus(raw, SOFTPLUS) if SOFTPLUS else raw
                 Bt = _load_f32(B_ptr, B_row + t * sB_l, None)
                 Ct = _load_f32(C_ptr, C_row + t * sC_l, None)
                 h_t = tl.load(scratch + k * BLOCK_D * NS + tile)
@@ -290,11 +301,30 @@ if triton is not None:
                 gB = tl.sum(g * Bt[:, None], axis=0)
                 # a_t h_{t-1} = h_t - b_t: no second scratch read for the previous state
                 g_a_hprev = g * (h_t - b)
-                ddt = gB * u + tl.sum(A_nat * g_a_hprev, axis=0)
+                # A (scaled by log2 e for exp2) stands in for the natural A: one (NS, BLOCK_D) tile fewer
+                # in registers, and the factor ln 2 is applied once per channel
+                ddt = gB * u + 0.6931471805599453 * tl.sum(A * g_a_hprev, axis=0)
                 dA += dt[None, :] * g_a_hprev
                 dD += dy * u * (pid_s == 0)
                 tl.store(du_ptr + o_row + t * so_l, gB * dt + Dv * dy, mask=dmask)
-                if TRANSPOSED_DBC:
+                if DBC_SUMS == 2:
+                    # a reduce-scatter across the warp in inline PTX (``scatter_ptx``): the 2 NS sums over
+                    # 32 lanes cost 2 NS - 1 shuffles where one butterfly per sum costs 5 each (160 at
+                    # N 16); lane l ends with sum number l >> SCATTER_SHIFT (dB rows, then dC rows) in its
+                    # first element. Needs one channel per lane in one warp (the wrapper checks).
+                    totals = tl.inline_asm_elementwise(SCATTER_PTX, SCATTER_CONSTRAINTS,
+                                                       [g * (dt * u)[None, :], h_t * dy[None, :]],
+                                                       dtype=tl.float32, is_pure=True, pack=NS)
+                    lane = tl.arange(0, BLOCK_D)
+                    row = lane >> SCATTER_SHIFT
+                    dst = tl.where(row < NS, dB_ptr, dC_ptr) + pid_b * N * L + (pid_s * NS + row % NS) * L + t
+                    # one element per lane, and one lane per sum
+                    mine = (tl.arange(0, NS)[:, None] == 0) & ((lane & ((1 << SCATTER_SHIFT) - 1)) == 0)[None, :]
+                    if ATOMIC_DBC:
+                        tl.atomic_add(dst[None, :] + tl.zeros((NS, 1), tl.int32), totals, mask=mine)
+                    else:
+                        tl.store(dst[None, :] + pid_d * part_stride + tl.zeros((NS, 1), tl.int32), totals, mask=mine)
+                elif DBC_SUMS == 1:
                     # a sum over the channels (lanes) costs 5 shuffles per state and term, half the step's
                     # instructions; instead each thread writes its channel's 2 NS terms to a small
                     # cache-resident tile and reads back a transposed one, where the sums run inside
@@ -348,18 +378,89 @@ N_SPLIT: int | None = None
 SEGMENTS: int | None = None
 PROGRAMS_PER_SM = (12, 8)
 MIN_SEGMENT_CHUNKS = 2
+# softplus through the GPU's approximate log2 (``_softplus``) on NVIDIA GPUs; the interpreter, which has
+# no libdevice, always takes the accurate log
+FAST_SOFTPLUS = True
+# loop_unroll_factor of the step loops (forward kernels, backward kernels): an unrolled pair of steps lets
+# ptxas overlap one step's softplus, exps and sums with the other's, where a lone warp per program
+# otherwise waits on each step's latency
+UNROLL = (2, 2)
+# register cap (ptxas maxnreg) of the backward's main kernel: ptxas takes up to 255, which leaves room for
+# 8 one-warp programs per SM; 168 lets 12 fit (without spills on sm_90). None: no cap
+BACKWARD_MAX_REGISTERS: int | None = None
 # fill every output buffer with NaN before the kernels run (correctness checks: an element a kernel
 # forgets to write then shows instead of passing with whatever the allocator left there)
 POISON_OUTPUTS = False
 # dB and dC sum over all channels: each block of channels adds its share with atomics (True) or
 # writes it to its own slice, summed by one reduction afterwards (False)
 ATOMIC_DBC = False
-# the per-step sums of the dB/dC terms over a block's channels: through a transposed scratch tile, summed
-# inside threads (True), or across lanes with shuffles (False). The tile removes all 160 shuffles of an
-# adjoint step (782 -> 649 instructions in the SASS), yet on an H100 it measured 13-21 % slower in
-# forward+backward at every VideoMamba-S shape but batch 8, L 785: the store-barrier-load round trip
-# stalls the warp where shuffles pipeline (docs/benchmarks.md)
-TRANSPOSED_DBC = False
+# how an adjoint step sums its dB/dC terms over the block's channels (one per lane):
+# "lanes": tl.sum, a butterfly of 5 shuffles per sum (160 shuffles a step at N 16, half its instructions);
+# "tile": through a transposed scratch tile, summed inside threads (no shuffles; 782 -> 649 instructions,
+#   yet 13-21 % slower on an H100: the store-barrier-load round trip stalls the warp, docs/benchmarks.md);
+# "scatter": a reduce-scatter in inline PTX (``scatter_ptx``), 2 N - 1 shuffles for all 2 N sums. It
+#   needs an NVIDIA GPU, one warp of 32 channels and 2 N <= 32; elsewhere (the interpreter) "lanes" runs.
+DBC_SUMS = "scatter"
+_DBC_CODES = {"lanes": 0, "tile": 1, "scatter": 2}
+
+
+def scatter_ptx(sums: int) -> str:
+    """PTX for one thread of a warp-wide reduce-scatter of ``sums`` (a power of two <= 32) values: each
+    lane passes its ``sums`` terms (the first half and the second half as two operands of sums / 2
+    elements each, ``tl.inline_asm_elementwise`` with pack = sums / 2) and gets back, in its first
+    output, the total over the 32 lanes of term number lane >> (5 - log2 sums).
+
+    Level by level (lane bits 4 to 0), each lane keeps half of its values (the upper half where its
+    bit is set), sends the other half to the partner across that bit and adds what it receives: 16 +
+    8 + 4 + 2 + 1 shuffles for 32 sums, where a butterfly for each sum takes 5 x 32; once one value
+    is left, the remaining bits are a plain butterfly (the lanes then hold duplicates)."""
+    if sums < 2 or sums > 32 or sums & (sums - 1):
+        raise ValueError(f"the reduce-scatter needs a power of two in [2, 32] sums, got {sums}")
+    half = sums // 2
+    values = [f"${half + i}" for i in range(sums)]  # outputs $0..$(half - 1), then the two inputs
+    lines = ["{", ".reg .pred %vm_p;", ".reg .b32 %vm_lane, %vm_bit;",
+             f".reg .f32 %vm_v<{half}>, %vm_send, %vm_keep, %vm_got;", "mov.u32 %vm_lane, %laneid;"]
+    for bit in (16, 8, 4, 2, 1):
+        count = len(values)
+        if count == 1:
+            lines += [f"shfl.sync.bfly.b32 %vm_got, {values[0]}, {bit}, 0x1f, 0xffffffff;",
+                      f"add.f32 %vm_v0, {values[0]}, %vm_got;"]
+            values = ["%vm_v0"]
+            continue
+        lines += [f"and.b32 %vm_bit, %vm_lane, {bit};", "setp.ne.u32 %vm_p, %vm_bit, 0;"]
+        keep = count // 2
+        for i in range(keep):
+            low, high = values[i], values[i + keep]
+            lines += [f"selp.f32 %vm_send, {low}, {high}, %vm_p;", f"selp.f32 %vm_keep, {high}, {low}, %vm_p;",
+                      f"shfl.sync.bfly.b32 %vm_got, %vm_send, {bit}, 0x1f, 0xffffffff;",
+                      f"add.f32 %vm_v{i}, %vm_keep, %vm_got;"]
+        values = [f"%vm_v{i}" for i in range(keep)]
+    lines += ["mov.b32 $0, %vm_v0;", "}"]
+    return "\n".join(lines)
+
+
+def _nvidia(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.version.hip is None
+
+
+def _kernel_options(device: torch.device, delta_softplus: bool, backward: bool, order: ScanOrder) -> dict:
+    """The constexprs every scan kernel takes from the module settings: SOFTPLUS (0 none, 1 accurate,
+    2 approximate log2), MODE (the scan order) and UNROLL (not for the per-frame orders, whose position
+    arithmetic pushed the unrolled kernels into spills)."""
+    softplus = (2 if FAST_SOFTPLUS and _nvidia(device) else 1) if delta_softplus else 0
+    return dict(SOFTPLUS=softplus, MODE=order.code, UNROLL=UNROLL[backward] if order.code < 2 else 1)
+
+
+def _dbc_sums(device: torch.device, ns: int) -> dict:
+    """The backward's DBC_SUMS constexprs for ``ns`` states a program on ``device``."""
+    code = _DBC_CODES[DBC_SUMS]
+    if code == 2 and not (_nvidia(device) and BLOCK_D == 32
+                          and NUM_WARPS == 1 and 2 <= 2 * ns <= 32):
+        code = 0
+    sums = 2 * ns
+    return dict(DBC_SUMS=code, SCATTER_PTX=scatter_ptx(sums) if code == 2 else "",
+                SCATTER_CONSTRAINTS=",".join(["=f"] * ns + ["f"] * sums) if code == 2 else "",
+                SCATTER_SHIFT=5 - (sums.bit_length() - 1) if code == 2 else 0)
 
 
 def available() -> bool:
@@ -509,13 +610,14 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: S
         _segment_fwd_kernel[(*grid, splits * (n_segs - 1))](
             u, delta, A, B, bias, ends, dtsum, channels, length, seg_chunks * chunk, n_segs, order.frame_tokens,
             order.prefix, *_strides(u, delta, B), N=n, NS=n // splits, BLOCK_D=BLOCK_D, STAGES=STAGES,
-            HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), MODE=order.code, num_warps=NUM_WARPS)
+            HAS_BIAS=delta_bias is not None, **_kernel_options(u.device, delta_softplus, False, order),
+            num_warps=NUM_WARPS)
     _scan_fwd_kernel[(*grid, splits * n_segs)](
         u, delta, A, B, C, D if D is not None else u, zs, bias,
         out, last, ckpt, ends, dtsum, channels, length, ckpt.shape[1], seg_chunks, n_segs, order.frame_tokens,
         order.prefix, *_strides(u, delta, zs, out, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
-        HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), MODE=order.code,
+        HAS_BIAS=delta_bias is not None, **_kernel_options(u.device, delta_softplus, False, order),
         num_warps=NUM_WARPS)
     return _finish(out, dtype), last, ckpt
 
@@ -555,7 +657,7 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
         _segment_bwd_kernel[(batch, n_dblocks, splits * (n_segs - 1))](
             delta, A, C, zs, bias, dout, ends, dtsum, channels, length, seg_chunks * chunk, n_segs, order.frame_tokens,
             order.prefix, *_strides(delta, zs, dout, C), N=n, NS=n // splits, BLOCK_D=BLOCK_D, STAGES=STAGES,
-            HAS_Z=z is not None, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), MODE=order.code,
+            HAS_Z=z is not None, HAS_BIAS=has_bias, **_kernel_options(u.device, delta_softplus, True, order),
             num_warps=NUM_WARPS)
     _scan_bwd_kernel[(batch, n_dblocks, splits * n_segs)](
         u, delta, A, B, C, D if has_D else u, zs, bias,
@@ -564,8 +666,8 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
         order.prefix, *_strides(u, delta, zs, dout, du, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
         HAS_BIAS=has_bias,
-        SOFTPLUS=bool(delta_softplus), MODE=order.code, ATOMIC_DBC=ATOMIC_DBC,
-        TRANSPOSED_DBC=TRANSPOSED_DBC, num_warps=NUM_WARPS)
+        **_kernel_options(u.device, delta_softplus, True, order), ATOMIC_DBC=ATOMIC_DBC,
+        **_dbc_sums(u.device, n // splits), num_warps=NUM_WARPS, maxnreg=BACKWARD_MAX_REGISTERS)
     if not ATOMIC_DBC:
         dB, dC = dB.sum(0), dC.sum(0)
     return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), dA.sum((0, 1)).t().contiguous(), dB, dC,
