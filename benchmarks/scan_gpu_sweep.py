@@ -1,9 +1,8 @@
 """Sweep the Triton scan's settings on the GPU (one direction, fwd and fwd+bwd, d_inner 768, d_state 16,
 fp32 inputs in (b, L, d) memory order as the mixer passes them): segments of the segment-parallel scan
 (forced, or chosen from a programs-per-SM target), state split, and the tiles (channels per program,
-warps, pipeline stages, chunk, the dB/dC reductions), and the step's instruction count and residency
-(reduce-scatter, approximate softplus, unrolling, register cap).
-Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [reductions] [kernels] [tiles]   (segments
+warps, pipeline stages, chunk, the dB/dC reductions), and the backward's recompute window.
+Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [reductions] [windows] [tiles]   (segments
 and tiles when none is named)"""
 
 import sys
@@ -22,19 +21,14 @@ SEGMENT_SETTINGS = [(1, 1, None), (1, None, None), (None, None, (12, 8)), (None,
                     (None, None, (24, 16)), (None, 1, (12, 8)), (2, 1, None), (4, 1, None), (8, 1, None),
                     (16, 1, None), (32, 1, None)]
 # (BLOCK_D, warps, stages, state split, chunk, atomic dB/dC, how dB/dC are summed over the channels)
-TILE_SETTINGS = [(32, 1, 4, None, 64, False, "scatter"), (32, 1, 4, None, 64, False, "lanes"),
-                 (32, 1, 4, None, 64, False, "tile"), (32, 1, 3, None, 64, False, "scatter"),
-                 (32, 1, 6, None, 64, False, "scatter"), (32, 1, 4, 2, 64, False, "scatter"),
-                 (32, 1, 4, None, 32, False, "scatter"), (32, 1, 4, None, 128, False, "scatter"),
-                 (64, 2, 4, None, 64, False, "lanes"), (32, 1, 4, None, 64, True, "scatter")]
-# the step's instruction count and the residency it allows: dB/dC sums, approximate softplus, unrolling
-# (forward, backward), the backward's register cap, programs per SM (forward, backward), each row adding one
-KERNEL_FIELDS = ("DBC_SUMS", "FAST_SOFTPLUS", "UNROLL", "BACKWARD_MAX_REGISTERS", "PROGRAMS_PER_SM")
-KERNEL_SETTINGS = [("lanes", False, (1, 1), None, (12, 8)), ("scatter", False, (1, 1), None, (12, 8)),
-                   ("scatter", True, (1, 1), None, (12, 8)), ("scatter", True, (2, 1), None, (12, 8)),
-                   ("scatter", True, (2, 2), None, (12, 8)), ("scatter", True, (2, 1), 168, (12, 12)),
-                   ("scatter", True, (2, 2), 200, (12, 10)), ("scatter", True, (2, 1), None, (16, 8)),
-                   ("scatter", True, (2, 1), 168, (16, 12))]
+TILE_SETTINGS = [(32, 1, 4, None, 64, False, "lanes"), (32, 1, 4, None, 64, False, "tile"),
+                 (32, 1, 3, None, 64, False, "lanes"), (32, 1, 6, None, 64, False, "lanes"),
+                 (32, 1, 4, 2, 64, False, "lanes"), (32, 1, 4, None, 16, False, "lanes"),
+                 (32, 1, 4, None, 32, False, "lanes"), (32, 1, 4, None, 128, False, "lanes"),
+                 (64, 2, 4, None, 64, False, "lanes"), (32, 1, 4, None, 64, True, "lanes")]
+# the backward's recompute window inside the checkpoint interval: (CHUNK, BACKWARD_WINDOW); None: the whole chunk
+WINDOW_FIELDS = ("CHUNK", "BACKWARD_WINDOW")
+WINDOW_SETTINGS = [(64, None), (64, 32), (64, 16), (64, 8), (32, 16), (32, 8)]
 SHAPES = {"segments": ((8, 785), (8, 1569), (8, 6273), (32, 785), (32, 1569), (32, 6273)),
           "tiles": ((8, 1569), (32, 1569), (8, 6273))}
 
@@ -70,11 +64,11 @@ def main() -> None:
         print("## segment-parallel scan: segments, state split, programs per SM\n")
         sweep(SEGMENT_FIELDS, SEGMENT_SETTINGS, SHAPES["segments"])
     if "reductions" in parts:
-        print("\n## the dB/dC sums: reduce-scatter, across lanes, through the transposed tile\n")
-        sweep(TILE_FIELDS, TILE_SETTINGS[:3], SHAPES["segments"])
-    if "kernels" in parts:
-        print("\n## the step's instructions and residency: dB/dC sums, softplus, unrolling, register cap\n")
-        sweep(KERNEL_FIELDS, KERNEL_SETTINGS, SHAPES["segments"])
+        print("\n## the dB/dC sums: across lanes, or through the transposed tile\n")
+        sweep(TILE_FIELDS, TILE_SETTINGS[:2], SHAPES["segments"])
+    if "windows" in parts:
+        print("\n## the backward's recompute window (checkpoint interval, window)\n")
+        sweep(WINDOW_FIELDS, WINDOW_SETTINGS, SHAPES["segments"])
     if "tiles" in parts:
         print("\n## tiles (segments and split automatic)\n")
         sweep(TILE_FIELDS, TILE_SETTINGS, SHAPES["tiles"])

@@ -50,11 +50,11 @@ def available() -> bool:
 _SEQUENCE_POINTERS = {"u_ptr", "dt_ptr", "z_ptr", "dout_ptr", "out_ptr", "du_ptr", "ddt_ptr", "dz_ptr"}
 
 
-def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, bf16: bool = False,
-             max_registers: int | None = None) -> KernelResources:
+def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, bf16: bool = False
+             ) -> KernelResources:
     """``fn`` compiled for ``capability`` and its resources as cuobjdump reports them: arguments named
     ``*_ptr`` are fp32 pointers (with ``bf16``, the sequence tensors bf16), the other non-constexpr
-    arguments int32; ``max_registers`` caps the registers (ptxas maxnreg)."""
+    arguments int32."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -67,8 +67,7 @@ def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, 
         return "i32"
 
     kernel = triton.compile(ASTSource(fn, {name: kind(name) for name in fn.arg_names}, constexprs=constexprs),
-                            target=GPUTarget("cuda", capability, 32),
-                            options={"num_warps": num_warps, "maxnreg": max_registers})
+                            target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps})
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "kernel.cubin")
@@ -83,7 +82,7 @@ def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, 
 
 
 def kernel_resources(capability: int = 90) -> list[KernelResources]:
-    """Compile the scan's forward and backward kernels (both directions, current tile settings) and
+    """Compile the scan's forward and backward kernels (every scan order, current tile settings) and
     the conv + SiLU kernels for compute capability ``capability``; their resource use."""
     results = []
     cuda = torch.device("cuda")
@@ -93,17 +92,19 @@ def kernel_resources(capability: int = 90) -> list[KernelResources]:
         constexprs = {"N": 16, "NS": states, "CHUNK": triton_scan.CHUNK,
                       "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES, "HAS_D": True, "HAS_Z": True,
                       "HAS_BIAS": True, "ATOMIC_DBC": triton_scan.ATOMIC_DBC,
-                      **triton_scan._dbc_sums(cuda, states)}
-        for label, fn, backward in (("forward", triton_scan._scan_fwd_kernel, False),
-                                    ("backward", triton_scan._scan_bwd_kernel, True),
-                                    ("segment summary forward", triton_scan._segment_fwd_kernel, False),
-                                    ("segment summary backward", triton_scan._segment_bwd_kernel, True)):
-            options = {**constexprs, **triton_scan._kernel_options(cuda, True, backward, order)}
-            max_registers = triton_scan.BACKWARD_MAX_REGISTERS if fn is triton_scan._scan_bwd_kernel else None
+                      "WINDOW": triton_scan._window(triton_scan.CHUNK),
+                      "DBC_SUMS": triton_scan._DBC_CODES[triton_scan.DBC_SUMS]}
+        for label, fn in (("forward", triton_scan._scan_fwd_kernel), ("backward", triton_scan._scan_bwd_kernel),
+                          ("segment summary forward", triton_scan._segment_fwd_kernel),
+                          ("segment summary backward", triton_scan._segment_bwd_kernel),
+                          ("window entries", triton_scan._window_entries_kernel)):
+            options = {**constexprs, **triton_scan._kernel_options(cuda, True, order)}
+            if fn is triton_scan._scan_bwd_kernel:  # the backward runs on the window entries, a window a chunk
+                options["CHUNK"] = options["WINDOW"]
             for bf16 in (False, True) if mode == 0 else (False,):  # bf16: read as 4-byte words
                 results.append(_compile(fn, {k: v for k, v in options.items() if k in fn.arg_names},
                                         triton_scan.NUM_WARPS, capability,
-                                        f"{label}{_MODE_NAMES[mode]}{' bf16' if bf16 else ''}", bf16, max_registers))
+                                        f"{label}{_MODE_NAMES[mode]}{' bf16' if bf16 else ''}", bf16))
     conv = {"K": 4, "MODE": 2, "BLOCK_L": sequence_conv.BLOCK_L, "BLOCK_D": sequence_conv.BLOCK_D}
     for label, fn in (("conv+silu forward", sequence_conv._conv_silu_fwd_kernel),  # the per-frame order: all code
                       ("conv+silu output grad", sequence_conv._conv_silu_grad_kernel),
@@ -115,4 +116,5 @@ if __name__ == "__main__":
     print("| kernel (sm_90) | registers | spill stack (B/thread) | shared (B) | async copies (LDGSTS) | shuffles |\n"
           "|---|---|---|---|---|---|")
     for row in kernel_resources():
-        print(f"| {row.name} | {row.registers} | {row.spill_stack} | {row.shared} | {row.async_copies} | {row.shuffles} |")
+        print(f"| {row.name} | {row.registers} | {row.spill_stack} | {row.shared} | {row.async_copies} "
+              f"| {row.shuffles} |")

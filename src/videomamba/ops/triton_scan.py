@@ -21,9 +21,10 @@ end. Alternatively (``N_SPLIT``) the N states are split over several programs (p
 
 Forward: also stores the state at the start of every CHUNK steps, (b, L / CHUNK, N, d), a CHUNK-th
 of what storing every state would cost; the checkpoints are an output of the custom op, saved for
-the backward. Backward: walks its segment's chunks from the last; for each it recomputes the chunk's
-states from its checkpoint into a per-program scratch buffer (CHUNK x N x BLOCK_D, cache-resident),
-then runs the adjoint recurrence backwards through it. dB and dC are sums over channels: each
+the backward. Backward: a parallel pass turns them into the states entering every BACKWARD_WINDOW
+steps (a transient buffer); the main pass walks its segment's windows from the last, recomputes each
+window's states into a per-program scratch buffer (WINDOW x N x BLOCK_D, L2-resident), then runs the
+adjoint recurrence backwards through it. dB and dC are sums over channels: each
 program reduces its BLOCK_D channels on chip and writes the partial sums of its block (or adds them
 with atomics, ``ATOMIC_DBC``); one reduction over the blocks follows.
 """
@@ -112,9 +113,21 @@ if triton is not None:
         A_nat = tl.load(A_ptr + n[:, None] * Dm + d[None, :], mask=dmask[None, :], other=0.0).to(tl.float32)
         Dv = tl.load(D_ptr + d, mask=dmask & (pid_s == 0), other=0.0).to(tl.float32) if HAS_D \
             else tl.zeros((BLOCK_D,), tl.float32)
-        bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros((BLOCK_D,), tl.float32)
+        bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS \
+            else tl.zeros((BLOCK_D,), tl.float32)
         state = (pid_b * N + n[:, None]) * Dm + d[None, :]  # (N, BLOCK_D) offsets into (b, N, d)
         return pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A_nat * 1.4426950408889634, Dv, bias
+
+    @triton.jit
+    def _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, t, su_l, sdt_l, sB_l, A, bias, dmask,
+                    SOFTPLUS: tl.constexpr):
+        """One step of the state recurrence at position t: (h_t, Δ_t, u_t)."""
+        u = _load_f32(u_ptr, u_row + t * su_l, dmask)
+        dt = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
+        if SOFTPLUS:
+            dt = _softplus(dt, SOFTPLUS)
+        Bt = _load_f32(B_ptr, B_row + t * sB_l, None)
+        return tl.exp2(dt[None, :] * A) * h + Bt[:, None] * (dt * u)[None, :], dt, u
 
     @triton.jit
     def _carried_in(h, ends_ptr, dtsum_ptr, A, state, pid_b, d, dmask, Dm, n_segs, first, count,
@@ -134,8 +147,7 @@ if triton is not None:
     def _segment_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, bias_ptr, ends_ptr, dtsum_ptr,
                             Dm, L, seg_len, n_segs, S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sB_b, sB_n, sB_l,
                             N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, STAGES: tl.constexpr,
-                            HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr,
-                            UNROLL: tl.constexpr):
+                            HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
         """Segment-parallel forward, first pass: each segment but the last runs from a zero state and
         stores its end state and Σ Δ over its steps (the summary ``_carried_in`` folds)."""
         pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
@@ -144,14 +156,9 @@ if triton is not None:
         t0 = seg * seg_len
         h = tl.zeros((NS, BLOCK_D), tl.float32)
         dtsum = tl.zeros((BLOCK_D,), tl.float32)
-        for k in tl.range(0, tl.minimum(seg_len, L - t0), num_stages=STAGES, loop_unroll_factor=UNROLL):
-            tm = _position(t0 + k, L, S, P, MODE)
-            u = _load_f32(u_ptr, u_row + tm * su_l, dmask)
-            dt = _load_f32(dt_ptr, dt_row + tm * sdt_l, dmask) + bias
-            if SOFTPLUS:
-                dt = _softplus(dt, SOFTPLUS)
-            Bt = _load_f32(B_ptr, B_row + tm * sB_l, None)
-            h = tl.exp2(dt[None, :] * A) * h + Bt[:, None] * (dt * u)[None, :]
+        for k in tl.range(0, tl.minimum(seg_len, L - t0), num_stages=STAGES):
+            h, dt, _ = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, _position(t0 + k, L, S, P, MODE),
+                                   su_l, sdt_l, sB_l, A, bias, dmask, SOFTPLUS)
             dtsum += dt
         tl.store(ends_ptr + state + (pid_b * (n_segs - 1) + seg) * N * Dm, h, mask=dmask[None, :])
         tl.store(dtsum_ptr + (pid_b * n_segs + seg) * Dm + d, dtsum, mask=dmask & (pid_s == 0))
@@ -161,8 +168,7 @@ if triton is not None:
                             Dm, L, seg_len, n_segs, S, P, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                             sC_b, sC_n, sC_l,
                             N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, STAGES: tl.constexpr,
-                            HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr,
-                            UNROLL: tl.constexpr):
+                            HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
         """Segment-parallel backward, first pass: each segment but the first runs the adjoint backwards
         from zero through its steps and stores the adjoint it hands to the state before it, and Σ Δ."""
         pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
@@ -174,7 +180,7 @@ if triton is not None:
         steps = tl.minimum(seg_len, L - t0)
         g = tl.zeros((NS, BLOCK_D), tl.float32)
         dtsum = tl.zeros((BLOCK_D,), tl.float32)
-        for kk in tl.range(0, steps, num_stages=STAGES, loop_unroll_factor=UNROLL):
+        for kk in tl.range(0, steps, num_stages=STAGES):
             t = _position(t0 + steps - 1 - kk, L, S, P, MODE)
             dt = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
             if SOFTPLUS:
@@ -196,7 +202,7 @@ if triton is not None:
                          sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
                          STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         SOFTPLUS: tl.constexpr, MODE: tl.constexpr, UNROLL: tl.constexpr):
+                         SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
         pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, N, NS, BLOCK_D, HAS_D, HAS_BIAS)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
@@ -210,21 +216,40 @@ if triton is not None:
             t0 = c * CHUNK
             # num_stages on the inner range: the loads of the next steps are issued ahead (software
             # pipelining); their addresses depend on the step only, not on the state
-            for k in tl.range(0, tl.minimum(CHUNK, L - t0), num_stages=STAGES, loop_unroll_factor=UNROLL):
+            for k in tl.range(0, tl.minimum(CHUNK, L - t0), num_stages=STAGES):
                 tm = _position(t0 + k, L, S, P, MODE)  # the scan step's position in memory
-                u = _load_f32(u_ptr, u_row + tm * su_l, dmask)
-                dt = _load_f32(dt_ptr, dt_row + tm * sdt_l, dmask) + bias
-                if SOFTPLUS:
-                    dt = _softplus(dt, SOFTPLUS)
-                Bt = _load_f32(B_ptr, B_row + tm * sB_l, None)
+                h, dt, u = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, tm, su_l, sdt_l, sB_l, A, bias,
+                                       dmask, SOFTPLUS)
                 Ct = _load_f32(C_ptr, C_row + tm * sC_l, None)
-                h = tl.exp2(dt[None, :] * A) * h + Bt[:, None] * (dt * u)[None, :]
                 y = tl.sum(h * Ct[:, None], axis=0) + Dv * u
                 if HAS_Z:
                     z = _load_f32(z_ptr, z_row + tm * sz_l, dmask)
                     y = y * z * tl.sigmoid(z)
                 tl.store(out_ptr + o_row + tm * so_l, y, mask=dmask)
         tl.store(last_ptr + state, h, mask=dmask[None, :] & (seg == n_segs - 1))
+
+    @triton.jit
+    def _window_entries_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, bias_ptr, ckpt_ptr, entries_ptr, Dm, L, n_chunks, n_windows,
+                               S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sB_b, sB_n, sB_l,
+                               N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
+                               WINDOW: tl.constexpr, STAGES: tl.constexpr, HAS_BIAS: tl.constexpr,
+                               SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
+        """The state entering every WINDOW steps, (b, L / WINDOW, N, d), from the forward's checkpoints
+        every CHUNK steps: the backward then recomputes WINDOW states at a time. One program per
+        (batch, block of channels, chunk, state split): the chunks are independent given their
+        checkpoints, so this pass runs at full occupancy where the backward's own programs are few."""
+        pid_b, pid_d, c, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
+            A_ptr, bias_ptr, bias_ptr, Dm, N, NS, BLOCK_D, False, HAS_BIAS)
+        u_row, dt_row, B_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sB_b + n * sB_n
+        h = tl.load(ckpt_ptr + state + (pid_b * (n_chunks - 1) + c) * N * Dm, mask=dmask[None, :], other=0.0)
+        first = c * (CHUNK // WINDOW)
+        last = tl.minimum(n_windows, first + CHUNK // WINDOW)
+        for w in range(first, last):
+            tl.store(entries_ptr + state + (pid_b * (n_windows - 1) + w) * N * Dm, h, mask=dmask[None, :])
+            end = tl.where(w + 1 < last, (w + 1) * WINDOW, w * WINDOW)  # the chunk's last window: nothing to carry
+            for k in tl.range(w * WINDOW, end, num_stages=STAGES):
+                h, _, _ = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, _position(k, L, S, P, MODE),
+                                      su_l, sdt_l, sB_l, A, bias, dmask, SOFTPLUS)
 
     @triton.jit
     def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, dout_ptr, dlast_ptr,
@@ -234,9 +259,8 @@ if triton is not None:
                          so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
                          STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         SOFTPLUS: tl.constexpr, MODE: tl.constexpr, UNROLL: tl.constexpr, ATOMIC_DBC: tl.constexpr,
-                         DBC_SUMS: tl.constexpr, SCATTER_PTX: tl.constexpr, SCATTER_CONSTRAINTS: tl.constexpr,
-                         SCATTER_SHIFT: tl.constexpr):
+                         SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr,
+                         DBC_SUMS: tl.constexpr):
         pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, N, NS, BLOCK_D, HAS_D, HAS_BIAS)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
@@ -246,6 +270,7 @@ if triton is not None:
         brow = pid_b * N * L + n * L  # dB, dC: (b, N, L) contiguous
         tile = d[None, :] * 0 + tl.arange(0, NS)[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]  # (NS, BLOCK_D)
         pid_2, n_2 = tl.program_id(2), tl.num_programs(2)  # (segment, split) pairs
+        # a program's scratch: the chunk's states, then the transposed tiles (below)
         scratch = scratch_ptr + ((pid_b * n_dblocks + pid_d) * n_2 + pid_2) * (CHUNK + 4) * BLOCK_D * NS
         # after the chunk's states: two (BLOCK_D, 2 NS) tiles (alternate steps) through which the dB/dC terms
         # can be transposed so that their sums over channels run inside threads (DBC_SUMS "tile")
@@ -267,17 +292,11 @@ if triton is not None:
             t0 = c * CHUNK
             steps = tl.minimum(CHUNK, L - t0)
             h = tl.load(ckpt_ptr + state + (pid_b * (n_chunks - 1) + c) * N * Dm, mask=dmask[None, :], other=0.0)
-            for k in tl.range(0, steps, num_stages=STAGES, loop_unroll_factor=UNROLL):  # recompute the chunk's states
-                t = _position(t0 + k, L, S, P, MODE)
-                u = _load_f32(u_ptr, u_row + t * su_l, dmask)
-                dt = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
-                if SOFTPLUS:
-                    dt = _softplus(dt, SOFTPLUS)
-                Bt = _load_f32(B_ptr, B_row + t * sB_l, None)
-                h = tl.exp2(dt[None, :] * A) * h + Bt[:, None] * (dt * u)[None, :]
+            for k in tl.range(0, steps, num_stages=STAGES):  # recompute the chunk's states
+                h, _, _ = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, _position(t0 + k, L, S, P, MODE),
+                                      su_l, sdt_l, sB_l, A, bias, dmask, SOFTPLUS)
                 tl.store(scratch + k * BLOCK_D * NS + tile, h)
-            # the adjoint, backwards through the chunk
-            for kk in tl.range(0, steps, num_stages=STAGES, loop_unroll_factor=UNROLL):
+            for kk in tl.range(0, steps, num_stages=STAGES):  # the adjoint, backwards through the chunk
                 k = steps - 1 - kk
                 t = _position(t0 + k, L, S, P, MODE)
                 u = _load_f32(u_ptr, u_row + t * su_l, dmask)
@@ -307,24 +326,7 @@ if triton is not None:
                 dA += dt[None, :] * g_a_hprev
                 dD += dy * u * (pid_s == 0)
                 tl.store(du_ptr + o_row + t * so_l, gB * dt + Dv * dy, mask=dmask)
-                if DBC_SUMS == 2:
-                    # a reduce-scatter across the warp in inline PTX (``scatter_ptx``): the 2 NS sums over
-                    # 32 lanes cost 2 NS - 1 shuffles where one butterfly per sum costs 5 each (160 at
-                    # N 16); lane l ends with sum number l >> SCATTER_SHIFT (dB rows, then dC rows) in its
-                    # first element. Needs one channel per lane in one warp (the wrapper checks).
-                    totals = tl.inline_asm_elementwise(SCATTER_PTX, SCATTER_CONSTRAINTS,
-                                                       [g * (dt * u)[None, :], h_t * dy[None, :]],
-                                                       dtype=tl.float32, is_pure=True, pack=NS)
-                    lane = tl.arange(0, BLOCK_D)
-                    row = lane >> SCATTER_SHIFT
-                    dst = tl.where(row < NS, dB_ptr, dC_ptr) + pid_b * N * L + (pid_s * NS + row % NS) * L + t
-                    # one element per lane, and one lane per sum
-                    mine = (tl.arange(0, NS)[:, None] == 0) & ((lane & ((1 << SCATTER_SHIFT) - 1)) == 0)[None, :]
-                    if ATOMIC_DBC:
-                        tl.atomic_add(dst[None, :] + tl.zeros((NS, 1), tl.int32), totals, mask=mine)
-                    else:
-                        tl.store(dst[None, :] + pid_d * part_stride + tl.zeros((NS, 1), tl.int32), totals, mask=mine)
-                elif DBC_SUMS == 1:
+                if DBC_SUMS == 1:
                     # a sum over the channels (lanes) costs 5 shuffles per state and term, half the step's
                     # instructions; instead each thread writes its channel's 2 NS terms to a small
                     # cache-resident tile and reads back a transposed one, where the sums run inside
@@ -378,89 +380,48 @@ N_SPLIT: int | None = None
 SEGMENTS: int | None = None
 PROGRAMS_PER_SM = (12, 8)
 MIN_SEGMENT_CHUNKS = 2
+# steps the backward recomputes into its scratch at a time (a divisor of CHUNK; None: CHUNK). A pass of its
+# own (``_window_entries_kernel``, all chunks in parallel) turns the forward's checkpoints into the states
+# entering every window, a transient (b, L / WINDOW, N, d) buffer. 16 keeps every resident program's scratch
+# (16 x N x BLOCK_D fp32 = 32 KB) inside the H100's L2, where CHUNK = 64 made the scratch round trip the
+# backward's bottleneck (60 % of the DRAM bandwidth at b 32, L 1569; docs/benchmarks.md)
+BACKWARD_WINDOW: int | None = 16
 # softplus through the GPU's approximate log2 (``_softplus``) on NVIDIA GPUs; the interpreter, which has
 # no libdevice, always takes the accurate log
 FAST_SOFTPLUS = True
-# loop_unroll_factor of the step loops (forward kernels, backward kernels): an unrolled pair of steps lets
-# ptxas overlap one step's softplus, exps and sums with the other's, where a lone warp per program
-# otherwise waits on each step's latency
-UNROLL = (2, 2)
-# register cap (ptxas maxnreg) of the backward's main kernel: ptxas takes up to 255, which leaves room for
-# 8 one-warp programs per SM; 168 lets 12 fit (without spills on sm_90). None: no cap
-BACKWARD_MAX_REGISTERS: int | None = None
 # fill every output buffer with NaN before the kernels run (correctness checks: an element a kernel
 # forgets to write then shows instead of passing with whatever the allocator left there)
 POISON_OUTPUTS = False
 # dB and dC sum over all channels: each block of channels adds its share with atomics (True) or
 # writes it to its own slice, summed by one reduction afterwards (False)
 ATOMIC_DBC = False
-# how an adjoint step sums its dB/dC terms over the block's channels (one per lane):
-# "lanes": tl.sum, a butterfly of 5 shuffles per sum (160 shuffles a step at N 16, half its instructions);
-# "tile": through a transposed scratch tile, summed inside threads (no shuffles; 782 -> 649 instructions,
-#   yet 13-21 % slower on an H100: the store-barrier-load round trip stalls the warp, docs/benchmarks.md);
-# "scatter": a reduce-scatter in inline PTX (``scatter_ptx``), 2 N - 1 shuffles for all 2 N sums. It
-#   needs an NVIDIA GPU, one warp of 32 channels and 2 N <= 32; elsewhere (the interpreter) "lanes" runs.
-DBC_SUMS = "scatter"
-_DBC_CODES = {"lanes": 0, "tile": 1, "scatter": 2}
+# how an adjoint step sums its dB/dC terms over the block's channels (one per lane): "lanes": tl.sum, a
+# butterfly of 5 shuffles per sum (160 shuffles a step at N 16, 2 of its 5 instructions); "tile": through a
+# transposed scratch tile, summed inside threads (no shuffles; 782 -> 649 instructions, yet 13-21 % slower
+# on an H100: the store-barrier-load round trip stalls the warp). A warp reduce-scatter in inline PTX (31
+# shuffles a step) measured no faster than "lanes" either (docs/benchmarks.md): the step is not bound by
+# its shuffles.
+DBC_SUMS = "lanes"
+_DBC_CODES = {"lanes": 0, "tile": 1}
 
 
-def scatter_ptx(sums: int) -> str:
-    """PTX for one thread of a warp-wide reduce-scatter of ``sums`` (a power of two <= 32) values: each
-    lane passes its ``sums`` terms (the first half and the second half as two operands of sums / 2
-    elements each, ``tl.inline_asm_elementwise`` with pack = sums / 2) and gets back, in its first
-    output, the total over the 32 lanes of term number lane >> (5 - log2 sums).
-
-    Level by level (lane bits 4 to 0), each lane keeps half of its values (the upper half where its
-    bit is set), sends the other half to the partner across that bit and adds what it receives: 16 +
-    8 + 4 + 2 + 1 shuffles for 32 sums, where a butterfly for each sum takes 5 x 32; once one value
-    is left, the remaining bits are a plain butterfly (the lanes then hold duplicates)."""
-    if sums < 2 or sums > 32 or sums & (sums - 1):
-        raise ValueError(f"the reduce-scatter needs a power of two in [2, 32] sums, got {sums}")
-    half = sums // 2
-    values = [f"${half + i}" for i in range(sums)]  # outputs $0..$(half - 1), then the two inputs
-    lines = ["{", ".reg .pred %vm_p;", ".reg .b32 %vm_lane, %vm_bit;",
-             f".reg .f32 %vm_v<{half}>, %vm_send, %vm_keep, %vm_got;", "mov.u32 %vm_lane, %laneid;"]
-    for bit in (16, 8, 4, 2, 1):
-        count = len(values)
-        if count == 1:
-            lines += [f"shfl.sync.bfly.b32 %vm_got, {values[0]}, {bit}, 0x1f, 0xffffffff;",
-                      f"add.f32 %vm_v0, {values[0]}, %vm_got;"]
-            values = ["%vm_v0"]
-            continue
-        lines += [f"and.b32 %vm_bit, %vm_lane, {bit};", "setp.ne.u32 %vm_p, %vm_bit, 0;"]
-        keep = count // 2
-        for i in range(keep):
-            low, high = values[i], values[i + keep]
-            lines += [f"selp.f32 %vm_send, {low}, {high}, %vm_p;", f"selp.f32 %vm_keep, {high}, {low}, %vm_p;",
-                      f"shfl.sync.bfly.b32 %vm_got, %vm_send, {bit}, 0x1f, 0xffffffff;",
-                      f"add.f32 %vm_v{i}, %vm_keep, %vm_got;"]
-        values = [f"%vm_v{i}" for i in range(keep)]
-    lines += ["mov.b32 $0, %vm_v0;", "}"]
-    return "\n".join(lines)
+def _window(chunk: int) -> int:
+    """The backward's recompute window (``BACKWARD_WINDOW``) for checkpoints ``chunk`` steps apart."""
+    window = min(BACKWARD_WINDOW or chunk, chunk)
+    if chunk % window:
+        raise ValueError(f"BACKWARD_WINDOW {window} must divide the checkpoint interval {chunk}")
+    return window
 
 
 def _nvidia(device: torch.device) -> bool:
     return device.type == "cuda" and torch.version.hip is None
 
 
-def _kernel_options(device: torch.device, delta_softplus: bool, backward: bool, order: ScanOrder) -> dict:
-    """The constexprs every scan kernel takes from the module settings: SOFTPLUS (0 none, 1 accurate,
-    2 approximate log2), MODE (the scan order) and UNROLL (not for the per-frame orders, whose position
-    arithmetic pushed the unrolled kernels into spills)."""
+def _kernel_options(device: torch.device, delta_softplus: bool, order: ScanOrder) -> dict:
+    """The constexprs every scan kernel takes: SOFTPLUS (0 none, 1 accurate, 2 approximate log2) and
+    MODE (the scan order)."""
     softplus = (2 if FAST_SOFTPLUS and _nvidia(device) else 1) if delta_softplus else 0
-    return dict(SOFTPLUS=softplus, MODE=order.code, UNROLL=UNROLL[backward] if order.code < 2 else 1)
-
-
-def _dbc_sums(device: torch.device, ns: int) -> dict:
-    """The backward's DBC_SUMS constexprs for ``ns`` states a program on ``device``."""
-    code = _DBC_CODES[DBC_SUMS]
-    if code == 2 and not (_nvidia(device) and BLOCK_D == 32
-                          and NUM_WARPS == 1 and 2 <= 2 * ns <= 32):
-        code = 0
-    sums = 2 * ns
-    return dict(DBC_SUMS=code, SCATTER_PTX=scatter_ptx(sums) if code == 2 else "",
-                SCATTER_CONSTRAINTS=",".join(["=f"] * ns + ["f"] * sums) if code == 2 else "",
-                SCATTER_SHIFT=5 - (sums.bit_length() - 1) if code == 2 else 0)
+    return dict(SOFTPLUS=softplus, MODE=order.code)
 
 
 def available() -> bool:
@@ -610,14 +571,14 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: S
         _segment_fwd_kernel[(*grid, splits * (n_segs - 1))](
             u, delta, A, B, bias, ends, dtsum, channels, length, seg_chunks * chunk, n_segs, order.frame_tokens,
             order.prefix, *_strides(u, delta, B), N=n, NS=n // splits, BLOCK_D=BLOCK_D, STAGES=STAGES,
-            HAS_BIAS=delta_bias is not None, **_kernel_options(u.device, delta_softplus, False, order),
+            HAS_BIAS=delta_bias is not None, **_kernel_options(u.device, delta_softplus, order),
             num_warps=NUM_WARPS)
     _scan_fwd_kernel[(*grid, splits * n_segs)](
         u, delta, A, B, C, D if D is not None else u, zs, bias,
         out, last, ckpt, ends, dtsum, channels, length, ckpt.shape[1], seg_chunks, n_segs, order.frame_tokens,
         order.prefix, *_strides(u, delta, zs, out, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
-        HAS_BIAS=delta_bias is not None, **_kernel_options(u.device, delta_softplus, False, order),
+        HAS_BIAS=delta_bias is not None, **_kernel_options(u.device, delta_softplus, order),
         num_warps=NUM_WARPS)
     return _finish(out, dtype), last, ckpt
 
@@ -649,7 +610,16 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
     else:
         dB, dC = (_poisoned(torch.empty(n_dblocks, batch, n, length, **f32)) for _ in range(2))
     dD, dbias = (_poisoned(torch.empty(n_segs * splits, batch, channels, **f32)) for _ in range(2))
-    scratch = torch.empty(batch * n_dblocks * n_segs * (chunk + 4) * BLOCK_D * n, **f32)
+    window = _window(chunk)
+    if window < chunk:  # the states entering every window, from the checkpoints: the backward's starting points
+        entries = _poisoned(torch.empty(batch, -(-length // window), n, channels, **f32))
+        _window_entries_kernel[(batch, n_dblocks, splits * ckpt.shape[1])](
+            u, delta, A, B, delta_bias if has_bias else u, ckpt, entries, channels, length, ckpt.shape[1],
+            entries.shape[1], order.frame_tokens, order.prefix, *_strides(u, delta, B), N=n, NS=n // splits,
+            BLOCK_D=BLOCK_D, CHUNK=chunk, WINDOW=window, STAGES=STAGES, HAS_BIAS=has_bias,
+            **_kernel_options(u.device, delta_softplus, order), num_warps=NUM_WARPS)
+        ckpt, seg_chunks = entries, seg_chunks * (chunk // window)
+    scratch = torch.empty(batch * n_dblocks * n_segs * splits * (window + 4) * BLOCK_D * (n // splits), **f32)
     zs = z if z is not None else u
     bias = delta_bias if has_bias else u
     ends, dtsum = _segment_summaries(batch, channels, n, n_segs, u.device)
@@ -657,17 +627,17 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
         _segment_bwd_kernel[(batch, n_dblocks, splits * (n_segs - 1))](
             delta, A, C, zs, bias, dout, ends, dtsum, channels, length, seg_chunks * chunk, n_segs, order.frame_tokens,
             order.prefix, *_strides(delta, zs, dout, C), N=n, NS=n // splits, BLOCK_D=BLOCK_D, STAGES=STAGES,
-            HAS_Z=z is not None, HAS_BIAS=has_bias, **_kernel_options(u.device, delta_softplus, True, order),
+            HAS_Z=z is not None, HAS_BIAS=has_bias, **_kernel_options(u.device, delta_softplus, order),
             num_warps=NUM_WARPS)
     _scan_bwd_kernel[(batch, n_dblocks, splits * n_segs)](
         u, delta, A, B, C, D if has_D else u, zs, bias,
         ckpt, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
         channels, length, ckpt.shape[1], seg_chunks, n_segs, n_dblocks, batch * n * length, order.frame_tokens,
         order.prefix, *_strides(u, delta, zs, dout, du, B, C),
-        N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
+        N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=window, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
         HAS_BIAS=has_bias,
-        **_kernel_options(u.device, delta_softplus, True, order), ATOMIC_DBC=ATOMIC_DBC,
-        **_dbc_sums(u.device, n // splits), num_warps=NUM_WARPS, maxnreg=BACKWARD_MAX_REGISTERS)
+        **_kernel_options(u.device, delta_softplus, order), ATOMIC_DBC=ATOMIC_DBC,
+        DBC_SUMS=_DBC_CODES[DBC_SUMS], num_warps=NUM_WARPS)
     if not ATOMIC_DBC:
         dB, dC = dB.sum(0), dC.sum(0)
     return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), dA.sum((0, 1)).t().contiguous(), dB, dC,
