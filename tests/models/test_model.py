@@ -185,3 +185,26 @@ def test_scan_indices_give_the_order_to_compute():
     temporal = videomamba.create_model("videomamba_nano", embed_dim=32, depth=1, scan_order="temporal")
     index, _, computed = temporal.scan_indices((2, 2, 2), torch.device("cpu"))
     assert computed.mode == "temporal" and torch.equal(computed.positions(9), index)  # the same order
+
+
+def test_halves_projection_is_the_split_linear_forward_and_backward():
+    """in_proj returns x and z from the two halves of one nn.Linear weight: the same values and
+    gradients (weight and input) as splitting the full product, float64."""
+    from videomamba.models.mixer import HalvesProjection
+
+    torch.manual_seed(0)
+    for bias in (False, True):
+        halves = HalvesProjection(6, 10, bias=bias).double()
+        full = torch.nn.Linear(6, 10, bias=bias).double()
+        full.load_state_dict(halves.state_dict())
+        x = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
+        x_ref = x.detach().clone().requires_grad_()
+        got, want = halves(x), full(x_ref).chunk(2, dim=-1)
+        grads = [torch.randn_like(w) for w in want]
+        sum((g * o).sum() for g, o in zip(grads, got)).backward()
+        sum((g * o).sum() for g, o in zip(grads, want)).backward()
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b)
+        torch.testing.assert_close(x.grad, x_ref.grad)
+        for name, p in halves.named_parameters():
+            torch.testing.assert_close(p.grad, dict(full.named_parameters())[name].grad)

@@ -23,7 +23,7 @@ Forward: also stores the state at the start of every CHUNK steps, (b, L / CHUNK,
 of what storing every state would cost; the checkpoints are an output of the custom op, saved for
 the backward. Backward: a parallel pass turns them into the states entering every BACKWARD_WINDOW
 steps (a transient buffer); the main pass walks its segment's windows from the last, recomputes each
-window's states into a per-program scratch buffer (WINDOW x N x BLOCK_D, L2-resident), then runs the
+window's states into a per-program scratch buffer (WINDOW x N x BLOCK_D, cache-resident), then runs the
 adjoint recurrence backwards through it. dB and dC are sums over channels: each
 program reduces its BLOCK_D channels on chip and writes the partial sums of its block (or adds them
 with atomics, ``ATOMIC_DBC``); one reduction over the blocks follows.
@@ -382,10 +382,11 @@ PROGRAMS_PER_SM = (12, 8)
 MIN_SEGMENT_CHUNKS = 2
 # steps the backward recomputes into its scratch at a time (a divisor of CHUNK; None: CHUNK). A pass of its
 # own (``_window_entries_kernel``, all chunks in parallel) turns the forward's checkpoints into the states
-# entering every window, a transient (b, L / WINDOW, N, d) buffer. 16 keeps every resident program's scratch
-# (16 x N x BLOCK_D fp32 = 32 KB) inside the H100's L2, where CHUNK = 64 made the scratch round trip the
-# backward's bottleneck (60 % of the DRAM bandwidth at b 32, L 1569; docs/benchmarks.md)
-BACKWARD_WINDOW: int | None = 16
+# entering every window, a transient (b, L / WINDOW, N, d) buffer. 8 keeps every resident program's scratch
+# (8 x N x BLOCK_D fp32 = 16 KB) inside the H100's L2, where CHUNK = 64 made the scratch round trip the
+# backward's bottleneck (60 % of the DRAM bandwidth at b 32, L 1569); 8 against 16 measured 20 % faster
+# at b 8, L 6273 and even at b 32 (docs/benchmarks.md)
+BACKWARD_WINDOW: int | None = 8
 # softplus through the GPU's approximate log2 (``_softplus``) on NVIDIA GPUs; the interpreter, which has
 # no libdevice, always takes the accurate log
 FAST_SOFTPLUS = True
@@ -618,7 +619,9 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
             entries.shape[1], order.frame_tokens, order.prefix, *_strides(u, delta, B), N=n, NS=n // splits,
             BLOCK_D=BLOCK_D, CHUNK=chunk, WINDOW=window, STAGES=STAGES, HAS_BIAS=has_bias,
             **_kernel_options(u.device, delta_softplus, order), num_warps=NUM_WARPS)
-        ckpt, seg_chunks = entries, seg_chunks * (chunk // window)
+        starts, seg_windows = entries, seg_chunks * (chunk // window)
+    else:
+        starts, seg_windows = ckpt, seg_chunks
     scratch = torch.empty(batch * n_dblocks * n_segs * splits * (window + 4) * BLOCK_D * (n // splits), **f32)
     zs = z if z is not None else u
     bias = delta_bias if has_bias else u
@@ -631,8 +634,8 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
             num_warps=NUM_WARPS)
     _scan_bwd_kernel[(batch, n_dblocks, splits * n_segs)](
         u, delta, A, B, C, D if has_D else u, zs, bias,
-        ckpt, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
-        channels, length, ckpt.shape[1], seg_chunks, n_segs, n_dblocks, batch * n * length, order.frame_tokens,
+        starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
+        channels, length, starts.shape[1], seg_windows, n_segs, n_dblocks, batch * n * length, order.frame_tokens,
         order.prefix, *_strides(u, delta, zs, dout, du, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=window, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
         HAS_BIAS=has_bias,
