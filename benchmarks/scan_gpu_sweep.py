@@ -1,9 +1,10 @@
 """Sweep the Triton scan's settings on the GPU (one direction, fwd and fwd+bwd, d_inner 768, d_state 16,
 fp32 inputs in (b, L, d) memory order as the mixer passes them): segments of the segment-parallel scan
 (forced, or chosen from a programs-per-SM target), state split, and the tiles (channels per program,
-warps, pipeline stages, chunk, the dB/dC reductions), and the backward's recompute window.
-Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [reductions] [windows] [tiles]   (segments
-and tiles when none is named)"""
+warps, pipeline stages, chunk, the dB/dC reductions), the backward's recompute window and the summary
+blocks of the segment-parallel first pass.
+Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [summaries] [reductions] [windows] [tiles]
+(segments and tiles when none is named)"""
 
 import sys
 
@@ -29,7 +30,10 @@ TILE_SETTINGS = [(32, 1, 4, None, 64, False, "lanes"), (32, 1, 4, None, 64, Fals
 # the backward's recompute window inside the checkpoint interval: (CHUNK, BACKWARD_WINDOW); None: the whole chunk
 WINDOW_FIELDS = ("CHUNK", "BACKWARD_WINDOW")
 WINDOW_SETTINGS = [(64, None), (64, 32), (64, 16), (64, 8), (32, 16), (32, 8)]
-SHAPES = {"segments": ((8, 785), (8, 1569), (8, 6273), (32, 785), (32, 1569), (32, 6273)),
+# the first pass's summary blocks (chunks per block; 1024: whole segments, as before) and programs per SM
+SUMMARY_FIELDS = ("SUMMARY_CHUNKS", "PROGRAMS_PER_SM")
+SUMMARY_SETTINGS = [(1024, None), (1, None), (2, None), (4, None), (2, (16, 12)), (2, (24, 16)), (1, (24, 16))]
+SHAPES = {"segments": ((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (32, 1569), (32, 6273)),
           "tiles": ((8, 1569), (32, 1569), (8, 6273))}
 
 
@@ -66,6 +70,9 @@ def main() -> None:
     if "reductions" in parts:
         print("\n## the dB/dC sums: across lanes, or through the transposed tile\n")
         sweep(TILE_FIELDS, TILE_SETTINGS[:2], SHAPES["segments"])
+    if "summaries" in parts:
+        print("\n## the first pass's summary blocks (chunks per block) and programs per SM\n")
+        sweep(SUMMARY_FIELDS, SUMMARY_SETTINGS, SHAPES["segments"])
     if "windows" in parts:
         print("\n## the backward's recompute window (checkpoint interval, window)\n")
         sweep(WINDOW_FIELDS, WINDOW_SETTINGS, SHAPES["segments"])

@@ -38,7 +38,9 @@ CHECK = textwrap.dedent("""
         ((2, 40, 70, 16), True, True, 16, False, False, "bld", f32, 1, 3), ((2, 33, 70, 16), True, True, 8, True, False, "bdl", f32, 2, 4),
         ((2, 40, 41, 16), True, True, 8, ScanOrder("spatial", 8, 1), False, "bld", f32, 1, 5),
         ((1, 20, 70, 16), True, True, 16, ScanOrder("temporal", 7, 0), False, "bld", bf16, 1, 5),
-        ((1, 8, 5, 4), False, False, 2, False, True, "bdl", f32, 1, 3)]
+        ((1, 8, 5, 4), False, False, 2, False, True, "bdl", f32, 1, 3),
+        # segments of 6 chunks summarised in blocks of 2 (SUMMARY_CHUNKS), 3 blocks folded per segment
+        ((1, 20, 70, 16), True, True, 4, True, False, "bld", f32, 1, 3)]
     # the dB/dC sums across lanes (the default) and through the transposed tile; softplus through the
     # approximate log2 (the default on NVIDIA GPUs) and the accurate one
     cases = [case + ("lanes", True) for case in cases] + [

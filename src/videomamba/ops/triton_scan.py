@@ -31,6 +31,8 @@ with atomics, ``ATOMIC_DBC``); one reduction over the blocks follows.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .token_order import FORWARD, ScanOrder
@@ -130,7 +132,7 @@ if triton is not None:
         return tl.exp2(dt[None, :] * A) * h + Bt[:, None] * (dt * u)[None, :], dt, u
 
     @triton.jit
-    def _carried_in(h, ends_ptr, dtsum_ptr, A, state, pid_b, d, dmask, Dm, n_segs, first, count,
+    def _carried_in(h, ends_ptr, dtsum_ptr, A, state, pid_b, d, dmask, Dm, n_blocks, first, count,
                     N: tl.constexpr, STEP: tl.constexpr):
         """Fold ``count`` segments' summaries into ``h``, from segment ``first`` on, moving by STEP
         (+1: the forward state entering later segments; -1: the adjoint entering earlier ones). A
@@ -138,46 +140,48 @@ if triton is not None:
         exp2(A · Σ Δ): ``h ← exp2(A · ΣΔ_s) h + end_s``."""
         for i in range(count):
             s = first + i * STEP
-            dtsum = tl.load(dtsum_ptr + (pid_b * n_segs + s) * Dm + d, mask=dmask, other=0.0)
-            end = tl.load(ends_ptr + state + (pid_b * (n_segs - 1) + s) * N * Dm, mask=dmask[None, :], other=0.0)
+            dtsum = tl.load(dtsum_ptr + (pid_b * n_blocks + s) * Dm + d, mask=dmask, other=0.0)
+            end = tl.load(ends_ptr + state + (pid_b * (n_blocks - 1) + s) * N * Dm, mask=dmask[None, :], other=0.0)
             h = tl.exp2(dtsum[None, :] * A) * h + end
         return h
 
     @triton.jit
     def _segment_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, bias_ptr, ends_ptr, dtsum_ptr,
-                            Dm, L, seg_len, n_segs, S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sB_b, sB_n, sB_l,
+                            Dm, L, block_len, n_blocks, S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sB_b, sB_n, sB_l,
                             N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, STAGES: tl.constexpr,
                             HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
-        """Segment-parallel forward, first pass: each segment but the last runs from a zero state and
-        stores its end state and Σ Δ over its steps (the summary ``_carried_in`` folds)."""
-        pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
+        """Segment-parallel forward, first pass: each summary block of ``block_len`` steps before the last
+        segment runs from a zero state and stores its end state and Σ Δ over its steps (the summary
+        ``_carried_in`` folds). Blocks are shorter than segments: more programs, each shorter."""
+        pid_b, pid_d, blk, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
             A_ptr, bias_ptr, bias_ptr, Dm, N, NS, BLOCK_D, False, HAS_BIAS)
         u_row, dt_row, B_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sB_b + n * sB_n
-        t0 = seg * seg_len
+        t0 = blk * block_len
         h = tl.zeros((NS, BLOCK_D), tl.float32)
         dtsum = tl.zeros((BLOCK_D,), tl.float32)
-        for k in tl.range(0, tl.minimum(seg_len, L - t0), num_stages=STAGES):
+        for k in tl.range(0, tl.minimum(block_len, L - t0), num_stages=STAGES):
             h, dt, _ = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, _position(t0 + k, L, S, P, MODE),
                                    su_l, sdt_l, sB_l, A, bias, dmask, SOFTPLUS)
             dtsum += dt
-        tl.store(ends_ptr + state + (pid_b * (n_segs - 1) + seg) * N * Dm, h, mask=dmask[None, :])
-        tl.store(dtsum_ptr + (pid_b * n_segs + seg) * Dm + d, dtsum, mask=dmask & (pid_s == 0))
+        tl.store(ends_ptr + state + (pid_b * (n_blocks - 1) + blk) * N * Dm, h, mask=dmask[None, :])
+        tl.store(dtsum_ptr + (pid_b * n_blocks + blk) * Dm + d, dtsum, mask=dmask & (pid_s == 0))
 
     @triton.jit
     def _segment_bwd_kernel(dt_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, ends_ptr, dtsum_ptr,
-                            Dm, L, seg_len, n_segs, S, P, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
+                            Dm, L, block_len, n_blocks, first_block, S, P, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                             sC_b, sC_n, sC_l,
                             N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, STAGES: tl.constexpr,
                             HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
-        """Segment-parallel backward, first pass: each segment but the first runs the adjoint backwards
-        from zero through its steps and stores the adjoint it hands to the state before it, and Σ Δ."""
-        pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
+        """Segment-parallel backward, first pass: each summary block from ``first_block`` on (those after
+        the first segment) runs the adjoint backwards from zero through its steps and stores the adjoint
+        it hands to the state before it, and Σ Δ."""
+        pid_b, pid_d, blk, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
             A_ptr, bias_ptr, bias_ptr, Dm, N, NS, BLOCK_D, False, HAS_BIAS)
-        seg += 1
+        blk += first_block
         dt_row, z_row, g_row = pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d, pid_b * sg_b + d * sg_d
         C_row = pid_b * sC_b + n * sC_n
-        t0 = seg * seg_len
-        steps = tl.minimum(seg_len, L - t0)
+        t0 = blk * block_len
+        steps = tl.minimum(block_len, L - t0)
         g = tl.zeros((NS, BLOCK_D), tl.float32)
         dtsum = tl.zeros((BLOCK_D,), tl.float32)
         for kk in tl.range(0, steps, num_stages=STAGES):
@@ -192,12 +196,12 @@ if triton is not None:
                 dy = dy * z * tl.sigmoid(z)
             g = (g + Ct[:, None] * dy[None, :]) * tl.exp2(dt[None, :] * A)
             dtsum += dt
-        tl.store(ends_ptr + state + (pid_b * (n_segs - 1) + seg) * N * Dm, g, mask=dmask[None, :])
-        tl.store(dtsum_ptr + (pid_b * n_segs + seg) * Dm + d, dtsum, mask=dmask & (pid_s == 0))
+        tl.store(ends_ptr + state + (pid_b * (n_blocks - 1) + blk) * N * Dm, g, mask=dmask[None, :])
+        tl.store(dtsum_ptr + (pid_b * n_blocks + blk) * Dm + d, dtsum, mask=dmask & (pid_s == 0))
 
     @triton.jit
     def _scan_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
-                         ends_ptr, dtsum_ptr, Dm, L, n_chunks, seg_chunks, n_segs, S, P,
+                         ends_ptr, dtsum_ptr, Dm, L, n_chunks, seg_chunks, n_segs, n_blocks, seg_blocks, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, so_s, so_b, so_d, so_l,
                          sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
@@ -208,9 +212,9 @@ if triton is not None:
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
         o_row = pid_s * so_s + pid_b * so_b + d * so_d  # a split's partial output: y·silu(z) is linear in y
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
-        # the state entering this segment: the earlier segments' summaries (first pass) folded in
+        # the state entering this segment: the summaries of the blocks before it (first pass) folded in
         h = _carried_in(tl.zeros((NS, BLOCK_D), tl.float32), ends_ptr, dtsum_ptr, A, state, pid_b, d, dmask, Dm,
-                        n_segs, 0, seg, N, 1)
+                        n_blocks, 0, seg * seg_blocks, N, 1)
         for c in range(seg * seg_chunks, tl.minimum(n_chunks, (seg + 1) * seg_chunks)):
             tl.store(ckpt_ptr + state + (pid_b * (n_chunks - 1) + c) * N * Dm, h, mask=dmask[None, :])
             t0 = c * CHUNK
@@ -254,7 +258,8 @@ if triton is not None:
     @triton.jit
     def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, dout_ptr, dlast_ptr,
                          scratch_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr,
-                         ends_ptr, dtsum_ptr, Dm, L, n_chunks, seg_chunks, n_segs, n_dblocks, part_stride, S, P,
+                         ends_ptr, dtsum_ptr, Dm, L, n_chunks, seg_chunks, n_segs, n_blocks, seg_blocks, n_dblocks,
+                         part_stride, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                          so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
@@ -280,9 +285,9 @@ if triton is not None:
         from_flip = tl.arange(0, BLOCK_D)[:, None] * (2 * NS) + kinds[None, :]
         n_kind = pid_s * NS + kinds % NS
         is_dB = kinds < NS
-        # the adjoint entering this segment's end: dlast and the later segments' summaries folded in
+        # the adjoint entering this segment's end: dlast and the summaries of the blocks after it folded in
         g = _carried_in(tl.load(dlast_ptr + state, mask=dmask[None, :], other=0.0), ends_ptr, dtsum_ptr, A, state,
-                        pid_b, d, dmask, Dm, n_segs, n_segs - 1, n_segs - 1 - seg, N, -1)
+                        pid_b, d, dmask, Dm, n_blocks, n_blocks - 1, n_blocks - (seg + 1) * seg_blocks, N, -1)
         dA = tl.zeros((NS, BLOCK_D), tl.float32)
         dD = tl.zeros((BLOCK_D,), tl.float32)
         dbias = tl.zeros((BLOCK_D,), tl.float32)
@@ -380,6 +385,11 @@ N_SPLIT: int | None = None
 SEGMENTS: int | None = None
 PROGRAMS_PER_SM = (12, 8)
 MIN_SEGMENT_CHUNKS = 2
+# the first pass summarises blocks of this many chunks (a divisor of the segment length; the gcd is
+# taken), not whole segments: its programs then number blocks, not segments, and fill the GPU where
+# one program per segment ran latency-bound at a few warps per SM; each main-pass program folds
+# the summaries of all the blocks before its segment (a few FMAs and exps per block)
+SUMMARY_CHUNKS = 2
 # steps the backward recomputes into its scratch at a time (a divisor of CHUNK; None: CHUNK). A pass of its
 # own (``_window_entries_kernel``, all chunks in parallel) turns the forward's checkpoints into the states
 # entering every window, a transient (b, L / WINDOW, N, d) buffer. 8 keeps every resident program's scratch
@@ -508,11 +518,18 @@ def _state_splits(batch: int, channels: int, n: int, device: torch.device, segme
     return 2 if programs < 2 * _sm_count(device) and n >= 2 else 1
 
 
-def _segment_summaries(batch: int, channels: int, n: int, n_segs: int, device: torch.device):
-    """Buffers for the first pass of a segment-parallel scan: ends (b, segments, N, d), Σ Δ (b, segments, d)."""
+def _summary_blocks(seg_chunks: int, n_chunks: int) -> tuple[int, int, int]:
+    """(chunks per summary block, blocks per segment, blocks) for segments of ``seg_chunks`` chunks
+    (``SUMMARY_CHUNKS``)."""
+    block_chunks = math.gcd(seg_chunks, SUMMARY_CHUNKS)
+    return block_chunks, seg_chunks // block_chunks, -(-n_chunks // block_chunks)
+
+
+def _segment_summaries(batch: int, channels: int, n: int, n_blocks: int, device: torch.device):
+    """Buffers for the first pass of a segment-parallel scan: ends (b, blocks, N, d), Σ Δ (b, blocks, d)."""
     f32 = dict(device=device, dtype=torch.float32)
-    return (_poisoned(torch.empty(batch, n_segs, n, channels, **f32)),
-            _poisoned(torch.empty(batch, n_segs, channels, **f32)))
+    return (_poisoned(torch.empty(batch, n_blocks, n, channels, **f32)),
+            _poisoned(torch.empty(batch, n_blocks, channels, **f32)))
 
 
 def _strides(*tensors: torch.Tensor) -> list[int]:
@@ -567,16 +584,18 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: S
     zs = z if z is not None else u
     bias = delta_bias if delta_bias is not None else u
     grid = (batch, triton.cdiv(channels, BLOCK_D))
-    ends, dtsum = _segment_summaries(batch, channels, n, n_segs, u.device)
-    if n_segs > 1:
-        _segment_fwd_kernel[(*grid, splits * (n_segs - 1))](
-            u, delta, A, B, bias, ends, dtsum, channels, length, seg_chunks * chunk, n_segs, order.frame_tokens,
+    block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1])
+    ends, dtsum = _segment_summaries(batch, channels, n, n_blocks, u.device)
+    if n_segs > 1:  # every block before the last segment
+        _segment_fwd_kernel[(*grid, splits * (n_segs - 1) * seg_blocks)](
+            u, delta, A, B, bias, ends, dtsum, channels, length, block_chunks * chunk, n_blocks, order.frame_tokens,
             order.prefix, *_strides(u, delta, B), N=n, NS=n // splits, BLOCK_D=BLOCK_D, STAGES=STAGES,
             HAS_BIAS=delta_bias is not None, **_kernel_options(u.device, delta_softplus, order),
             num_warps=NUM_WARPS)
     _scan_fwd_kernel[(*grid, splits * n_segs)](
         u, delta, A, B, C, D if D is not None else u, zs, bias,
-        out, last, ckpt, ends, dtsum, channels, length, ckpt.shape[1], seg_chunks, n_segs, order.frame_tokens,
+        out, last, ckpt, ends, dtsum, channels, length, ckpt.shape[1], seg_chunks, n_segs, n_blocks, seg_blocks,
+        order.frame_tokens,
         order.prefix, *_strides(u, delta, zs, out, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, **_kernel_options(u.device, delta_softplus, order),
@@ -625,17 +644,20 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
     scratch = torch.empty(batch * n_dblocks * n_segs * splits * (window + 4) * BLOCK_D * (n // splits), **f32)
     zs = z if z is not None else u
     bias = delta_bias if has_bias else u
-    ends, dtsum = _segment_summaries(batch, channels, n, n_segs, u.device)
-    if n_segs > 1:
-        _segment_bwd_kernel[(batch, n_dblocks, splits * (n_segs - 1))](
-            delta, A, C, zs, bias, dout, ends, dtsum, channels, length, seg_chunks * chunk, n_segs, order.frame_tokens,
+    block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1])
+    ends, dtsum = _segment_summaries(batch, channels, n, n_blocks, u.device)
+    if n_segs > 1:  # every block after the first segment
+        _segment_bwd_kernel[(batch, n_dblocks, splits * (n_blocks - seg_blocks))](
+            delta, A, C, zs, bias, dout, ends, dtsum, channels, length, block_chunks * chunk, n_blocks, seg_blocks,
+            order.frame_tokens,
             order.prefix, *_strides(delta, zs, dout, C), N=n, NS=n // splits, BLOCK_D=BLOCK_D, STAGES=STAGES,
             HAS_Z=z is not None, HAS_BIAS=has_bias, **_kernel_options(u.device, delta_softplus, order),
             num_warps=NUM_WARPS)
     _scan_bwd_kernel[(batch, n_dblocks, splits * n_segs)](
         u, delta, A, B, C, D if has_D else u, zs, bias,
         starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
-        channels, length, starts.shape[1], seg_windows, n_segs, n_dblocks, batch * n * length, order.frame_tokens,
+        channels, length, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks, n_dblocks, batch * n * length,
+        order.frame_tokens,
         order.prefix, *_strides(u, delta, zs, dout, du, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=window, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
         HAS_BIAS=has_bias,
