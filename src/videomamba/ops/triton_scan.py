@@ -13,11 +13,11 @@ same memory order; state and accumulation are fp32. The positions are read in a 
 written where it was read.
 
 Segment-parallel: where batch x channel blocks would leave SMs idle, each sequence is cut into
-segments of whole chunks (``SEGMENTS``). A first pass runs every segment from a zero state and
-stores its end and its Σ Δ; each program of the main pass folds the summaries of the segments
-before it into its starting state (``_carried_in``), exactly, since h_t is linear in the state
-entering a segment with the factor exp(A Σ Δ). The backward does the same for the adjoint, from the
-end. Alternatively (``N_SPLIT``) the N states are split over several programs (partial sums).
+segments of whole chunks (``SEGMENTS``). A first pass runs every block of SUMMARY_CHUNKS chunks
+from a zero state and stores its end and its Σ Δ; each program of the main pass folds the summaries
+of the blocks before its segment into its starting state (``_carried_in``), exactly, since h_t is
+linear in the state entering a block with the factor exp(A Σ Δ). The backward does the same for the
+adjoint, from the end. Alternatively (``N_SPLIT``) the N states are split over several programs (partial sums).
 
 Forward: also stores the state at the start of every CHUNK steps, (b, L / CHUNK, N, d), a CHUNK-th
 of what storing every state would cost; the checkpoints are an output of the custom op, saved for
@@ -134,10 +134,10 @@ if triton is not None:
     @triton.jit
     def _carried_in(h, ends_ptr, dtsum_ptr, A, state, pid_b, d, dmask, Dm, n_blocks, first, count,
                     N: tl.constexpr, STEP: tl.constexpr):
-        """Fold ``count`` segments' summaries into ``h``, from segment ``first`` on, moving by STEP
-        (+1: the forward state entering later segments; -1: the adjoint entering earlier ones). A
-        segment's summary is what it makes of a zero input (its local end) and its total decay,
-        exp2(A · Σ Δ): ``h ← exp2(A · ΣΔ_s) h + end_s``."""
+        """Fold ``count`` summary blocks into ``h``, from block ``first`` on, moving by STEP (+1: the
+        forward state entering later blocks; -1: the adjoint entering earlier ones). A block's summary
+        is what it makes of a zero input (its local end) and its total decay, exp2(A · Σ Δ):
+        ``h ← exp2(A · ΣΔ_s) h + end_s``."""
         for i in range(count):
             s = first + i * STEP
             dtsum = tl.load(dtsum_ptr + (pid_b * n_blocks + s) * Dm + d, mask=dmask, other=0.0)
@@ -168,8 +168,8 @@ if triton is not None:
 
     @triton.jit
     def _segment_bwd_kernel(dt_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, ends_ptr, dtsum_ptr,
-                            Dm, L, block_len, n_blocks, first_block, S, P, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
-                            sC_b, sC_n, sC_l,
+                            Dm, L, block_len, n_blocks, first_block, S, P, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l,
+                            sg_b, sg_d, sg_l, sC_b, sC_n, sC_l,
                             N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, STAGES: tl.constexpr,
                             HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
         """Segment-parallel backward, first pass: each summary block from ``first_block`` on (those after
@@ -394,8 +394,8 @@ SUMMARY_CHUNKS = 2
 # own (``_window_entries_kernel``, all chunks in parallel) turns the forward's checkpoints into the states
 # entering every window, a transient (b, L / WINDOW, N, d) buffer. 8 keeps every resident program's scratch
 # (8 x N x BLOCK_D fp32 = 16 KB) inside the H100's L2, where CHUNK = 64 made the scratch round trip the
-# backward's bottleneck (60 % of the DRAM bandwidth at b 32, L 1569); 8 against 16 measured 20 % faster
-# at b 8, L 6273 and even at b 32 (docs/benchmarks.md)
+# backward's bottleneck (60 % of the DRAM bandwidth at b 32, L 1569); 8 against 16 measured 13 % faster
+# at b 8, L 6273 and within 1 % at b 32 (docs/benchmarks.md)
 BACKWARD_WINDOW: int | None = 8
 # softplus through the GPU's approximate log2 (``_softplus``) on NVIDIA GPUs; the interpreter, which has
 # no libdevice, always takes the accurate log
@@ -410,8 +410,9 @@ ATOMIC_DBC = False
 # butterfly of 5 shuffles per sum (160 shuffles a step at N 16, 2 of its 5 instructions); "tile": through a
 # transposed scratch tile, summed inside threads (no shuffles; 782 -> 649 instructions, yet 13-21 % slower
 # on an H100: the store-barrier-load round trip stalls the warp). A warp reduce-scatter in inline PTX (31
-# shuffles a step) measured no faster than "lanes" either (docs/benchmarks.md): the step is not bound by
-# its shuffles.
+# shuffles a step) was tried and removed: no faster while the backward was DRAM-bound, and its sums came
+# out wrong on the H100 for a reason not found (docs/benchmarks.md). Both were measured before the
+# recompute windows took the backward off DRAM.
 DBC_SUMS = "lanes"
 _DBC_CODES = {"lanes": 0, "tile": 1}
 
