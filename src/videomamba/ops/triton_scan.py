@@ -100,7 +100,7 @@ if triton is not None:
         """A program's batch, block of channels, segment, state indices, and the channel parameters
         with the state laid out (N, BLOCK_D), channels along the fast axis: Triton then gives each
         thread whole channels (all N states of one channel in its registers), so the sums over the
-        states (C·h, B·g) need no shuffles. A is returned natural and pre-scaled by log2 e (exp2).
+        states (C·h, B·g) need no shuffles. A is returned pre-scaled by log2 e (the kernels use exp2).
 
         Axis 2 of the grid numbers (segment, state split) pairs. The N states may be split over
         N // NS programs (more programs where the batch is small): each owns NS states, and its sums
@@ -112,13 +112,13 @@ if triton is not None:
         d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         dmask = d < Dm
         n = pid_s * NS + tl.arange(0, NS)
-        A_nat = tl.load(A_ptr + n[:, None] * Dm + d[None, :], mask=dmask[None, :], other=0.0).to(tl.float32)
+        A = tl.load(A_ptr + n[:, None] * Dm + d[None, :], mask=dmask[None, :], other=0.0).to(tl.float32)
         Dv = tl.load(D_ptr + d, mask=dmask & (pid_s == 0), other=0.0).to(tl.float32) if HAS_D \
             else tl.zeros((BLOCK_D,), tl.float32)
         bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS \
             else tl.zeros((BLOCK_D,), tl.float32)
         state = (pid_b * N + n[:, None]) * Dm + d[None, :]  # (N, BLOCK_D) offsets into (b, N, d)
-        return pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A_nat * 1.4426950408889634, Dv, bias
+        return pid_b, pid_d, seg, pid_s, d, dmask, n, state, A * 1.4426950408889634, Dv, bias
 
     @triton.jit
     def _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, t, su_l, sdt_l, sB_l, A, bias, dmask,
@@ -153,7 +153,7 @@ if triton is not None:
         """Segment-parallel forward, first pass: each summary block of ``block_len`` steps before the last
         segment runs from a zero state and stores its end state and Σ Δ over its steps (the summary
         ``_carried_in`` folds). Blocks are shorter than segments: more programs, each shorter."""
-        pid_b, pid_d, blk, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
+        pid_b, pid_d, blk, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, bias_ptr, bias_ptr, Dm, N, NS, BLOCK_D, False, HAS_BIAS)
         u_row, dt_row, B_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sB_b + n * sB_n
         t0 = blk * block_len
@@ -175,7 +175,7 @@ if triton is not None:
         """Segment-parallel backward, first pass: each summary block from ``first_block`` on (those after
         the first segment) runs the adjoint backwards from zero through its steps and stores the adjoint
         it hands to the state before it, and Σ Δ."""
-        pid_b, pid_d, blk, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
+        pid_b, pid_d, blk, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, bias_ptr, bias_ptr, Dm, N, NS, BLOCK_D, False, HAS_BIAS)
         blk += first_block
         dt_row, z_row, g_row = pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d, pid_b * sg_b + d * sg_d
@@ -207,7 +207,7 @@ if triton is not None:
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
                          STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                          SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
-        pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
+        pid_b, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, N, NS, BLOCK_D, HAS_D, HAS_BIAS)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
         o_row = pid_s * so_s + pid_b * so_b + d * so_d  # a split's partial output: y·silu(z) is linear in y
@@ -242,7 +242,7 @@ if triton is not None:
         every CHUNK steps: the backward then recomputes WINDOW states at a time. One program per
         (batch, block of channels, chunk, state split): the chunks are independent given their
         checkpoints, so this pass runs at full occupancy where the backward's own programs are few."""
-        pid_b, pid_d, c, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
+        pid_b, pid_d, c, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, bias_ptr, bias_ptr, Dm, N, NS, BLOCK_D, False, HAS_BIAS)
         u_row, dt_row, B_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sB_b + n * sB_n
         h = tl.load(ckpt_ptr + state + (pid_b * (n_chunks - 1) + c) * N * Dm, mask=dmask[None, :], other=0.0)
@@ -266,7 +266,7 @@ if triton is not None:
                          STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                          SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr,
                          DBC_SUMS: tl.constexpr):
-        pid_b, pid_d, seg, pid_s, d, dmask, n, state, A_nat, A, Dv, bias = _sequential_prologue(
+        pid_b, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, N, NS, BLOCK_D, HAS_D, HAS_BIAS)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
         # dout; the gradients we write (a split's partial du, ddelta, dz: each is linear in its sums)
