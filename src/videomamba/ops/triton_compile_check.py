@@ -106,10 +106,12 @@ def kernel_resources(capability: int = 90) -> list[KernelResources]:
                                         triton_scan.NUM_WARPS, capability,
                                         f"{label}{_MODE_NAMES[mode]}{' bf16' if bf16 else ''}", bf16))
     conv = {"K": 4, "MODE": 2, "BLOCK_L": sequence_conv.BLOCK_L, "BLOCK_D": sequence_conv.BLOCK_D}
-    for label, fn in (("conv+silu forward", sequence_conv._conv_silu_fwd_kernel),  # the per-frame order: all code
-                      ("conv+silu output grad", sequence_conv._conv_silu_grad_kernel),
-                      ("conv+silu input grad", sequence_conv._conv_input_grad_kernel)):
-        results.append(_compile(fn, conv, 4, capability, label))
+    grad = {**conv, "BLOCK_L": sequence_conv.GRAD_BLOCK_L, "BLOCK_D": sequence_conv.GRAD_BLOCK_D}
+    for label, fn, constexprs, warps in (  # the per-frame order: all the code
+            ("conv+silu forward", sequence_conv._conv_silu_fwd_kernel, conv, sequence_conv.NUM_WARPS),
+            ("conv+silu output grad", sequence_conv._conv_silu_grad_kernel, grad, sequence_conv.GRAD_WARPS),
+            ("conv+silu input grad", sequence_conv._conv_input_grad_kernel, conv, sequence_conv.NUM_WARPS)):
+        results.append(_compile(fn, constexprs, warps, capability, label))
     return results
 
 if __name__ == "__main__":
