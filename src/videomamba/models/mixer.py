@@ -155,8 +155,11 @@ class BiMambaMixer(nn.Module):
                 y_bwd = permute_tokens(y_bwd, inverse_index, backward_index)
                 if return_delta:
                     delta_bwd = delta_bwd[:, :, inverse_index]
-            y = y + y_bwd if self.combine == "sum" else 0.5 * (y + y_bwd)
+            y = y + y_bwd
             if return_delta:
                 deltas[1] = delta_bwd.mean(1)
+            if self.combine == "mean":  # the 1/2 goes on out_proj's weight: no (B, L, d_inner) pass each way
+                out = F.linear(y.transpose(1, 2), 0.5 * self.out_proj.weight)
+                return (out, deltas) if return_delta else out
         out = self.out_proj(y.transpose(1, 2))
         return (out, deltas) if return_delta else out
