@@ -4,8 +4,9 @@ the memory and exp floors, then training and inference of videomamba_small again
 on mamba_ssm (flip-based, as Vim) and a flash-attention ViT-S.
 
 Usage (GPU machine): bash benchmarks/build_mamba_ssm.sh; PYTHONPATH=src python3 benchmarks/scan_gpu.py
-[correctness] [model-check] [timings] [e2e] [profile] [compile] [orders]   (all when none
-is named)
+[correctness] [model-check] [timings] [graphed] [e2e] [graphed-steps] [host] [profile] [compile] [orders]
+(all when none is named; graphed, graphed-steps: the scan's forward+backward, the whole training step,
+captured in CUDA graphs: GPU time without the host's)
 """
 
 from __future__ import annotations
@@ -189,6 +190,70 @@ def timings(have_mamba: bool) -> None:
     print()
 
 
+def _graph_ms(fn, replays: int = 50) -> float:
+    """GPU time of ``fn`` captured in a CUDA graph (after warm-up on a side stream), median of 5 rounds
+    of ``replays`` replays: the kernels alone, without the host's Python and launch time."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    rounds = []
+    for _ in range(5):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        rounds.append(start.elapsed_time(end) / replays)
+    del graph
+    return sorted(rounds)[2]
+
+
+def graphed_timings(have_mamba: bool) -> None:
+    """Forward+backward of one direction, Triton and mamba_ssm, each captured in a CUDA graph: the GPU
+    time without the host's (where the eager timings are host-bound, at the small shapes)."""
+    if have_mamba:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    warm_up_gpu()
+    print("## scan alone in CUDA graphs (GPU time), d_inner 768, d_state 16, fp32, fwd+bwd ms, one direction\n")
+    print("| b | L | Triton | mamba_ssm | mamba_ssm / Triton |")
+    print("|---|---|---|---|---|")
+    for b in (8, 32):
+        for L in (785, 1569, 3137, 6273):
+            row = {}
+            for backend in ("triton", "mamba_ssm"):
+                if backend == "mamba_ssm" and not have_mamba:
+                    continue
+                x = {k: v.requires_grad_() for k, v in inputs(b, 768, L, channels_last=backend == "triton").items()}
+
+                def fwd():
+                    if backend == "mamba_ssm":
+                        return selective_scan_fn(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
+                                                 x["delta_bias"], delta_softplus=True)
+                    return selective_scan(**x, delta_softplus=True, backend="triton")
+
+                grad = torch.randn_like(fwd())
+                def step():
+                    for v in x.values():
+                        v.grad = None  # the graph writes fresh gradients rather than adding to captured ones
+                    fwd().backward(grad)
+                try:
+                    row[backend] = _graph_ms(step)
+                except Exception as err:  # noqa: BLE001 - report and go on
+                    print(f"({backend} b {b} L {L}: not captured: {str(err)[:200]})")
+            cells = [f"{row[k]:.3f}" if k in row else "-" for k in ("triton", "mamba_ssm")]
+            ratio = f"{row['mamba_ssm'] / row['triton']:.2f}x" if len(row) == 2 else "-"
+            print(f"| {b} | {L} | " + " | ".join(cells) + f" | {ratio} |", flush=True)
+            torch.cuda.empty_cache()
+    print()
+
+
 class _MambaSsmScan:
     """Within this context the mixers call mamba_ssm's CUDA ``selective_scan_fn`` on contiguous
     (B, d, L) copies and gather the backward order (flip-based, as Vim and OpenGVLab's VideoMamba do):
@@ -254,7 +319,12 @@ def inference(run, frames: int):
     return infer
 
 
-def end_to_end(have_mamba: bool) -> None:
+def end_to_end(have_mamba: bool, frame_counts: tuple[int, ...] = (8, 16, 32, 64),
+               triton_settings: dict[str, dict] | None = None) -> None:
+    """Training step and inference of videomamba_small on our kernels, on mamba_ssm's, on the chunked
+    PyTorch scan (8 frames) and of the ViT-S. ``triton_settings``: named sets of module settings of
+    ``ops.triton_scan`` (``"SEGMENTS"``) or ``ops.sequence_conv`` (``"sequence_conv.GRAD_WARPS"``), each
+    timed as a row of its own (default: the defaults)."""
     import videomamba
     from videomamba.analysis.efficiency import ViTBaseline
 
@@ -263,14 +333,25 @@ def end_to_end(have_mamba: bool) -> None:
     print("Median of 5 timed steps after one warm-up (CUDA events).\n")
     print("| model | frames | scan | train step ms | train clips/s | train peak GiB | infer clips/s | infer peak GiB |")
     print("|---|---|---|---|---|---|---|---|")
-    variants = [("videomamba_small", "triton"), ("videomamba_small", "mamba_ssm"), ("videomamba_small", "chunked"),
-                ("vit_s", None)]
-    for frames in (8, 16, 32, 64):
+    import videomamba.ops.sequence_conv as sc
+    import videomamba.ops.triton_scan as ts
+
+    def place(key: str):
+        return (sc, key.split(".", 1)[1]) if key.startswith("sequence_conv.") else (ts, key)
+
+    triton_settings = triton_settings or {"triton": {}}
+    variants = [("videomamba_small", name) for name in triton_settings] + [
+        ("videomamba_small", "mamba_ssm"), ("videomamba_small", "chunked"), ("vit_s", None)]
+    for frames in frame_counts:
         for name, backend in variants:
             if (backend == "chunked" and frames > 8) or (backend == "mamba_ssm" and not have_mamba):
                 continue
-            if backend in ("triton", "chunked"):
-                os.environ["VIDEOMAMBA_SCAN_BACKEND"] = backend
+            settings = triton_settings.get(backend, {})
+            if backend == "chunked" or backend in triton_settings:
+                os.environ["VIDEOMAMBA_SCAN_BACKEND"] = "chunked" if backend == "chunked" else "triton"
+            defaults = {key: getattr(*place(key)) for key in settings}
+            for key, value in settings.items():
+                setattr(*place(key), value)
             patch = _MambaSsmScan() if backend == "mamba_ssm" else contextlib.nullcontext()
             with patch:
                 model = (videomamba.create_model("videomamba_small", num_frames=frames) if backend
@@ -289,11 +370,132 @@ def end_to_end(have_mamba: bool) -> None:
                 torch.cuda.reset_peak_memory_stats()
                 infer_ms = _median_ms(infer, 5)
                 infer_peak = torch.cuda.max_memory_allocated() / 2**30
+            for key, value in defaults.items():
+                setattr(*place(key), value)
             print(f"| {name} | {frames} | {backend or 'sdpa'} | {ms:.1f} | {8 / ms * 1e3:.2f} | {peak:.1f} | "
                   f"{32 / infer_ms * 1e3:.2f} | {infer_peak:.1f} |", flush=True)
             del model, infer
             torch.cuda.empty_cache()
     os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
+    print()
+
+
+def host_time(have_mamba: bool, repeats: int = 300) -> None:
+    """Host time per call of one direction's scan (forward, forward+backward) and of the conv + SiLU
+    (forward+backward), Triton against mamba_ssm, on a tiny input (batch 1, d_inner 768, L 64) whose GPU
+    work is a few microseconds: the rate at which the host issues the calls (the GPU only synchronised
+    at the end) is the host's cost per call."""
+    import time
+
+    from videomamba.ops import ScanOrder, sequence_conv_silu
+    if have_mamba:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    print("## host time per call (batch 1, d_inner 768, L 64: GPU work negligible), us\n")
+    print("| call | Triton path | mamba_ssm |\n|---|---|---|")
+    x = {k: v.requires_grad_() for k, v in inputs(1, 768, 64).items()}
+    xc = {k: v.requires_grad_() for k, v in inputs(1, 768, 64, channels_last=False).items()}
+    conv_x = torch.randn(1, 64, 768, device=DEV).transpose(1, 2).requires_grad_()
+    weight = torch.randn(768, 1, 4, device=DEV, requires_grad=True)
+    bias = torch.randn(768, device=DEV, requires_grad=True)
+
+    def ours(train: bool):
+        y = selective_scan(**x, delta_softplus=True, order=ScanOrder("reverse"))
+        if train:
+            y.backward(torch.ones_like(y))
+
+    def theirs(train: bool):
+        y = selective_scan_fn(xc["u"], xc["delta"], xc["A"], xc["B"], xc["C"], xc["D"], xc["z"], xc["delta_bias"],
+                              delta_softplus=True)
+        if train:
+            y.backward(torch.ones_like(y))
+
+    def conv_ours(train: bool):
+        y = sequence_conv_silu(conv_x, weight, bias, order=ScanOrder("reverse"))
+        if train:
+            y.backward(torch.ones_like(y))
+
+    def per_call(fn, train: bool) -> float:
+        for _ in range(10):
+            fn(train)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn(train)
+        torch.cuda.synchronize()
+        return (time.perf_counter() - start) / repeats * 1e6
+
+    for name, ours_fn, theirs_fn, train in (("scan forward", ours, theirs, False), ("scan forward+backward", ours, theirs, True),
+                                            ("conv + SiLU forward+backward", conv_ours, None, True)):
+        with torch.set_grad_enabled(train):
+            mine = per_call(ours_fn, train)
+            other = per_call(theirs_fn, train) if have_mamba and theirs_fn else None
+        print(f"| {name} | {mine:.0f} | {'-' if other is None else f'{other:.0f}'} |", flush=True)
+    print()
+
+
+def graphed_training_steps(have_mamba: bool, frame_counts: tuple[int, ...] = (32, 64),
+                           conv_settings: dict | None = None) -> None:
+    """The training step of each model captured whole (forward, backward, fused AdamW) in one CUDA graph
+    and replayed: its GPU time, with the host's Python and launches taken off every model alike (the
+    eager steps at 16-32 frames are host-bound on some machines). ``conv_settings``: ``ops.sequence_conv``
+    settings for our model."""
+    import videomamba
+    import videomamba.ops.sequence_conv as sc
+    from videomamba.analysis.efficiency import ViTBaseline
+
+    warm_up_gpu()
+    print("## training step captured in a CUDA graph (batch 8, 224x224, bf16 autocast, fused AdamW), ms\n")
+    print("| frames | videomamba_small (Triton) | videomamba_small (mamba_ssm) | ViT-S (sdpa) | mamba_ssm / Triton |")
+    print("|---|---|---|---|---|")
+    saved = {key: getattr(sc, key) for key in conv_settings or {}}
+    for key, value in (conv_settings or {}).items():
+        setattr(sc, key, value)
+    for frames in frame_counts:
+        row = {}
+        for backend in ("triton", "mamba_ssm", None):
+            if backend == "mamba_ssm" and not have_mamba:
+                continue
+            if backend == "triton":
+                os.environ["VIDEOMAMBA_SCAN_BACKEND"] = "triton"
+            with _MambaSsmScan() if backend == "mamba_ssm" else contextlib.nullcontext():
+                model = (videomamba.create_model("videomamba_small", num_frames=frames) if backend
+                         else ViTBaseline()).to(DEV)
+                if backend == "mamba_ssm":
+                    model.read_order_in_place = False
+                opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=True)
+                video = torch.randn(8, 3, frames, 224, 224, device=DEV)
+                labels = torch.randint(0, 400, (8,), device=DEV)
+
+                def step():
+                    with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+                        loss = torch.nn.functional.cross_entropy(model(video).float(), labels)
+                    loss.backward()
+                    opt.step()
+
+                try:
+                    side = torch.cuda.Stream()
+                    side.wait_stream(torch.cuda.current_stream())
+                    with torch.cuda.stream(side):
+                        for _ in range(3):
+                            opt.zero_grad(set_to_none=True)
+                            step()
+                    torch.cuda.current_stream().wait_stream(side)
+                    graph = torch.cuda.CUDAGraph()
+                    opt.zero_grad(set_to_none=True)
+                    with torch.cuda.graph(graph):
+                        step()
+                    row[backend] = _median_ms(graph.replay, 10)
+                    del graph
+                except Exception as err:  # noqa: BLE001 - report and go on
+                    print(f"({backend or 'vit'} at {frames} frames: not captured: {str(err)[:300]})")
+            model = opt = None  # free them before the next model
+            torch.cuda.empty_cache()
+        os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
+        cells = [f"{row[k]:.1f}" if k in row else "-" for k in ("triton", "mamba_ssm", None)]
+        ratio = f"{row['mamba_ssm'] / row['triton']:.2f}x" if "mamba_ssm" in row and "triton" in row else "-"
+        print(f"| {frames} | " + " | ".join(cells) + f" | {ratio} |", flush=True)
+    for key, value in saved.items():
+        setattr(sc, key, value)
     print()
 
 
@@ -314,7 +516,7 @@ def profile_step(frames: int = 64) -> None:
     print(f"## where a training step goes: videomamba_small, {frames} frames, batch 8, Triton path\n")
     print(f"GPU time {total / 1e3:.1f} ms in one profiled step.\n")
     print("| kernel | calls | ms | share |\n|---|---|---|---|")
-    for e in events[:14]:
+    for e in events[:24]:
         print(f"| {e.key[:70]} | {e.count} | {e.self_device_time_total / 1e3:.1f} | "
               f"{e.self_device_time_total / total:.0%} |")
     os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
@@ -387,15 +589,22 @@ def main() -> None:
     except ImportError:
         have_mamba = False
         print("mamba_ssm is not built here: its columns stay empty\n")
-    parts = sys.argv[1:] or ["correctness", "model-check", "timings", "e2e", "profile", "compile", "orders"]
+    parts = sys.argv[1:] or ["correctness", "model-check", "timings", "graphed", "e2e", "graphed-steps", "profile",
+                             "compile", "orders"]
     if "correctness" in parts:
         correctness()
     if "model-check" in parts:
         whole_model_check()
     if "timings" in parts:
         timings(have_mamba)
+    if "graphed" in parts:
+        graphed_timings(have_mamba)
     if "e2e" in parts:
         end_to_end(have_mamba)
+    if "host" in parts:
+        host_time(have_mamba)
+    if "graphed-steps" in parts:
+        graphed_training_steps(have_mamba)
     if "profile" in parts:
         profile_step()
     if "compile" in parts:

@@ -4,6 +4,7 @@ fp32 inputs in (b, L, d) memory order as the mixer passes them): segments of the
 warps, pipeline stages, chunk, the dB/dC reductions), the backward's recompute window and the summary
 blocks of the segment-parallel first pass.
 Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [summaries] [reductions] [windows] [tiles]
+[conv]
 (segments and tiles when none is named)"""
 
 import sys
@@ -12,7 +13,7 @@ import torch
 import triton.testing
 
 import videomamba.ops.triton_scan as ts
-from scan_gpu import inputs, warm_up_gpu  # benchmarks/ is on the path when this script runs
+from scan_gpu import _graph_ms, inputs, warm_up_gpu  # benchmarks/ is on the path when this script runs
 from videomamba.ops import selective_scan
 
 TILE_FIELDS = ("BLOCK_D", "NUM_WARPS", "STAGES", "N_SPLIT", "CHUNK", "ATOMIC_DBC", "DBC_SUMS")
@@ -33,15 +34,22 @@ WINDOW_SETTINGS = [(64, None), (64, 32), (64, 16), (64, 8), (32, 16), (32, 8)]
 # the first pass's summary blocks (chunks per block; 1024: whole segments, as before) and programs per SM
 SUMMARY_FIELDS = ("SUMMARY_CHUNKS", "PROGRAMS_PER_SM")
 SUMMARY_SETTINGS = [(1024, None), (1, None), (2, None), (4, None), (2, (16, 12)), (2, (24, 16)), (1, (24, 16))]
+# the conv + SiLU kernels' tiles: output-gradient kernel (steps, channels, warps), then the forward and
+# input-gradient kernels' (steps, channels, warps)
+CONV_FIELDS = ("GRAD_BLOCK_L", "GRAD_BLOCK_D", "GRAD_WARPS", "BLOCK_L", "BLOCK_D", "NUM_WARPS")
+CONV_SETTINGS = [(32, 64, 4, 32, 64, 4), (16, 64, 2, 32, 64, 4), (16, 64, 1, 32, 64, 4), (8, 64, 1, 32, 64, 4),
+                 (8, 64, 2, 32, 64, 4), (16, 32, 1, 32, 64, 4), (32, 64, 2, 32, 64, 4), (8, 128, 2, 32, 64, 4),
+                 (16, 128, 2, 32, 64, 4), (32, 32, 1, 32, 64, 4)]
 SHAPES = {"segments": ((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (32, 1569), (32, 6273)),
+          "all": ((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (32, 1569), (32, 3137), (32, 6273)),
           "tiles": ((8, 1569), (32, 1569), (8, 6273))}
 
 
 def sweep(fields: tuple[str, ...], settings: list, shapes) -> None:
     """One markdown row per (shape, setting): the module settings named in ``fields`` set, then timed."""
     defaults = {f: getattr(ts, f) for f in fields}
-    print("| b | L | " + " | ".join(fields) + " | segments fwd/bwd | fwd ms | fwd+bwd ms |")
-    print("|---|---|" + "---|" * len(fields) + "---|---|---|")
+    print("| b | L | " + " | ".join(fields) + " | segments fwd/bwd | fwd ms | fwd+bwd ms | fwd+bwd in a CUDA graph ms |")
+    print("|---|---|" + "---|" * len(fields) + "---|---|---|---|")
     warm_up_gpu()
     for b, L in shapes:
         x = {k: v.requires_grad_() for k, v in inputs(b, 768, L).items()}
@@ -56,10 +64,57 @@ def sweep(fields: tuple[str, ...], settings: list, shapes) -> None:
                 f = triton.testing.do_bench(fwd, rep=50, return_mode="median")
             fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50, return_mode="median",
                                          grad_to_none=list(x.values()))
+            def step():
+                for v in x.values():
+                    v.grad = None  # the graph then writes fresh gradients instead of adding to the captured ones
+                fwd().backward(grad)
+            graphed = _graph_ms(step, replays=20)  # GPU time, without the host's
             cells = " | ".join("auto" if v is None else str(v) for v in setting)
-            print(f"| {b} | {L} | {cells} | {used} | {f:.3f} | {fb:.3f} |", flush=True)
+            print(f"| {b} | {L} | {cells} | {used} | {f:.3f} | {fb:.3f} | {graphed:.3f} |", flush=True)
         for field, value in defaults.items():
             setattr(ts, field, value)
+
+
+def conv_sweep(shapes=((8, 1569), (8, 6273))) -> None:
+    """The conv + SiLU (d 768, bf16, channels-last, the reversed order) forward and forward+backward
+    for each of CONV_SETTINGS, with the bytes a pass must move over the copy bandwidth as the floor."""
+    import videomamba.ops.sequence_conv as sc
+    from videomamba.ops import ScanOrder, sequence_conv_silu
+
+    defaults = {f: getattr(sc, f) for f in CONV_FIELDS}
+    warm_up_gpu()
+    probe = torch.empty(2**28, device="cuda")
+    bandwidth = 8 * probe.numel() / (triton.testing.do_bench(lambda: probe.clone(), return_mode="median") * 1e-3)
+    probe = None  # free it before the timings
+    print("| b | L | " + " | ".join(CONV_FIELDS) + " | fwd ms | fwd+bwd ms | fwd+bwd in a CUDA graph ms | floor fwd / "
+          "fwd+bwd ms |")
+    print("|---|---|" + "---|" * len(CONV_FIELDS) + "---|---|---|---|")
+    for b, L in shapes:
+        x = torch.randn(b, L, 768, device="cuda", dtype=torch.bfloat16).transpose(1, 2).requires_grad_()
+        weight = torch.randn(768, 1, 4, device="cuda", requires_grad=True)
+        bias = torch.randn(768, device="cuda", requires_grad=True)
+        elements = b * L * 768
+        # forward: x read, out written (bf16); backward: g and x read (bf16), gy written and read (fp32), dx written
+        floor_fwd, floor_bwd = 4 * elements / bandwidth * 1e3, 14 * elements / bandwidth * 1e3
+        for setting in CONV_SETTINGS:
+            for field, value in zip(CONV_FIELDS, setting):
+                setattr(sc, field, value)
+            fwd = lambda: sequence_conv_silu(x, weight, bias, order=ScanOrder("reverse"))  # noqa: E731
+            grad = torch.randn_like(fwd())
+            with torch.no_grad():
+                f = triton.testing.do_bench(fwd, rep=50, return_mode="median")
+            fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50, return_mode="median",
+                                         grad_to_none=[x, weight, bias])
+
+            def step():
+                x.grad = weight.grad = bias.grad = None
+                fwd().backward(grad)
+            graphed = _graph_ms(step, replays=20)
+            cells = " | ".join(str(v) for v in setting)
+            print(f"| {b} | {L} | {cells} | {f:.3f} | {fb:.3f} | {graphed:.3f} | {floor_fwd:.3f} / "
+                  f"{floor_fwd + floor_bwd:.3f} |", flush=True)
+    for field, value in defaults.items():
+        setattr(sc, field, value)
 
 
 def main() -> None:
@@ -76,6 +131,9 @@ def main() -> None:
     if "windows" in parts:
         print("\n## the backward's recompute window (checkpoint interval, window)\n")
         sweep(WINDOW_FIELDS, WINDOW_SETTINGS, SHAPES["segments"])
+    if "conv" in parts:
+        print("\n## the conv + SiLU kernels' tiles\n")
+        conv_sweep()
     if "tiles" in parts:
         print("\n## tiles (segments and split automatic)\n")
         sweep(TILE_FIELDS, TILE_SETTINGS, SHAPES["tiles"])

@@ -45,7 +45,8 @@ def _custom_ops(forced: bool):
 
 
 def _stub_kernels() -> None:
-    for name in ("_scan_fwd_kernel", "_scan_bwd_kernel", "_segment_fwd_kernel", "_segment_bwd_kernel"):
+    for name in ("_scan_fwd_kernel", "_scan_bwd_kernel", "_segment_fwd_kernel", "_segment_bwd_kernel",
+                 "_window_entries_kernel"):
         setattr(triton_scan, name, _NoLaunch())
     for name in ("_conv_silu_fwd_kernel", "_conv_silu_grad_kernel", "_conv_input_grad_kernel"):
         setattr(sequence_conv, name, _NoLaunch())
