@@ -154,11 +154,16 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, dout, dlast, dsaved):
     u, delta, A, B, C, D, z, delta_bias, saved = ctx.saved_tensors
     dout = dout if dout is not None else torch.zeros_like(u)
-    dlast = dlast if dlast is not None else u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    if dlast is not None:
+        dlast = dlast.contiguous()
+    elif ctx.backend == "triton":  # empty: the kernels start the adjoint from zero
+        dlast = u.new_empty(0)
+    else:
+        dlast = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
     if ctx.backend != "triton":  # the Triton kernels read any strides
         dout = dout.contiguous()
     run = _scan_backward_op if custom_op_needed() else _scan_backward_body
-    grads = run(saved, dout, dlast.contiguous(), u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, *ctx.order,
+    grads = run(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, *ctx.order,
                 ctx.backend)
     du, ddelta, dA, dB, dC, dD, dz, dbias = grads
     return du, ddelta, dA, dB, dC, _absent(dD), _absent(dz), _absent(dbias), None, None, None, None, None

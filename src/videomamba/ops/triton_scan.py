@@ -265,7 +265,7 @@ if triton is not None:
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
                          STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                          SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr,
-                         DBC_SUMS: tl.constexpr):
+                         DBC_SUMS: tl.constexpr, HAS_DLAST: tl.constexpr):
         pid_b, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, N, NS, BLOCK_D, HAS_D, HAS_BIAS)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
@@ -286,8 +286,12 @@ if triton is not None:
         n_kind = pid_s * NS + kinds % NS
         is_dB = kinds < NS
         # the adjoint entering this segment's end: dlast and the summaries of the blocks after it folded in
-        g = _carried_in(tl.load(dlast_ptr + state, mask=dmask[None, :], other=0.0), ends_ptr, dtsum_ptr, A, state,
-                        pid_b, d, dmask, Dm, n_blocks, n_blocks - 1, n_blocks - (seg + 1) * seg_blocks, N, -1)
+        if HAS_DLAST:
+            g = tl.load(dlast_ptr + state, mask=dmask[None, :], other=0.0)
+        else:  # the last state's gradient is zero (unused, as in a model)
+            g = tl.zeros((NS, BLOCK_D), tl.float32)
+        g = _carried_in(g, ends_ptr, dtsum_ptr, A, state, pid_b, d, dmask, Dm, n_blocks, n_blocks - 1,
+                        n_blocks - (seg + 1) * seg_blocks, N, -1)
         dA = tl.zeros((NS, BLOCK_D), tl.float32)
         dD = tl.zeros((BLOCK_D,), tl.float32)
         dbias = tl.zeros((BLOCK_D,), tl.float32)
@@ -607,7 +611,8 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: S
 def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: ScanOrder = FORWARD,
                     ckpt=None, chunk: int | None = None):
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, dbias), None where an input is absent: du, ddelta
-    and dz in u's memory order and in the dtypes of u, delta and z; the others fp32."""
+    and dz in u's memory order and in the dtypes of u, delta and z; the others fp32. ``dlast``: the
+    last state's gradient (b, d, N), or an empty tensor where it is zero."""
     chunk = chunk or CHUNK
     batch, channels, length = u.shape
     n = A.shape[1]
@@ -624,13 +629,19 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
     B, C = _as_float(B, False), _as_float(C, False)
     has_D, has_bias = D is not None, delta_bias is not None
     A, D, delta_bias = _channel_parameters(A, D, delta_bias)
-    dlast = dlast.float().transpose(1, 2).contiguous()  # (b, N, d)
+    has_dlast = dlast.numel() > 0
+    dlast = dlast.float().transpose(1, 2).contiguous() if has_dlast else A  # (b, N, d)
     dA = _poisoned(torch.empty(n_segs, batch, n, channels, **f32))
+    # dB and dC (per block of channels unless atomic), dD and dbias (per segment and split) share a buffer
+    # each: one allocation and one reduction for the pair
     if ATOMIC_DBC:
-        dB, dC = torch.zeros(batch, n, length, **f32), torch.zeros(batch, n, length, **f32)
+        dBC = torch.zeros(2, batch, n, length, **f32)
+        dB, dC = dBC[0], dBC[1]
     else:
-        dB, dC = (_poisoned(torch.empty(n_dblocks, batch, n, length, **f32)) for _ in range(2))
-    dD, dbias = (_poisoned(torch.empty(n_segs * splits, batch, channels, **f32)) for _ in range(2))
+        dBC = _poisoned(torch.empty(n_dblocks, 2, batch, n, length, **f32))
+        dB, dC = dBC[:, 0], dBC[:, 1]
+    dDbias = _poisoned(torch.empty(2, n_segs * splits, batch, channels, **f32))
+    dD, dbias = dDbias[0], dDbias[1]
     window = _window(chunk)
     if window < chunk:  # the states entering every window, from the checkpoints: the backward's starting points
         entries = _poisoned(torch.empty(batch, -(-length // window), n, channels, **f32))
@@ -657,15 +668,16 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
     _scan_bwd_kernel[(batch, n_dblocks, splits * n_segs)](
         u, delta, A, B, C, D if has_D else u, zs, bias,
         starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
-        channels, length, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks, n_dblocks, batch * n * length,
+        channels, length, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks, n_dblocks, 2 * batch * n * length,
         order.frame_tokens,
         order.prefix, *_strides(u, delta, zs, dout, du, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=window, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
         HAS_BIAS=has_bias,
         **_kernel_options(u.device, delta_softplus, order), ATOMIC_DBC=ATOMIC_DBC,
-        DBC_SUMS=_DBC_CODES[DBC_SUMS], num_warps=NUM_WARPS)
+        DBC_SUMS=_DBC_CODES[DBC_SUMS], HAS_DLAST=has_dlast, num_warps=NUM_WARPS)
     if not ATOMIC_DBC:
-        dB, dC = dB.sum(0), dC.sum(0)
+        dB, dC = dBC.sum(0)
+    dD, dbias = dDbias.sum((1, 2)) if has_D or has_bias else (None, None)
     return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), dA.sum((0, 1)).t().contiguous(), dB, dC,
-            dD.sum((0, 1)) if has_D else None, _finish(dz, dtypes[2]) if dz is not None else None,
-            dbias.sum((0, 1)) if has_bias else None)
+            dD if has_D else None, _finish(dz, dtypes[2]) if dz is not None else None,
+            dbias if has_bias else None)
