@@ -391,7 +391,6 @@ def host_time(have_mamba: bool, repeats: int = 300) -> None:
     if have_mamba:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     print("## host time per call (batch 1, d_inner 768, L 64: GPU work negligible), us\n")
-    print("| call | Triton path | mamba_ssm |\n|---|---|---|")
     x = {k: v.requires_grad_() for k, v in inputs(1, 768, 64).items()}
     xc = {k: v.requires_grad_() for k, v in inputs(1, 768, 64, channels_last=False).items()}
     conv_x = torch.randn(1, 64, 768, device=DEV).transpose(1, 2).requires_grad_()
@@ -414,22 +413,54 @@ def host_time(have_mamba: bool, repeats: int = 300) -> None:
         if train:
             y.backward(torch.ones_like(y))
 
-    def per_call(fn, train: bool) -> float:
+    import videomamba.ops.sequence_conv as sc
+
+    launching = [0.0, 0]  # seconds inside Triton's launcher (JITFunction.__getitem__(grid)(...)), launches
+
+    class _Timed:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            launch = self.kernel[grid]
+
+            def run(*args, **kwargs):
+                start = time.perf_counter()
+                result = launch(*args, **kwargs)
+                launching[0] += time.perf_counter() - start
+                launching[1] += 1
+                return result
+            return run
+
+    kernels = {(module, name): getattr(module, name) for module in (triton_scan, sc) for name in dir(module)
+               if name.startswith("_") and name.endswith("_kernel")}
+
+    def per_call(fn, train: bool, timed: bool = False) -> tuple[float, float, float]:
         for _ in range(10):
             fn(train)
         torch.cuda.synchronize()
+        if timed:
+            for (module, name), kernel in kernels.items():
+                setattr(module, name, _Timed(kernel))
+        launching[:] = [0.0, 0]
         start = time.perf_counter()
         for _ in range(repeats):
             fn(train)
         torch.cuda.synchronize()
-        return (time.perf_counter() - start) / repeats * 1e6
+        total = (time.perf_counter() - start) / repeats * 1e6
+        for (module, name), kernel in kernels.items():
+            setattr(module, name, kernel)
+        return total, launching[0] / repeats * 1e6, launching[1] / repeats
 
+    print("| call | Triton path | of which in Triton's launcher (launches) | mamba_ssm |\n|---|---|---|---|")
     for name, ours_fn, theirs_fn, train in (("scan forward", ours, theirs, False), ("scan forward+backward", ours, theirs, True),
                                             ("conv + SiLU forward+backward", conv_ours, None, True)):
         with torch.set_grad_enabled(train):
-            mine = per_call(ours_fn, train)
-            other = per_call(theirs_fn, train) if have_mamba and theirs_fn else None
-        print(f"| {name} | {mine:.0f} | {'-' if other is None else f'{other:.0f}'} |", flush=True)
+            mine = per_call(ours_fn, train)[0]
+            _, in_launcher, launches = per_call(ours_fn, train, timed=True)
+            other = per_call(theirs_fn, train)[0] if have_mamba and theirs_fn else None
+        print(f"| {name} | {mine:.0f} | {in_launcher:.0f} ({launches:.0f}) | {'-' if other is None else f'{other:.0f}'} |",
+              flush=True)
     print()
 
 
