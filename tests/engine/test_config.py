@@ -57,3 +57,12 @@ def test_cli_reports_config_errors(tmp_path, tiny_data, capsys):
     assert main(["train", "--config", str(path), "optim.momentum=0.9"]) == 2
     assert "unknown key 'momentum'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_unknown_compile_mode_is_named(tmp_path, tiny_data):
+    config = load_config(write_config(tmp_path / "c.yaml", tiny_config(tiny_data, tmp_path / "run")),
+                         ["train.compile_mode=fastest"])
+    with pytest.raises(ConfigError, match="train.compile_mode: 'fastest' is not one of default, reduce-overhead"):
+        validate(config)
+    validate(load_config(write_config(tmp_path / "d.yaml", tiny_config(tiny_data, tmp_path / "run")),
+                         ["train.compile_mode=reduce-overhead"]))

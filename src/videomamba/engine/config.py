@@ -95,6 +95,10 @@ class TrainSection:
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
     grad_checkpointing: bool = False
     compile: bool = False
+    # torch.compile's mode with compile: "reduce-overhead" captures CUDA graphs, which takes the host's
+    # Python and launch time off the step (on an H100 the 32-frame videomamba_small step went from
+    # host-bound 146-169 ms eager to 141 ms; docs/benchmarks.md)
+    compile_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
     seed: int = 0
     output: str = "runs/default"
     save_every_steps: int = 0  # 0 = only at epoch ends
@@ -233,6 +237,9 @@ def validate(config: RunConfig, need_train: bool = True) -> None:
             raise ConfigError(f"data.{key}: {getattr(data, key)!r} is not one of {allowed}")
     if data.randaugment not in (None, "timm", "torchvision"):
         raise ConfigError(f"data.randaugment: {data.randaugment!r} is not one of timm, torchvision, null")
+    compile_modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    if config.train.compile_mode not in compile_modes:
+        raise ConfigError(f"train.compile_mode: {config.train.compile_mode!r} is not one of {', '.join(compile_modes)}")
     if config.train.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"train.precision: {config.train.precision!r} is not one of auto, bf16, fp32")
     needed = [("data.train", data.train)] if need_train else []

@@ -142,7 +142,7 @@ class Trainer:
         self.ema = ModelEma(self.model, train.ema_decay) if train.ema else None
         self.wrapped = DistributedDataParallel(self.model) if info.enabled else self.model
         if train.compile:
-            self.wrapped = torch.compile(self.wrapped)
+            self.wrapped = torch.compile(self.wrapped, mode=train.compile_mode)
         self.amp_dtype = autocast_dtype(config, info.device)
         self.soft_targets = SoftTargets(len(self.class_names), train.label_smoothing, train.mixup, train.cutmix,
                                         train.mix_prob)
