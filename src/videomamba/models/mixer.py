@@ -44,6 +44,16 @@ def permute_tokens(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) 
     return _PermuteTokens.apply(x, index, inverse)
 
 
+class ScaledInputLinear(nn.Linear):
+    """nn.Linear whose call may scale its input by a constant, applied to the (small) weight instead of
+    the (B, L, d) input: out_proj takes the mean of the two directions this way. Parameters, names and
+    module (for the FLOP counter's attribution) are nn.Linear's."""
+
+    def forward(self, x: torch.Tensor, input_scale: float = 1.0) -> torch.Tensor:
+        weight = self.weight if input_scale == 1.0 else input_scale * self.weight
+        return F.linear(x, weight, self.bias)
+
+
 class HalvesProjection(nn.Linear):
     """A linear layer returning the two halves of its output (x and z of the mixer), each from its half
     of the weight: two matmuls, whose gradients the backward adds, where splitting one (B, L, 2 d)
@@ -119,7 +129,7 @@ class BiMambaMixer(nn.Module):
         self.in_proj = HalvesProjection(dim, 2 * self.d_inner, bias=False)
         self.scan_fwd = ScanDirection(self.d_inner, d_state, self.dt_rank, d_conv)
         self.scan_bwd = ScanDirection(self.d_inner, d_state, self.dt_rank, d_conv) if bidirectional else None
-        self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
+        self.out_proj = ScaledInputLinear(self.d_inner, dim, bias=False)
         # read the per-frame backward orders (spatial, temporal) in place: None means on a GPU, whose
         # kernels compute the positions; on the CPU the fallbacks would reorder copies, and gathering
         # once is cheaper there. Set it to compare the two paths.
@@ -158,8 +168,7 @@ class BiMambaMixer(nn.Module):
             y = y + y_bwd
             if return_delta:
                 deltas[1] = delta_bwd.mean(1)
-            if self.combine == "mean":  # the 1/2 goes on out_proj's weight: no (B, L, d_inner) pass each way
-                out = F.linear(y.transpose(1, 2), 0.5 * self.out_proj.weight)
-                return (out, deltas) if return_delta else out
-        out = self.out_proj(y.transpose(1, 2))
+        # the mean's 1/2 goes on out_proj's weight: no (B, L, d_inner) multiply forward or backward
+        mean = self.scan_bwd is not None and self.combine == "mean"
+        out = self.out_proj(y.transpose(1, 2), input_scale=0.5 if mean else 1.0)
         return (out, deltas) if return_delta else out
