@@ -143,9 +143,19 @@ def floors(b, d, L, n=D_STATE) -> tuple[float, float]:
     return bytes_fwd / bandwidth * 1e3, exps / 4.2e12 * 1e3
 
 
-def timings(have_mamba: bool) -> None:
-    if have_mamba:
+def _scan_call(backend: str, x: dict):
+    """One direction's scan on inputs ``x`` as a closure: mamba_ssm's ``selective_scan_fn``, or ours with
+    ``backend`` "triton", "triton_rev" (the reversed order read in place), "triton_bdl" or "chunked"."""
+    if backend == "mamba_ssm":
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+        return lambda: selective_scan_fn(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
+                                         x["delta_bias"], delta_softplus=True)
+    return lambda: selective_scan(**x, delta_softplus=True, backend=backend.split("_")[0],
+                                  reverse=backend == "triton_rev")
+
+
+def timings(have_mamba: bool) -> None:
     warm_up_gpu()
     print("## scan alone, d_inner 768, d_state 16, fp32 inputs, ms (do_bench median)\n")
     print("Triton: (b, L, d) inputs as the mixer passes them; 'rev' is the backward direction read in place;")
@@ -166,14 +176,7 @@ def timings(have_mamba: bool) -> None:
                 if backend == "mamba_ssm" and not have_mamba:
                     continue
                 x = x_bld if backend in ("triton", "triton_rev") else x_bdl
-
-                def fwd():
-                    if backend == "mamba_ssm":
-                        return selective_scan_fn(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
-                                                 x["delta_bias"], delta_softplus=True)
-                    return selective_scan(**x, delta_softplus=True, backend=backend.split("_")[0],
-                                          reverse=backend == "triton_rev")
-
+                fwd = _scan_call(backend, x)
                 grad = torch.randn_like(fwd())
                 with torch.no_grad():
                     row[(backend, "fwd")] = triton.testing.do_bench(fwd, return_mode="median")
@@ -218,8 +221,6 @@ def _graph_ms(fn, replays: int = 50) -> float:
 def graphed_timings(have_mamba: bool) -> None:
     """Forward+backward of one direction, Triton and mamba_ssm, each captured in a CUDA graph: the GPU
     time without the host's (where the eager timings are host-bound, at the small shapes)."""
-    if have_mamba:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     warm_up_gpu()
     print("## scan alone in CUDA graphs (GPU time), d_inner 768, d_state 16, fp32, fwd+bwd ms, one direction\n")
     print("| b | L | Triton | mamba_ssm | mamba_ssm / Triton |")
@@ -231,14 +232,9 @@ def graphed_timings(have_mamba: bool) -> None:
                 if backend == "mamba_ssm" and not have_mamba:
                     continue
                 x = {k: v.requires_grad_() for k, v in inputs(b, 768, L, channels_last=backend == "triton").items()}
-
-                def fwd():
-                    if backend == "mamba_ssm":
-                        return selective_scan_fn(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
-                                                 x["delta_bias"], delta_softplus=True)
-                    return selective_scan(**x, delta_softplus=True, backend="triton")
-
+                fwd = _scan_call(backend, x)
                 grad = torch.randn_like(fwd())
+
                 def step():
                     for v in x.values():
                         v.grad = None  # the graph writes fresh gradients rather than adding to captured ones
@@ -319,15 +315,25 @@ def inference(run, frames: int):
     return infer
 
 
+def _model(backend: str | None, frames: int) -> torch.nn.Module:
+    """videomamba_small on the GPU for a scan path ``backend`` (its label; "mamba_ssm", which runs under
+    ``_MambaSsmScan``, and "chunked" gather the backward order), or the ViT-S for None."""
+    import videomamba
+    from videomamba.analysis.efficiency import ViTBaseline
+
+    model = (videomamba.create_model("videomamba_small", num_frames=frames) if backend
+             else ViTBaseline()).to(DEV)  # the ViT's positions are built for any length
+    if backend in ("mamba_ssm", "chunked"):  # the backward order gathered
+        model.read_order_in_place = False
+    return model
+
+
 def end_to_end(have_mamba: bool, frame_counts: tuple[int, ...] = (8, 16, 32, 64),
                triton_settings: dict[str, dict] | None = None) -> None:
     """Training step and inference of videomamba_small on our kernels, on mamba_ssm's, on the chunked
     PyTorch scan (8 frames) and of the ViT-S. ``triton_settings``: named sets of module settings of
     ``ops.triton_scan`` (``"SEGMENTS"``) or ``ops.sequence_conv`` (``"sequence_conv.GRAD_WARPS"``), each
     timed as a row of its own (default: the defaults)."""
-    import videomamba
-    from videomamba.analysis.efficiency import ViTBaseline
-
     warm_up_gpu()
     print("## training step (batch 8) and inference (batch 32), 224x224, bf16 autocast, AdamW\n")
     print("Median of 5 timed steps after one warm-up (CUDA events).\n")
@@ -354,10 +360,7 @@ def end_to_end(have_mamba: bool, frame_counts: tuple[int, ...] = (8, 16, 32, 64)
                 setattr(*place(key), value)
             patch = _MambaSsmScan() if backend == "mamba_ssm" else contextlib.nullcontext()
             with patch:
-                model = (videomamba.create_model("videomamba_small", num_frames=frames) if backend
-                         else ViTBaseline()).to(DEV)  # the ViT's positions are built for any length
-                if backend in ("mamba_ssm", "chunked"):  # the backward order gathered
-                    model.read_order_in_place = False
+                model = _model(backend, frames)
                 step = training_step(model, frames)
                 step()
                 torch.cuda.reset_peak_memory_stats()
@@ -388,8 +391,6 @@ def host_time(have_mamba: bool, repeats: int = 300) -> None:
     import time
 
     from videomamba.ops import ScanOrder, sequence_conv_silu
-    if have_mamba:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     print("## host time per call (batch 1, d_inner 768, L 64: GPU work negligible), us\n")
     x = {k: v.requires_grad_() for k, v in inputs(1, 768, 64).items()}
     xc = {k: v.requires_grad_() for k, v in inputs(1, 768, 64, channels_last=False).items()}
@@ -397,21 +398,17 @@ def host_time(have_mamba: bool, repeats: int = 300) -> None:
     weight = torch.randn(768, 1, 4, device=DEV, requires_grad=True)
     bias = torch.randn(768, device=DEV, requires_grad=True)
 
-    def ours(train: bool):
-        y = selective_scan(**x, delta_softplus=True, order=ScanOrder("reverse"))
-        if train:
-            y.backward(torch.ones_like(y))
+    def called(forward):
+        """forward() as a call that also runs its backward when ``train``."""
+        def call(train: bool):
+            y = forward()
+            if train:
+                y.backward(torch.ones_like(y))
+        return call
 
-    def theirs(train: bool):
-        y = selective_scan_fn(xc["u"], xc["delta"], xc["A"], xc["B"], xc["C"], xc["D"], xc["z"], xc["delta_bias"],
-                              delta_softplus=True)
-        if train:
-            y.backward(torch.ones_like(y))
-
-    def conv_ours(train: bool):
-        y = sequence_conv_silu(conv_x, weight, bias, order=ScanOrder("reverse"))
-        if train:
-            y.backward(torch.ones_like(y))
+    ours = called(_scan_call("triton_rev", x))  # the backward direction, read in place
+    theirs = called(_scan_call("mamba_ssm", xc)) if have_mamba else None
+    conv_ours = called(lambda: sequence_conv_silu(conv_x, weight, bias, order=ScanOrder("reverse")))
 
     import videomamba.ops.sequence_conv as sc
 
@@ -458,29 +455,20 @@ def host_time(have_mamba: bool, repeats: int = 300) -> None:
         with torch.set_grad_enabled(train):
             mine = per_call(ours_fn, train)[0]
             _, in_launcher, launches = per_call(ours_fn, train, timed=True)
-            other = per_call(theirs_fn, train)[0] if have_mamba and theirs_fn else None
+            other = per_call(theirs_fn, train)[0] if theirs_fn else None
         print(f"| {name} | {mine:.0f} | {in_launcher:.0f} ({launches:.0f}) | {'-' if other is None else f'{other:.0f}'} |",
               flush=True)
     print()
 
 
-def graphed_training_steps(have_mamba: bool, frame_counts: tuple[int, ...] = (32, 64),
-                           conv_settings: dict | None = None) -> None:
+def graphed_training_steps(have_mamba: bool, frame_counts: tuple[int, ...] = (32, 64)) -> None:
     """The training step of each model captured whole (forward, backward, fused AdamW) in one CUDA graph
     and replayed: its GPU time, with the host's Python and launches taken off every model alike (the
-    eager steps at 16-32 frames are host-bound on some machines). ``conv_settings``: ``ops.sequence_conv``
-    settings for our model."""
-    import videomamba
-    import videomamba.ops.sequence_conv as sc
-    from videomamba.analysis.efficiency import ViTBaseline
-
+    eager steps at 16-32 frames are host-bound on some machines)."""
     warm_up_gpu()
     print("## training step captured in a CUDA graph (batch 8, 224x224, bf16 autocast, fused AdamW), ms\n")
     print("| frames | videomamba_small (Triton) | videomamba_small (mamba_ssm) | ViT-S (sdpa) | mamba_ssm / Triton |")
     print("|---|---|---|---|---|")
-    saved = {key: getattr(sc, key) for key in conv_settings or {}}
-    for key, value in (conv_settings or {}).items():
-        setattr(sc, key, value)
     for frames in frame_counts:
         row = {}
         for backend in ("triton", "mamba_ssm", None):
@@ -489,10 +477,7 @@ def graphed_training_steps(have_mamba: bool, frame_counts: tuple[int, ...] = (32
             if backend == "triton":
                 os.environ["VIDEOMAMBA_SCAN_BACKEND"] = "triton"
             with _MambaSsmScan() if backend == "mamba_ssm" else contextlib.nullcontext():
-                model = (videomamba.create_model("videomamba_small", num_frames=frames) if backend
-                         else ViTBaseline()).to(DEV)
-                if backend == "mamba_ssm":
-                    model.read_order_in_place = False
+                model = _model(backend, frames)
                 opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=True)
                 video = torch.randn(8, 3, frames, 224, 224, device=DEV)
                 labels = torch.randint(0, 400, (8,), device=DEV)
@@ -525,8 +510,6 @@ def graphed_training_steps(have_mamba: bool, frame_counts: tuple[int, ...] = (32
         cells = [f"{row[k]:.1f}" if k in row else "-" for k in ("triton", "mamba_ssm", None)]
         ratio = f"{row['mamba_ssm'] / row['triton']:.2f}x" if "mamba_ssm" in row and "triton" in row else "-"
         print(f"| {frames} | " + " | ".join(cells) + f" | {ratio} |", flush=True)
-    for key, value in saved.items():
-        setattr(sc, key, value)
     print()
 
 

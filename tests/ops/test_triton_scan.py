@@ -164,4 +164,3 @@ def test_bf16_is_read_as_words_only_where_every_word_lies_in_the_storage():
     assert ts._as_float(storage.transpose(1, 2)).dtype == torch.bfloat16
     odd = storage.view(-1)[1:].view(1, 79)[:, :8].unsqueeze(-1)  # converted instead, in its memory order
     assert ts._as_float(odd).dtype == torch.float32
-

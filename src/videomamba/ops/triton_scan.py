@@ -414,9 +414,9 @@ ATOMIC_DBC = False
 # butterfly of 5 shuffles per sum (160 shuffles a step at N 16, 2 of its 5 instructions); "tile": through a
 # transposed scratch tile, summed inside threads (no shuffles; 782 -> 649 instructions, yet 13-21 % slower
 # on an H100: the store-barrier-load round trip stalls the warp). A warp reduce-scatter in inline PTX (31
-# shuffles a step) was tried and removed: no faster while the backward was DRAM-bound, and its sums came
-# out wrong on the H100 for a reason not found (docs/benchmarks.md). Both were measured before the
-# recompute windows took the backward off DRAM.
+# shuffles a step) was tried twice and removed: its sums came out wrong on the H100 for a reason not found,
+# and it was no faster, first while the backward was DRAM-bound, then 1-3 % slower once the recompute
+# windows had taken it off DRAM: the shuffles do not bound the step (docs/benchmarks.md).
 DBC_SUMS = "lanes"
 _DBC_CODES = {"lanes": 0, "tile": 1}
 
@@ -588,6 +588,7 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: S
     A, D, delta_bias = _channel_parameters(A, D, delta_bias)
     zs = z if z is not None else u
     bias = delta_bias if delta_bias is not None else u
+    options = _kernel_options(u.device, delta_softplus, order)
     grid = (batch, triton.cdiv(channels, BLOCK_D))
     block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1])
     ends, dtsum = _segment_summaries(batch, channels, n, n_blocks, u.device)
@@ -595,7 +596,7 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: S
         _segment_fwd_kernel[(*grid, splits * (n_segs - 1) * seg_blocks)](
             u, delta, A, B, bias, ends, dtsum, channels, length, block_chunks * chunk, n_blocks, order.frame_tokens,
             order.prefix, *_strides(u, delta, B), N=n, NS=n // splits, BLOCK_D=BLOCK_D, STAGES=STAGES,
-            HAS_BIAS=delta_bias is not None, **_kernel_options(u.device, delta_softplus, order),
+            HAS_BIAS=delta_bias is not None, **options,
             num_warps=NUM_WARPS)
     _scan_fwd_kernel[(*grid, splits * n_segs)](
         u, delta, A, B, C, D if D is not None else u, zs, bias,
@@ -603,7 +604,7 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: S
         order.frame_tokens,
         order.prefix, *_strides(u, delta, zs, out, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
-        HAS_BIAS=delta_bias is not None, **_kernel_options(u.device, delta_softplus, order),
+        HAS_BIAS=delta_bias is not None, **options,
         num_warps=NUM_WARPS)
     return _finish(out, dtype), last, ckpt
 
@@ -629,6 +630,7 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
     B, C = _as_float(B, False), _as_float(C, False)
     has_D, has_bias = D is not None, delta_bias is not None
     A, D, delta_bias = _channel_parameters(A, D, delta_bias)
+    options = _kernel_options(u.device, delta_softplus, order)
     has_dlast = dlast.numel() > 0
     dlast = dlast.float().transpose(1, 2).contiguous() if has_dlast else A  # (b, N, d)
     dA = _poisoned(torch.empty(n_segs, batch, n, channels, **f32))
@@ -649,7 +651,7 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
             u, delta, A, B, delta_bias if has_bias else u, ckpt, entries, channels, length, ckpt.shape[1],
             entries.shape[1], order.frame_tokens, order.prefix, *_strides(u, delta, B), N=n, NS=n // splits,
             BLOCK_D=BLOCK_D, CHUNK=chunk, WINDOW=window, STAGES=STAGES, HAS_BIAS=has_bias,
-            **_kernel_options(u.device, delta_softplus, order), num_warps=NUM_WARPS)
+            **options, num_warps=NUM_WARPS)
         starts, seg_windows = entries, seg_chunks * (chunk // window)
     else:
         starts, seg_windows = ckpt, seg_chunks
@@ -663,7 +665,7 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
             delta, A, C, zs, bias, dout, ends, dtsum, channels, length, block_chunks * chunk, n_blocks, seg_blocks,
             order.frame_tokens,
             order.prefix, *_strides(delta, zs, dout, C), N=n, NS=n // splits, BLOCK_D=BLOCK_D, STAGES=STAGES,
-            HAS_Z=z is not None, HAS_BIAS=has_bias, **_kernel_options(u.device, delta_softplus, order),
+            HAS_Z=z is not None, HAS_BIAS=has_bias, **options,
             num_warps=NUM_WARPS)
     _scan_bwd_kernel[(batch, n_dblocks, splits * n_segs)](
         u, delta, A, B, C, D if has_D else u, zs, bias,
@@ -673,11 +675,11 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
         order.prefix, *_strides(u, delta, zs, dout, du, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=window, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
         HAS_BIAS=has_bias,
-        **_kernel_options(u.device, delta_softplus, order), ATOMIC_DBC=ATOMIC_DBC,
+        **options, ATOMIC_DBC=ATOMIC_DBC,
         DBC_SUMS=_DBC_CODES[DBC_SUMS], HAS_DLAST=has_dlast, num_warps=NUM_WARPS)
     if not ATOMIC_DBC:
         dB, dC = dBC.sum(0)
-    dD, dbias = dDbias.sum((1, 2)) if has_D or has_bias else (None, None)
+    dD, dbias = dDbias.sum((1, 2))
     return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), dA.sum((0, 1)).t().contiguous(), dB, dC,
             dD if has_D else None, _finish(dz, dtypes[2]) if dz is not None else None,
             dbias if has_bias else None)
