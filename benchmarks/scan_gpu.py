@@ -4,9 +4,10 @@ the memory and exp floors, then training and inference of videomamba_small again
 on mamba_ssm (flip-based, as Vim) and a flash-attention ViT-S.
 
 Usage (GPU machine): bash benchmarks/build_mamba_ssm.sh; PYTHONPATH=src python3 benchmarks/scan_gpu.py
-[correctness] [model-check] [timings] [graphed] [e2e] [graphed-steps] [host] [profile] [compile] [orders]
+[correctness] [model-check] [timings] [graphed] [both] [e2e] [graphed-steps] [host] [profile] [compile] [orders]
 (all when none is named; graphed, graphed-steps: the scan's forward+backward, the whole training step,
-captured in CUDA graphs: GPU time without the host's)
+captured in CUDA graphs: GPU time without the host's; both: both directions of a mixer, paired in one
+launch, as two scans and as mamba_ssm's two calls)
 """
 
 from __future__ import annotations
@@ -247,6 +248,60 @@ def graphed_timings(have_mamba: bool) -> None:
             ratio = f"{row['mamba_ssm'] / row['triton']:.2f}x" if len(row) == 2 else "-"
             print(f"| {b} | {L} | " + " | ".join(cells) + f" | {ratio} |", flush=True)
             torch.cuda.empty_cache()
+    print()
+
+
+def both_directions(have_mamba: bool, shapes=((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (32, 1569),
+                                                (32, 3137), (32, 6273))) -> None:
+    """Both directions of a mixer's scan, forward+backward, as the model runs them: ours paired (one launch
+    of each kernel, ``selective_scan_pair``), ours as two scans (the backward one reversed in place), and
+    mamba_ssm's ``selective_scan_fn`` twice on (b, d, L) inputs (its model also flips copies: not counted
+    here). Eager (do_bench median: host time included) and captured in CUDA graphs (GPU time)."""
+    from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair
+
+    warm_up_gpu()
+    print("## both directions, d_inner 768, d_state 16, fp32 inputs, forward+backward ms\n")
+    print("| b | L | paired | two scans | mamba_ssm x2 | mamba / paired | paired, graphed | two scans, graphed | "
+          "mamba x2, graphed | mamba / paired, graphed |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    reverse = ScanOrder("reverse")
+    for b, L in shapes:
+        row = {}
+        for kind in ("paired", "two", "mamba_ssm"):
+            if kind == "mamba_ssm" and not have_mamba:
+                continue
+            directions = [{k: v.requires_grad_() for k, v in inputs(b, 768, L, seed=s,
+                                                                     channels_last=kind != "mamba_ssm").items()}
+                          for s in (0, 1)]
+            z = directions[0]["z"]
+            scans = [ScanInputs(**{k: v for k, v in x.items() if k != "z"}) for x in directions]
+            if kind == "paired":
+                fwd = lambda: selective_scan_pair(scans[0], scans[1], z, reverse, delta_softplus=True)  # noqa: E731
+            elif kind == "two":
+                fwd = lambda: (selective_scan(**scans[0]._asdict(), z=z, delta_softplus=True)  # noqa: E731
+                               + selective_scan(**scans[1]._asdict(), z=z, delta_softplus=True, order=reverse))
+            else:
+                first = _scan_call("mamba_ssm", directions[0])
+                second = _scan_call("mamba_ssm", {**directions[1], "z": z})
+                fwd = lambda: first() + second()  # noqa: E731
+            grad = torch.randn_like(fwd())
+            leaves = [v for x in directions for v in x.values()]
+            row[kind] = triton.testing.do_bench(lambda: fwd().backward(grad), return_mode="median", grad_to_none=leaves)
+
+            def step():
+                for v in leaves:
+                    v.grad = None
+                fwd().backward(grad)
+            try:
+                row[kind + " graphed"] = _graph_ms(step)
+            except Exception as err:  # noqa: BLE001 - report and go on
+                print(f"({kind} b {b} L {L}: not captured: {str(err)[:200]})")
+            torch.cuda.empty_cache()
+        cell = lambda k: f"{row[k]:.3f}" if k in row else "-"  # noqa: E731
+        ratio = lambda a, b_: f"{row[a] / row[b_]:.2f}x" if a in row and b_ in row else "-"  # noqa: E731
+        print(f"| {b} | {L} | {cell('paired')} | {cell('two')} | {cell('mamba_ssm')} | {ratio('mamba_ssm', 'paired')} "
+              f"| {cell('paired graphed')} | {cell('two graphed')} | {cell('mamba_ssm graphed')} | "
+              f"{ratio('mamba_ssm graphed', 'paired graphed')} |", flush=True)
     print()
 
 
@@ -603,7 +658,7 @@ def main() -> None:
     except ImportError:
         have_mamba = False
         print("mamba_ssm is not built here: its columns stay empty\n")
-    parts = sys.argv[1:] or ["correctness", "model-check", "timings", "graphed", "e2e", "graphed-steps", "profile",
+    parts = sys.argv[1:] or ["correctness", "model-check", "timings", "graphed", "both", "e2e", "graphed-steps", "profile",
                              "compile", "orders"]
     if "correctness" in parts:
         correctness()
@@ -613,6 +668,8 @@ def main() -> None:
         timings(have_mamba)
     if "graphed" in parts:
         graphed_timings(have_mamba)
+    if "both" in parts:
+        both_directions(have_mamba)
     if "e2e" in parts:
         end_to_end(have_mamba)
     if "host" in parts:

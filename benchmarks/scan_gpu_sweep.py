@@ -4,7 +4,9 @@ fp32 inputs in (b, L, d) memory order as the mixer passes them): segments of the
 warps, pipeline stages, chunk, the dB/dC reductions), the backward's recompute window and the summary
 blocks of the segment-parallel first pass.
 Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [summaries] [reductions] [windows] [tiles]
-[conv]
+[conv] [paired]
+(paired: both directions in one launch, ``selective_scan_pair``, with the forward and backward passes'
+segments forced apart)
 (segments and tiles when none is named)"""
 
 import sys
@@ -40,6 +42,8 @@ CONV_FIELDS = ("GRAD_BLOCK_L", "GRAD_BLOCK_D", "GRAD_WARPS", "BLOCK_L", "BLOCK_D
 CONV_SETTINGS = [(32, 64, 4, 32, 64, 4), (16, 64, 2, 32, 64, 4), (16, 64, 1, 32, 64, 4), (8, 64, 1, 32, 64, 4),
                  (8, 64, 2, 32, 64, 4), (16, 32, 1, 32, 64, 4), (32, 64, 2, 32, 64, 4), (8, 128, 2, 32, 64, 4),
                  (16, 128, 2, 32, 64, 4), (32, 32, 1, 32, 64, 4)]
+# both directions in one launch: (forward segments, backward segments); None: chosen
+PAIRED_SETTINGS = [(None, None), (None, 3), (None, 4), (None, 5), (None, 8), (8, 5), (2, 1), (2, 2), (1, 1)]
 SHAPES = {"segments": ((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (32, 1569), (32, 6273)),
           "all": ((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (32, 1569), (32, 3137), (32, 6273)),
           "tiles": ((8, 1569), (32, 1569), (8, 6273))}
@@ -73,6 +77,39 @@ def sweep(fields: tuple[str, ...], settings: list, shapes) -> None:
             print(f"| {b} | {L} | {cells} | {used} | {f:.3f} | {fb:.3f} | {graphed:.3f} |", flush=True)
         for field, value in defaults.items():
             setattr(ts, field, value)
+
+
+def paired_sweep(shapes=((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (32, 1569))) -> None:
+    """Both directions of a mixer in one launch (the backward one reversed), forward+backward, for each
+    (forward, backward) segment count of PAIRED_SETTINGS: eager and in a CUDA graph."""
+    from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair
+
+    default = ts.SEGMENTS
+    print("| b | L | segments forced (fwd, bwd) | segments fwd/bwd | fwd+bwd ms | fwd+bwd in a CUDA graph ms |")
+    print("|---|---|---|---|---|---|")
+    warm_up_gpu()
+    for b, L in shapes:
+        directions = [{k: v.requires_grad_() for k, v in inputs(b, 768, L, seed=seed).items()} for seed in (0, 1)]
+        z = directions[0]["z"]
+        scans = [ScanInputs(**{k: v for k, v in x.items() if k != "z"}) for x in directions]
+        leaves = [v for x in directions for v in x.values()]
+        fwd = lambda: selective_scan_pair(scans[0], scans[1], z, ScanOrder("reverse"), delta_softplus=True)  # noqa: E731
+        grad = torch.randn_like(fwd())
+        for setting in PAIRED_SETTINGS:
+            ts.SEGMENTS = setting
+            chunks = -(-L // ts.CHUNK)
+            used = "/".join(str(ts._segments(2 * b, 768, chunks, z.device, backward)[1]) for backward in (False, True))
+            fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50, return_mode="median", grad_to_none=leaves)
+
+            def step():
+                for v in leaves:
+                    v.grad = None
+                fwd().backward(grad)
+            graphed = _graph_ms(step, replays=20)
+            cells = ", ".join("auto" if v is None else str(v) for v in setting)
+            print(f"| {b} | {L} | {cells} | {used} | {fb:.3f} | {graphed:.3f} |", flush=True)
+        ts.SEGMENTS = default
+        torch.cuda.empty_cache()
 
 
 def conv_sweep(shapes=((8, 1569), (8, 6273))) -> None:
@@ -133,6 +170,8 @@ def main() -> None:
     if "windows" in parts:
         print("\n## the backward's recompute window (checkpoint interval, window)\n")
         sweep(WINDOW_FIELDS, WINDOW_SETTINGS, SHAPES["segments"])
+    if "paired" in parts:
+        paired_sweep()
     if "conv" in parts:
         print("\n## the conv + SiLU kernels' tiles\n")
         conv_sweep()

@@ -117,6 +117,91 @@ CHECK = textwrap.dedent("""
 """)
 
 
+CHECK_PAIR = textwrap.dedent("""
+    import sys, torch
+    from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair
+    from videomamba.ops.selective_scan import _pair_op
+    from tests.ops.test_selective_scan import make_inputs
+    import videomamba.ops.triton_scan as ts
+    device = sys.argv[1]
+    failures = []
+    f32, bf16 = torch.float32, torch.bfloat16
+    # both directions in one launch against the two scans by the float64 reference: shape (b, d, L, n), the
+    # backward direction's order, memory layout, dtype, chunk, segments, state splits, optional inputs
+    cases = [((2, 40, 41, 16), ScanOrder("reverse"), "bld", f32, 16, 1, 1, True),
+             ((2, 33, 41, 16), ScanOrder("spatial", 8, 1), "bld", f32, 8, 3, 1, True),
+             ((1, 40, 40, 16), ScanOrder("temporal", 8, 0), "bdl", f32, 8, 4, 2, True),
+             ((2, 40, 41, 16), ScanOrder("reverse"), "bld", bf16, 8, 3, 1, True),
+             ((1, 8, 5, 4), ScanOrder("reverse"), "bdl", f32, 64, 1, 1, False)]
+    for shape, order, layout, dtype, chunk, segments, splits, optional in cases:
+        ts.CHUNK, ts.SEGMENTS, ts.N_SPLIT, ts.POISON_OUTPUTS = chunk, segments, splits, True
+        directions = [make_inputs(*shape, torch.float64, seed=sum(shape) + k, with_optional=optional) for k in (0, 1)]
+        z = directions[0].pop("z")
+        directions[1].pop("z")
+        if dtype == bf16:  # the truth sees the same rounded values
+            rounded = lambda v: v if v is None or v.dim() < 3 else v.detach().to(bf16).double().requires_grad_()
+            directions = [{k: rounded(v) for k, v in inputs.items()} for inputs in directions]
+            z = rounded(z)
+
+        def placed(v):
+            if v is None:
+                return None
+            v = v.detach().to(device)
+            if v.dim() == 3:
+                v = v.to(dtype)
+                if layout == "bld":  # same values, stored (b, L, channels)
+                    v = v.transpose(1, 2).contiguous().transpose(1, 2)
+            else:
+                v = v.float()
+            return v.requires_grad_()
+
+        got = [{k: placed(v) for k, v in inputs.items()} for inputs in directions]
+        z_got = placed(z)
+        y = selective_scan_pair(ScanInputs(**got[0]), ScanInputs(**got[1]), z_got, order, True, backend="triton")
+        y_true = selective_scan_pair(ScanInputs(**directions[0]), ScanInputs(**directions[1]), z, order, True,
+                                     backend="reference")
+        if layout == "bld" and y.stride(1) != 1:
+            failures.append(f"{shape} {layout}: output not in the input's memory order, strides {y.stride()}")
+        w = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        (y.double().cpu() * w).sum().backward()
+        (y_true * w).sum().backward()
+        pairs = [("out", y.detach().double().cpu(), y_true.detach())]
+        pairs += [(f"d{k} direction {i}", v.grad.double().cpu(), directions[i][k].grad)
+                  for i in (0, 1) for k, v in got[i].items() if v is not None]
+        if z is not None:
+            pairs.append(("dz", z_got.grad.double().cpu(), z.grad))
+        tolerance = 2e-4 if dtype == f32 else 2e-2
+        for name, value, want in pairs:
+            err = ((value - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
+            if not err < tolerance:
+                failures.append(f"{shape} {order} {layout} {dtype} segments={segments} splits={splits} {name}: {err:.2e}")
+    ts.CHUNK, ts.N_SPLIT, ts.SEGMENTS = 16, None, 2
+    for dtype in (f32, bf16):
+        x = [make_inputs(2, 8, 20, 4, torch.float32, seed=3 + k) for k in (0, 1)]
+        seq = lambda v: v.detach().to(dtype).transpose(1, 2).contiguous().transpose(1, 2).to(device).requires_grad_()
+        both = lambda key: torch.stack([x[0][key].detach(), x[1][key].detach()]).float().to(device).requires_grad_()
+        args = (seq(x[0]["u"]), seq(x[1]["u"]), seq(x[0]["delta"]), seq(x[1]["delta"]), both("A"), seq(x[0]["B"]),
+                seq(x[1]["B"]), seq(x[0]["C"]), seq(x[1]["C"]), both("D"), seq(x[0]["z"]), both("delta_bias"), True,
+                ScanOrder("spatial", 4, 0).code, 4, 0)
+        try:
+            torch.library.opcheck(_pair_op, args, test_utils=("test_schema", "test_faketensor",
+                                                               "test_autograd_registration"))
+        except Exception as err:
+            failures.append(f"opcheck pair {dtype}: {str(err)[:300]}")
+    print("FAILURES:", failures)
+    sys.exit(1 if failures else 0)
+""")
+
+
+def test_paired_kernels_in_the_interpreter_match_two_float64_scans():
+    triton_subprocess.assert_check_passes(CHECK_PAIR, "cpu", interpret=True, timeout=900)
+
+
+@pytest.mark.gpu
+def test_paired_kernels_on_the_gpu_match_two_float64_scans():
+    triton_subprocess.assert_check_passes(CHECK_PAIR, "cuda", interpret=False, timeout=900)
+
+
 def test_triton_kernels_in_the_interpreter_match_float64():
     triton_subprocess.assert_check_passes(CHECK, "cpu", interpret=True, timeout=900)
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import ScanOrder, selective_scan, sequence_conv_silu
+from ..ops import ScanInputs, ScanOrder, selective_scan, selective_scan_pair, sequence_conv_silu
 
 
 def _take_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -89,6 +89,15 @@ class ScanDirection(nn.Module):
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1))
         self.D = nn.Parameter(torch.ones(d_inner))
 
+    def scan_inputs(self, x: torch.Tensor, order: ScanOrder | None = None) -> ScanInputs:
+        """This direction's scan inputs from the in_proj output x (B, d_inner, L): the conv (causal along
+        ``order``) and SiLU, x_proj, dt_proj (its bias goes to the scan, added in float32), A and D."""
+        x = sequence_conv_silu(x, self.conv1d.weight, self.conv1d.bias, order=order)
+        dt, B, C = torch.split(self.x_proj(x.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)
+        return ScanInputs(x, dt, -torch.exp(self.A_log.float()), B.transpose(1, 2), C.transpose(1, 2),
+                          self.D.float(), self.dt_proj.bias.float())
+
     def forward(self, x: torch.Tensor, z: torch.Tensor, return_delta: bool = False, order: ScanOrder | None = None):
         """x, z: (B, d_inner, L) in any memory order (on a GPU the conv writes channels-last and every
         tensor down to the scan output stays (B, L, d) in memory). Returns y (B, d_inner, L) and,
@@ -100,14 +109,9 @@ class ScanDirection(nn.Module):
         own position. The result equals permuting x and z, running, and permuting back, without the
         copies (on the GPU the kernels compute the positions).
         """
-        x = sequence_conv_silu(x, self.conv1d.weight, self.conv1d.bias, order=order)
-        dt, B, C = torch.split(self.x_proj(x.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # bias is added (in float32) in the scan
-        A = -torch.exp(self.A_log.float())
-        bias = self.dt_proj.bias.float()
-        y = selective_scan(x, dt, A, B.transpose(1, 2), C.transpose(1, 2), D=self.D.float(), z=z,
-                           delta_bias=bias, delta_softplus=True, order=order)
-        delta = F.softplus(dt.float() + bias[:, None]) if return_delta else None
+        inputs = self.scan_inputs(x, order)
+        y = selective_scan(**inputs._asdict(), z=z, delta_softplus=True, order=order)
+        delta = F.softplus(inputs.delta.float() + inputs.delta_bias[:, None]) if return_delta else None
         return y, delta
 
 
@@ -150,11 +154,16 @@ class BiMambaMixer(nn.Module):
         # kernels (conv, scan) read them as they are and write channels-last results, so x_proj, the
         # scan and out_proj see (B, L, d) rows without transposed copies
         x, z = (half.transpose(1, 2) for half in self.in_proj(hidden))
+        per_frame = hidden.is_cuda if self.per_frame_in_place is None else self.per_frame_in_place
+        in_place = backward_order is not None and (backward_order.mode == "reverse" or per_frame)
+        if self.scan_bwd is not None and in_place and not return_delta:
+            # both directions in one scan call (one launch of each kernel on the GPU)
+            y = selective_scan_pair(self.scan_fwd.scan_inputs(x), self.scan_bwd.scan_inputs(x, backward_order), z,
+                                    backward_order, delta_softplus=True)
+            return self.out_proj(y.transpose(1, 2), input_scale=0.5 if self.combine == "mean" else 1.0)
         y, delta_fwd = self.scan_fwd(x, z, return_delta)
         deltas = [delta_fwd.mean(1) if return_delta else None, None]
         if self.scan_bwd is not None:
-            per_frame = hidden.is_cuda if self.per_frame_in_place is None else self.per_frame_in_place
-            in_place = backward_order is not None and (backward_order.mode == "reverse" or per_frame)
             if in_place:
                 y_bwd, delta_bwd = self.scan_bwd(x, z, return_delta, order=backward_order)
             else:

@@ -7,6 +7,9 @@ Backends:
   ``triton``     Triton kernels (CUDA; fp32 state; chunk checkpoints, states recomputed backwards)
 Set ``backend=`` or the environment variable ``VIDEOMAMBA_SCAN_BACKEND`` to force one.
 
+``selective_scan_pair`` runs both directions of a bidirectional mixer: on the Triton backend in one
+launch of each kernel (``videomamba::selective_scan_pair``), elsewhere as two scans.
+
 The fast backends run behind one ``torch.library.custom_op`` pair (``videomamba::selective_scan``
 and its backward), with fake implementations and a FLOP formula, so that ``torch.compile`` traces a
 model without graph breaks and ``torch.utils.flop_counter.FlopCounterMode`` counts the scan. In plain
@@ -17,7 +20,7 @@ custom-op dispatcher's host cost.
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch.utils.flop_counter import register_flop_formula
@@ -305,3 +308,130 @@ def selective_scan(
                        bool(delta_softplus), order.code, order.frame_tokens, order.prefix, name)
     out = out.to(dtype_in)
     return (out, last) if return_last_state else out
+
+
+class ScanInputs(NamedTuple):
+    """One direction's inputs to a selective scan (``selective_scan``'s shapes): u, delta (b, d, L);
+    A (d, N); B, C (b, N, L); D and delta_bias (d,) or None."""
+
+    u: torch.Tensor
+    delta: torch.Tensor
+    A: torch.Tensor
+    B: torch.Tensor
+    C: torch.Tensor
+    D: Optional[torch.Tensor] = None
+    delta_bias: Optional[torch.Tensor] = None
+
+
+def _pair_body(u: torch.Tensor, u_bwd: torch.Tensor, delta: torch.Tensor, delta_bwd: torch.Tensor, A: torch.Tensor,
+               B: torch.Tensor, B_bwd: torch.Tensor, C: torch.Tensor, C_bwd: torch.Tensor, D: Optional[torch.Tensor],
+               z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor], delta_softplus: bool, mode: int,
+               frame_tokens: int, prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
+    out, _, saved = triton_scan.triton_forward_pair(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z,
+                                                    delta_bias, delta_softplus, _order(mode, frame_tokens, prefix))
+    return out, saved
+
+
+_pair_op = torch.library.custom_op("videomamba::selective_scan_pair", _pair_body, mutates_args=())
+
+
+@_pair_op.register_fake
+def _pair_fake(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias, delta_softplus, mode, frame_tokens,
+               prefix):
+    batch, channels, length = u.shape
+    saved = u.new_empty(triton_scan.checkpoint_shape(2 * batch, channels, A.shape[-1], length), dtype=torch.float32)
+    return triton_scan.empty_like_layout(u, u.dtype), saved
+
+
+def _pair_backward_body(saved: torch.Tensor, dout: torch.Tensor, u: torch.Tensor, u_bwd: torch.Tensor,
+                        delta: torch.Tensor, delta_bwd: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                        B_bwd: torch.Tensor, C: torch.Tensor, C_bwd: torch.Tensor, D: Optional[torch.Tensor],
+                        z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor], delta_softplus: bool,
+                        mode: int, frame_tokens: int, prefix: int) -> list[torch.Tensor]:
+    grads = triton_scan.triton_backward_pair(dout, u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias,
+                                             delta_softplus, _order(mode, frame_tokens, prefix), ckpt=saved)
+    return [g if g is not None else u.new_empty(0) for g in grads]  # empty = input absent
+
+
+_pair_backward_op = torch.library.custom_op("videomamba::selective_scan_pair_backward", _pair_backward_body,
+                                            mutates_args=())
+
+
+@_pair_backward_op.register_fake
+def _pair_backward_fake(saved, dout, u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias,
+                        delta_softplus, mode, frame_tokens, prefix):
+    batch = u.shape[0]
+    directions = lambda dtype: triton_scan.empty_like_layout(u, dtype, 2 * batch).unflatten(0, (2, batch))  # noqa: E731
+    f32 = lambda *shape: u.new_empty(shape, dtype=torch.float32)  # noqa: E731
+    absent = u.new_empty(0)
+    return [directions(u.dtype), directions(delta.dtype), f32(*A.shape), f32(2, *B.shape), f32(2, *C.shape),
+            f32(*D.shape) if D is not None else absent,
+            triton_scan.empty_like_layout(u, z.dtype) if z is not None else absent,
+            f32(*delta_bias.shape) if delta_bias is not None else absent]
+
+
+def _pair_setup_context(ctx, inputs, output):
+    *tensors, delta_softplus, mode, frame_tokens, prefix = inputs
+    ctx.save_for_backward(*tensors, output[1])
+    ctx.mark_non_differentiable(output[1])
+    ctx.delta_softplus, ctx.order = delta_softplus, (mode, frame_tokens, prefix)
+
+
+def _pair_backward(ctx, dout, dsaved):
+    *tensors, saved = ctx.saved_tensors
+    dout = dout if dout is not None else torch.zeros_like(tensors[0])
+    run = _pair_backward_op if custom_op_needed() else _pair_backward_body
+    du, ddelta, dA, dB, dC, dD, dz, dbias = run(saved, dout, *tensors, ctx.delta_softplus, *ctx.order)
+    return (du[0], du[1], ddelta[0], ddelta[1], dA, dB[0], dB[1], dC[0], dC[1], _absent(dD), _absent(dz),
+            _absent(dbias), None, None, None, None)
+
+
+_pair_op.register_autograd(_pair_backward, setup_context=_pair_setup_context)
+_EagerPair = eager_function("selective_scan_pair", _pair_body, _pair_setup_context, _pair_backward)
+
+
+@register_flop_formula(torch.ops.videomamba.selective_scan_pair)
+def _pair_flops(u_shape, u_bwd_shape, delta_shape, delta_bwd_shape, A_shape, *args, out_shape=None, **kwargs) -> int:
+    """Two scans (``_scan_flops``)."""
+    batch, channels, length = u_shape
+    return 2 * 2 * SCAN_FLOPS_PER_ELEMENT * batch * channels * length * A_shape[-1]
+
+
+@register_flop_formula(torch.ops.videomamba.selective_scan_pair_backward)
+def _pair_backward_flops(saved_shape, dout_shape, u_shape, u_bwd_shape, delta_shape, delta_bwd_shape, A_shape, *args,
+                         out_shape=None, **kwargs) -> int:
+    """Two scans' backwards (``_scan_backward_flops``)."""
+    batch, channels, length = u_shape
+    return 2 * 2 * 2 * SCAN_FLOPS_PER_ELEMENT * batch * channels * length * A_shape[-1]
+
+
+def selective_scan_pair(forward: ScanInputs, backward: ScanInputs, z: torch.Tensor | None = None,
+                        order: ScanOrder = REVERSE, delta_softplus: bool = False,
+                        backend: str | None = None) -> torch.Tensor:
+    """Both directions of a bidirectional mixer, added:
+    ``selective_scan(**forward, z=z) + selective_scan(**backward, z=z, order=order)``.
+
+    Each direction has its own inputs and parameters (``ScanInputs``) and both share the gate z; the
+    backward direction reads its (forward-order) tensors in ``order``. On the Triton backend the two
+    run in one launch of each kernel, forward and backward (half the launches and host time, and the
+    two directions' programs fill the GPU together where one direction's leave it idle); elsewhere,
+    or where only one direction has D or delta_bias, as two scans. Differentiable in every input.
+    """
+    for inputs in (forward, backward):
+        _check_shapes(inputs.u, inputs.delta, inputs.A, inputs.B, inputs.C, inputs.D, z, inputs.delta_bias)
+    if forward.u.shape != backward.u.shape or forward.A.shape != backward.A.shape:
+        raise ValueError(f"selective_scan_pair: the directions' shapes differ: u {tuple(forward.u.shape)} and "
+                         f"{tuple(backward.u.shape)}, A {tuple(forward.A.shape)} and {tuple(backward.A.shape)}")
+    name = backend or choose_backend(forward.u, forward.A)
+    alike = all((getattr(forward, k) is None) == (getattr(backward, k) is None) for k in ("D", "delta_bias"))
+    if name != "triton" or _EXPORTING or not alike:
+        return (selective_scan(**forward._asdict(), z=z, delta_softplus=delta_softplus, backend=backend)
+                + selective_scan(**backward._asdict(), z=z, delta_softplus=delta_softplus, backend=backend,
+                                 order=order))
+    stack = lambda name: (None if getattr(forward, name) is None  # noqa: E731
+                          else torch.stack([getattr(forward, name).float(), getattr(backward, name).float()]))
+    run = _pair_op if custom_op_needed() else _EagerPair.apply
+    out, _ = run(forward.u, backward.u, forward.delta, backward.delta, stack("A"), forward.B, backward.B, forward.C,
+                 backward.C, stack("D"), z, stack("delta_bias"), bool(delta_softplus), order.code, order.frame_tokens,
+                 order.prefix)
+    return out

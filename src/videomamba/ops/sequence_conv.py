@@ -38,7 +38,7 @@ GRAD_BLOCK_D = 64
 GRAD_WARPS = 1
 
 if triton is not None:
-    from .triton_scan import _position
+    from .triton_scan import _order_position
 
     @triton.jit
     def _tap(x_ptr, b, steps, d, j, L, S, P, Dm, sx_b, sx_l, K: tl.constexpr, MODE: tl.constexpr):
@@ -46,7 +46,7 @@ if triton is not None:
         gives to step ``steps + j - (K - 1)``; 0 before the first step), channels d, fp32."""
         src = steps + (j - (K - 1))
         ok = (src >= 0) & (src < L)
-        pos = _position(src, L, S, P, MODE)
+        pos = _order_position(src, L, S, P, MODE)
         return tl.load(x_ptr + b * sx_b + pos[:, None] * sx_l + d[None, :], mask=ok[:, None] & (d < Dm)[None, :],
                        other=0.0).to(tl.float32)
 
@@ -69,7 +69,7 @@ if triton is not None:
         b, steps = tl.program_id(0), tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
         d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
         y = _conv_tile(x_ptr, w_ptr, bias_ptr, b, steps, d, L, S, P, Dm, sx_b, sx_l, K, MODE, BLOCK_L, BLOCK_D)
-        pos = _position(steps, L, S, P, MODE)
+        pos = _order_position(steps, L, S, P, MODE)
         tl.store(out_ptr + b * so_b + pos[:, None] * so_l + d[None, :], y * tl.sigmoid(y),
                  mask=(steps < L)[:, None] & (d < Dm)[None, :])
 
@@ -84,7 +84,7 @@ if triton is not None:
         d = db * BLOCK_D + tl.arange(0, BLOCK_D)
         lmask, dmask = steps < L, d < Dm
         y = _conv_tile(x_ptr, w_ptr, bias_ptr, b, steps, d, L, S, P, Dm, sx_b, sx_l, K, MODE, BLOCK_L, BLOCK_D)
-        pos = _position(steps, L, S, P, MODE)
+        pos = _order_position(steps, L, S, P, MODE)
         g = tl.load(g_ptr + b * sg_b + pos[:, None] * sg_l + d[None, :] * sg_d, mask=lmask[:, None] & dmask[None, :],
                     other=0.0).to(tl.float32)
         s = tl.sigmoid(y)
@@ -110,7 +110,7 @@ if triton is not None:
             gy = tl.load(gy_ptr + (b * L + later[:, None]) * Dm + d[None, :], mask=ok[:, None] & dmask[None, :],
                          other=0.0)
             acc += gy * tl.load(w_ptr + d * K + j, mask=dmask, other=0.0).to(tl.float32)[None, :]
-        pos = _position(steps, L, S, P, MODE)
+        pos = _order_position(steps, L, S, P, MODE)
         tl.store(dx_ptr + b * sd_b + pos[:, None] * sd_l + d[None, :], acc, mask=(steps < L)[:, None] & dmask[None, :])
 
 

@@ -47,7 +47,8 @@ def available() -> bool:
 
 # the d_inner-wide tensors the scan kernels read and write in the inputs' dtype (bf16 rows of the report;
 # B and C reach the kernels in fp32)
-_SEQUENCE_POINTERS = {"u_ptr", "dt_ptr", "z_ptr", "dout_ptr", "out_ptr", "du_ptr", "ddt_ptr", "dz_ptr"}
+_SEQUENCE_POINTERS = {"u_ptr", "u2_ptr", "dt_ptr", "dt2_ptr", "z_ptr", "dout_ptr", "out_ptr", "du_ptr", "ddt_ptr",
+                      "dz_ptr"}
 
 
 def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, bf16: bool = False
@@ -101,10 +102,14 @@ def kernel_resources(capability: int = 90) -> list[KernelResources]:
             options = {**constexprs, **triton_scan._kernel_options(cuda, True, order)}
             if fn is triton_scan._scan_bwd_kernel:  # the backward runs on the window entries, a window a chunk
                 options["CHUNK"] = options["WINDOW"]
-            for bf16 in (False, True) if mode == 0 else (False,):  # bf16: read as 4-byte words
-                results.append(_compile(fn, {k: v for k, v in options.items() if k in fn.arg_names},
-                                        triton_scan.NUM_WARPS, capability,
-                                        f"{label}{_MODE_NAMES[mode]}{' bf16' if bf16 else ''}", bf16))
+            # bf16: read as 4-byte words; paired: both directions in one launch (the backward one reversed)
+            variants = ((False, False), (True, False)) if mode == 0 else ((False, False), (False, True)) if mode == 1 \
+                else ((False, False),)
+            for bf16, paired in variants:
+                chosen = {k: v for k, v in {**options, "PAIRED": paired}.items() if k in fn.arg_names}
+                results.append(_compile(fn, chosen, triton_scan.NUM_WARPS, capability,
+                                        f"{label}{' paired' if paired else _MODE_NAMES[mode]}{' bf16' if bf16 else ''}",
+                                        bf16))
     conv = {"K": 4, "MODE": 2, "BLOCK_L": sequence_conv.BLOCK_L, "BLOCK_D": sequence_conv.BLOCK_D}
     grad = {**conv, "BLOCK_L": sequence_conv.GRAD_BLOCK_L, "BLOCK_D": sequence_conv.GRAD_BLOCK_D}
     for label, fn, constexprs, warps in (  # the per-frame order: all the code

@@ -77,7 +77,7 @@ if triton is not None:
             return tl.load(ptr + offsets, mask=mask, other=0.0).to(tl.float32)
 
     @triton.jit
-    def _position(step, L, S, P, MODE: tl.constexpr):
+    def _order_position(step, L, S, P, MODE: tl.constexpr):
         """Memory position read at scan step ``step`` (``ops.token_order``): MODE 0 forward, 1 the whole
         sequence reversed, 2 each frame of S tokens reversed (frames in order), 3 the frames reversed
         (each intact); in modes 2 and 3 the P leading tokens (the class token) are read last."""
@@ -95,30 +95,65 @@ if triton is not None:
             return tl.where(step >= L - P, step - (L - P), patch + P)
 
     @triton.jit
-    def _sequential_prologue(A_ptr, D_ptr, bias_ptr, Dm, N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr,
-                             HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
-        """A program's batch, block of channels, segment, state indices, and the channel parameters
+    def _position(step, direction, L, S, P, MODE: tl.constexpr, PAIRED: tl.constexpr):
+        """Memory position read at scan step ``step`` by a program of ``direction``: one direction reads
+        in MODE; PAIRED (both directions of a bidirectional mixer in one launch): direction 0 reads
+        forward, direction 1 in MODE."""
+        if not PAIRED:
+            return _order_position(step, L, S, P, MODE)
+        elif MODE == 1:  # one multiply-add: step, or L - 1 - step
+            return step + direction * (L - 1 - 2 * step)
+        else:
+            return tl.where(direction == 0, step, _order_position(step, L, S, P, MODE))
+
+    @triton.jit
+    def _sequential_prologue(A_ptr, D_ptr, bias_ptr, Dm, batch, N: tl.constexpr, NS: tl.constexpr,
+                             BLOCK_D: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                             PAIRED: tl.constexpr):
+        """A program's (direction, batch) pair, block of channels, segment, state indices, and the channel parameters
         with the state laid out (N, BLOCK_D), channels along the fast axis: Triton then gives each
         thread whole channels (all N states of one channel in its registers), so the sums over the
         states (C·h, B·g) need no shuffles. A is returned pre-scaled by log2 e (the kernels use exp2).
 
+        Axis 0 of the grid numbers (direction, batch) pairs, direction-major: ``pid_e`` indexes every
+        buffer the kernels own (states, checkpoints, summaries, results: an extended batch of
+        directions x batch), ``pid_b`` the inputs of its direction, which the two directions of a
+        paired launch share (z, the output gradient) or hold apart (u, Δ, B, C: a pointer each).
+        A, D and the bias are stacked per direction: (directions, N, d) and (directions, d).
+
         Axis 2 of the grid numbers (segment, state split) pairs. The N states may be split over
         N // NS programs (more programs where the batch is small): each owns NS states, and its sums
         over states are partial, added afterwards; the D·u term belongs to split 0 alone."""
-        pid_b = tl.program_id(0)
+        pid_e = tl.program_id(0)
+        if PAIRED:
+            direction = pid_e // batch
+            pid_b = pid_e - direction * batch
+        else:  # known to the compiler: one direction's kernels keep their registers
+            direction = 0
+            pid_b = pid_e
         pid_d = tl.program_id(1)
         seg = tl.program_id(2) // (N // NS)
         pid_s = tl.program_id(2) % (N // NS)
         d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         dmask = d < Dm
         n = pid_s * NS + tl.arange(0, NS)
-        A = tl.load(A_ptr + n[:, None] * Dm + d[None, :], mask=dmask[None, :], other=0.0).to(tl.float32)
-        Dv = tl.load(D_ptr + d, mask=dmask & (pid_s == 0), other=0.0).to(tl.float32) if HAS_D \
+        A = tl.load(A_ptr + direction * N * Dm + n[:, None] * Dm + d[None, :], mask=dmask[None, :],
+                    other=0.0).to(tl.float32)
+        Dv = tl.load(D_ptr + direction * Dm + d, mask=dmask & (pid_s == 0), other=0.0).to(tl.float32) if HAS_D \
             else tl.zeros((BLOCK_D,), tl.float32)
-        bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS \
+        bias = tl.load(bias_ptr + direction * Dm + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS \
             else tl.zeros((BLOCK_D,), tl.float32)
-        state = (pid_b * N + n[:, None]) * Dm + d[None, :]  # (N, BLOCK_D) offsets into (b, N, d)
-        return pid_b, pid_d, seg, pid_s, d, dmask, n, state, A * 1.4426950408889634, Dv, bias
+        state = (pid_e * N + n[:, None]) * Dm + d[None, :]  # (N, BLOCK_D) offsets into (directions x b, N, d)
+        return pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A * 1.4426950408889634, Dv, bias
+
+    @triton.jit
+    def _of_direction(direction, first_ptr, second_ptr, PAIRED: tl.constexpr):
+        """A program's input of its direction: the first of the pair for direction 0, the second for 1 (a
+        single-direction launch passes each tensor twice and takes the first)."""
+        if PAIRED:
+            return tl.where(direction == 0, first_ptr, second_ptr)
+        else:
+            return first_ptr
 
     @triton.jit
     def _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, t, su_l, sdt_l, sB_l, A, bias, dmask,
@@ -132,7 +167,7 @@ if triton is not None:
         return tl.exp2(dt[None, :] * A) * h + Bt[:, None] * (dt * u)[None, :], dt, u
 
     @triton.jit
-    def _carried_in(h, ends_ptr, dtsum_ptr, A, state, pid_b, d, dmask, Dm, n_blocks, first, count,
+    def _carried_in(h, ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask, Dm, n_blocks, first, count,
                     N: tl.constexpr, STEP: tl.constexpr):
         """Fold ``count`` summary blocks into ``h``, from block ``first`` on, moving by STEP (+1: the
         forward state entering later blocks; -1: the adjoint entering earlier ones). A block's summary
@@ -140,43 +175,52 @@ if triton is not None:
         ``h ← exp2(A · ΣΔ_s) h + end_s``."""
         for i in range(count):
             s = first + i * STEP
-            dtsum = tl.load(dtsum_ptr + (pid_b * n_blocks + s) * Dm + d, mask=dmask, other=0.0)
-            end = tl.load(ends_ptr + state + (pid_b * (n_blocks - 1) + s) * N * Dm, mask=dmask[None, :], other=0.0)
+            dtsum = tl.load(dtsum_ptr + (pid_e * n_blocks + s) * Dm + d, mask=dmask, other=0.0)
+            end = tl.load(ends_ptr + state + (pid_e * (n_blocks - 1) + s) * N * Dm, mask=dmask[None, :], other=0.0)
             h = tl.exp2(dtsum[None, :] * A) * h + end
         return h
 
     @triton.jit
-    def _segment_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, bias_ptr, ends_ptr, dtsum_ptr,
-                            Dm, L, block_len, n_blocks, S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sB_b, sB_n, sB_l,
+    def _segment_fwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, bias_ptr, ends_ptr, dtsum_ptr,
+                            Dm, L, batch, block_len, n_blocks, S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l,
+                            sB_b, sB_n, sB_l,
                             N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, STAGES: tl.constexpr,
-                            HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
+                            HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr,
+                            PAIRED: tl.constexpr):
         """Segment-parallel forward, first pass: each summary block of ``block_len`` steps before the last
         segment runs from a zero state and stores its end state and Σ Δ over its steps (the summary
         ``_carried_in`` folds). Blocks are shorter than segments: more programs, each shorter."""
-        pid_b, pid_d, blk, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
-            A_ptr, bias_ptr, bias_ptr, Dm, N, NS, BLOCK_D, False, HAS_BIAS)
+        pid_e, pid_b, direction, pid_d, blk, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
+            A_ptr, bias_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, False, HAS_BIAS, PAIRED)
+        u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
+        dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
+        B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
         u_row, dt_row, B_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sB_b + n * sB_n
         t0 = blk * block_len
         h = tl.zeros((NS, BLOCK_D), tl.float32)
         dtsum = tl.zeros((BLOCK_D,), tl.float32)
         for k in tl.range(0, tl.minimum(block_len, L - t0), num_stages=STAGES):
-            h, dt, _ = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, _position(t0 + k, L, S, P, MODE),
-                                   su_l, sdt_l, sB_l, A, bias, dmask, SOFTPLUS)
+            h, dt, _ = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row,
+                                   _position(t0 + k, direction, L, S, P, MODE, PAIRED), su_l, sdt_l, sB_l, A, bias,
+                                   dmask, SOFTPLUS)
             dtsum += dt
-        tl.store(ends_ptr + state + (pid_b * (n_blocks - 1) + blk) * N * Dm, h, mask=dmask[None, :])
-        tl.store(dtsum_ptr + (pid_b * n_blocks + blk) * Dm + d, dtsum, mask=dmask & (pid_s == 0))
+        tl.store(ends_ptr + state + (pid_e * (n_blocks - 1) + blk) * N * Dm, h, mask=dmask[None, :])
+        tl.store(dtsum_ptr + (pid_e * n_blocks + blk) * Dm + d, dtsum, mask=dmask & (pid_s == 0))
 
     @triton.jit
-    def _segment_bwd_kernel(dt_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, ends_ptr, dtsum_ptr,
-                            Dm, L, block_len, n_blocks, first_block, S, P, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l,
-                            sg_b, sg_d, sg_l, sC_b, sC_n, sC_l,
+    def _segment_bwd_kernel(dt_ptr, dt2_ptr, A_ptr, C_ptr, C2_ptr, z_ptr, bias_ptr, dout_ptr, ends_ptr, dtsum_ptr,
+                            Dm, L, batch, block_len, n_blocks, first_block, S, P, sdt_b, sdt_d, sdt_l,
+                            sz_b, sz_d, sz_l, sg_b, sg_d, sg_l, sC_b, sC_n, sC_l,
                             N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, STAGES: tl.constexpr,
-                            HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
+                            HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr,
+                            PAIRED: tl.constexpr):
         """Segment-parallel backward, first pass: each summary block from ``first_block`` on (those after
         the first segment) runs the adjoint backwards from zero through its steps and stores the adjoint
         it hands to the state before it, and Σ Δ."""
-        pid_b, pid_d, blk, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
-            A_ptr, bias_ptr, bias_ptr, Dm, N, NS, BLOCK_D, False, HAS_BIAS)
+        pid_e, pid_b, direction, pid_d, blk, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
+            A_ptr, bias_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, False, HAS_BIAS, PAIRED)
+        dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
+        C_ptr = _of_direction(direction, C_ptr, C2_ptr, PAIRED)
         blk += first_block
         dt_row, z_row, g_row = pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d, pid_b * sg_b + d * sg_d
         C_row = pid_b * sC_b + n * sC_n
@@ -185,7 +229,7 @@ if triton is not None:
         g = tl.zeros((NS, BLOCK_D), tl.float32)
         dtsum = tl.zeros((BLOCK_D,), tl.float32)
         for kk in tl.range(0, steps, num_stages=STAGES):
-            t = _position(t0 + steps - 1 - kk, L, S, P, MODE)
+            t = _position(t0 + steps - 1 - kk, direction, L, S, P, MODE, PAIRED)
             dt = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
             if SOFTPLUS:
                 dt = _softplus(dt, SOFTPLUS)
@@ -196,32 +240,37 @@ if triton is not None:
                 dy = dy * z * tl.sigmoid(z)
             g = (g + Ct[:, None] * dy[None, :]) * tl.exp2(dt[None, :] * A)
             dtsum += dt
-        tl.store(ends_ptr + state + (pid_b * (n_blocks - 1) + blk) * N * Dm, g, mask=dmask[None, :])
-        tl.store(dtsum_ptr + (pid_b * n_blocks + blk) * Dm + d, dtsum, mask=dmask & (pid_s == 0))
+        tl.store(ends_ptr + state + (pid_e * (n_blocks - 1) + blk) * N * Dm, g, mask=dmask[None, :])
+        tl.store(dtsum_ptr + (pid_e * n_blocks + blk) * Dm + d, dtsum, mask=dmask & (pid_s == 0))
 
     @triton.jit
-    def _scan_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
-                         ends_ptr, dtsum_ptr, Dm, L, n_chunks, seg_chunks, n_segs, n_blocks, seg_blocks, S, P,
+    def _scan_fwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr, bias_ptr,
+                         out_ptr, last_ptr, ckpt_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, n_chunks, seg_chunks, n_segs,
+                         n_blocks, seg_blocks, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, so_s, so_b, so_d, so_l,
                          sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
                          STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
-        pid_b, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
-            A_ptr, D_ptr, bias_ptr, Dm, N, NS, BLOCK_D, HAS_D, HAS_BIAS)
+                         SOFTPLUS: tl.constexpr, MODE: tl.constexpr, PAIRED: tl.constexpr):
+        pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
+            A_ptr, D_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, HAS_D, HAS_BIAS, PAIRED)
+        u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
+        dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
+        B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
+        C_ptr = _of_direction(direction, C_ptr, C2_ptr, PAIRED)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
-        o_row = pid_s * so_s + pid_b * so_b + d * so_d  # a split's partial output: y·silu(z) is linear in y
+        o_row = pid_s * so_s + pid_e * so_b + d * so_d  # a split's partial output: y·silu(z) is linear in y
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
         # the state entering this segment: the summaries of the blocks before it (first pass) folded in
-        h = _carried_in(tl.zeros((NS, BLOCK_D), tl.float32), ends_ptr, dtsum_ptr, A, state, pid_b, d, dmask, Dm,
+        h = _carried_in(tl.zeros((NS, BLOCK_D), tl.float32), ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask, Dm,
                         n_blocks, 0, seg * seg_blocks, N, 1)
         for c in range(seg * seg_chunks, tl.minimum(n_chunks, (seg + 1) * seg_chunks)):
-            tl.store(ckpt_ptr + state + (pid_b * (n_chunks - 1) + c) * N * Dm, h, mask=dmask[None, :])
+            tl.store(ckpt_ptr + state + (pid_e * (n_chunks - 1) + c) * N * Dm, h, mask=dmask[None, :])
             t0 = c * CHUNK
             # num_stages on the inner range: the loads of the next steps are issued ahead (software
             # pipelining); their addresses depend on the step only, not on the state
             for k in tl.range(0, tl.minimum(CHUNK, L - t0), num_stages=STAGES):
-                tm = _position(t0 + k, L, S, P, MODE)  # the scan step's position in memory
+                tm = _position(t0 + k, direction, L, S, P, MODE, PAIRED)  # the scan step's position in memory
                 h, dt, u = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, tm, su_l, sdt_l, sB_l, A, bias,
                                        dmask, SOFTPLUS)
                 Ct = _load_f32(C_ptr, C_row + tm * sC_l, None)
@@ -233,50 +282,60 @@ if triton is not None:
         tl.store(last_ptr + state, h, mask=dmask[None, :] & (seg == n_segs - 1))
 
     @triton.jit
-    def _window_entries_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, bias_ptr, ckpt_ptr, entries_ptr, Dm, L, n_chunks, n_windows,
-                               S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sB_b, sB_n, sB_l,
+    def _window_entries_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, bias_ptr, ckpt_ptr, entries_ptr,
+                               Dm, L, batch, n_chunks, n_windows, S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l,
+                               sB_b, sB_n, sB_l,
                                N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
                                WINDOW: tl.constexpr, STAGES: tl.constexpr, HAS_BIAS: tl.constexpr,
-                               SOFTPLUS: tl.constexpr, MODE: tl.constexpr):
+                               SOFTPLUS: tl.constexpr, MODE: tl.constexpr, PAIRED: tl.constexpr):
         """The state entering every WINDOW steps, (b, L / WINDOW, N, d), from the forward's checkpoints
         every CHUNK steps: the backward then recomputes WINDOW states at a time. One program per
         (batch, block of channels, chunk, state split): the chunks are independent given their
         checkpoints, so this pass runs at full occupancy where the backward's own programs are few."""
-        pid_b, pid_d, c, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
-            A_ptr, bias_ptr, bias_ptr, Dm, N, NS, BLOCK_D, False, HAS_BIAS)
+        pid_e, pid_b, direction, pid_d, c, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
+            A_ptr, bias_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, False, HAS_BIAS, PAIRED)
+        u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
+        dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
+        B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
         u_row, dt_row, B_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sB_b + n * sB_n
-        h = tl.load(ckpt_ptr + state + (pid_b * (n_chunks - 1) + c) * N * Dm, mask=dmask[None, :], other=0.0)
+        h = tl.load(ckpt_ptr + state + (pid_e * (n_chunks - 1) + c) * N * Dm, mask=dmask[None, :], other=0.0)
         first = c * (CHUNK // WINDOW)
         last = tl.minimum(n_windows, first + CHUNK // WINDOW)
         for w in range(first, last):
-            tl.store(entries_ptr + state + (pid_b * (n_windows - 1) + w) * N * Dm, h, mask=dmask[None, :])
+            tl.store(entries_ptr + state + (pid_e * (n_windows - 1) + w) * N * Dm, h, mask=dmask[None, :])
             end = tl.where(w + 1 < last, (w + 1) * WINDOW, w * WINDOW)  # the chunk's last window: nothing to carry
             for k in tl.range(w * WINDOW, end, num_stages=STAGES):
-                h, _, _ = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, _position(k, L, S, P, MODE),
-                                      su_l, sdt_l, sB_l, A, bias, dmask, SOFTPLUS)
+                h, _, _ = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row,
+                                      _position(k, direction, L, S, P, MODE, PAIRED), su_l, sdt_l, sB_l, A, bias,
+                                      dmask, SOFTPLUS)
 
     @triton.jit
-    def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, dout_ptr, dlast_ptr,
-                         scratch_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr,
-                         ends_ptr, dtsum_ptr, Dm, L, n_chunks, seg_chunks, n_segs, n_blocks, seg_blocks, n_dblocks,
-                         part_stride, S, P,
+    def _scan_bwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr, bias_ptr,
+                         ckpt_ptr, dout_ptr, dlast_ptr, scratch_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr,
+                         dz_ptr, dbias_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, n_chunks, seg_chunks, n_segs, n_blocks,
+                         seg_blocks, n_dblocks, part_stride, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                          so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
                          STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                          SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr,
-                         DBC_SUMS: tl.constexpr, HAS_DLAST: tl.constexpr):
-        pid_b, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
-            A_ptr, D_ptr, bias_ptr, Dm, N, NS, BLOCK_D, HAS_D, HAS_BIAS)
+                         DBC_SUMS: tl.constexpr, HAS_DLAST: tl.constexpr, PAIRED: tl.constexpr):
+        pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
+            A_ptr, D_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, HAS_D, HAS_BIAS, PAIRED)
+        u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
+        dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
+        B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
+        C_ptr = _of_direction(direction, C_ptr, C2_ptr, PAIRED)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
-        # dout; the gradients we write (a split's partial du, ddelta, dz: each is linear in its sums)
-        g_row, o_row = pid_b * sg_b + d * sg_d, pid_s * so_s + pid_b * so_b + d * so_d
+        # dout (shared by the directions); the gradients we write (a split's partial du, ddelta, dz: each is
+        # linear in its sums), per direction
+        g_row, o_row = pid_b * sg_b + d * sg_d, pid_s * so_s + pid_e * so_b + d * so_d
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
-        brow = pid_b * N * L + n * L  # dB, dC: (b, N, L) contiguous
+        brow = pid_e * N * L + n * L  # dB, dC: (directions x b, N, L) contiguous
         tile = d[None, :] * 0 + tl.arange(0, NS)[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]  # (NS, BLOCK_D)
         pid_2, n_2 = tl.program_id(2), tl.num_programs(2)  # (segment, split) pairs
         # a program's scratch: the chunk's states, then the transposed tiles (below)
-        scratch = scratch_ptr + ((pid_b * n_dblocks + pid_d) * n_2 + pid_2) * (CHUNK + 4) * BLOCK_D * NS
+        scratch = scratch_ptr + ((pid_e * n_dblocks + pid_d) * n_2 + pid_2) * (CHUNK + 4) * BLOCK_D * NS
         # after the chunk's states: two (BLOCK_D, 2 NS) tiles (alternate steps) through which the dB/dC terms
         # can be transposed so that their sums over channels run inside threads (DBC_SUMS "tile")
         flip = scratch + CHUNK * BLOCK_D * NS
@@ -290,7 +349,7 @@ if triton is not None:
             g = tl.load(dlast_ptr + state, mask=dmask[None, :], other=0.0)
         else:  # the last state's gradient is zero (unused, as in a model)
             g = tl.zeros((NS, BLOCK_D), tl.float32)
-        g = _carried_in(g, ends_ptr, dtsum_ptr, A, state, pid_b, d, dmask, Dm, n_blocks, n_blocks - 1,
+        g = _carried_in(g, ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask, Dm, n_blocks, n_blocks - 1,
                         n_blocks - (seg + 1) * seg_blocks, N, -1)
         dA = tl.zeros((NS, BLOCK_D), tl.float32)
         dD = tl.zeros((BLOCK_D,), tl.float32)
@@ -300,14 +359,15 @@ if triton is not None:
             c = last_chunk - ci
             t0 = c * CHUNK
             steps = tl.minimum(CHUNK, L - t0)
-            h = tl.load(ckpt_ptr + state + (pid_b * (n_chunks - 1) + c) * N * Dm, mask=dmask[None, :], other=0.0)
+            h = tl.load(ckpt_ptr + state + (pid_e * (n_chunks - 1) + c) * N * Dm, mask=dmask[None, :], other=0.0)
             for k in tl.range(0, steps, num_stages=STAGES):  # recompute the chunk's states
-                h, _, _ = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, _position(t0 + k, L, S, P, MODE),
-                                      su_l, sdt_l, sB_l, A, bias, dmask, SOFTPLUS)
+                h, _, _ = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row,
+                                      _position(t0 + k, direction, L, S, P, MODE, PAIRED), su_l, sdt_l, sB_l, A, bias,
+                                      dmask, SOFTPLUS)
                 tl.store(scratch + k * BLOCK_D * NS + tile, h)
             for kk in tl.range(0, steps, num_stages=STAGES):  # the adjoint, backwards through the chunk
                 k = steps - 1 - kk
-                t = _position(t0 + k, L, S, P, MODE)
+                t = _position(t0 + k, direction, L, S, P, MODE, PAIRED)
                 u = _load_f32(u_ptr, u_row + t * su_l, dmask)
                 raw = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
                 dt = _softplus(raw, SOFTPLUS) if SOFTPLUS else raw
@@ -346,7 +406,7 @@ if triton is not None:
                     tl.debug_barrier()
                     # (channels past Dm wrote zeros: their loads were masked to zero, so are g and h)
                     terms = tl.sum(tl.load(tile_k + from_flip), axis=0)  # (2 NS,)
-                    rows = pid_b * N * L + n_kind * L + t
+                    rows = pid_e * N * L + n_kind * L + t
                     if ATOMIC_DBC:
                         tl.atomic_add(tl.where(is_dB, dB_ptr, dC_ptr) + rows, terms)
                     else:
@@ -367,8 +427,8 @@ if triton is not None:
                 g = g * a
         # per (segment, split) partial sums, added afterwards
         tl.store(dA_ptr + state + seg * tl.num_programs(0) * N * Dm, dA, mask=dmask[None, :])
-        tl.store(dD_ptr + (pid_2 * tl.num_programs(0) + pid_b) * Dm + d, dD, mask=dmask)
-        tl.store(dbias_ptr + (pid_2 * tl.num_programs(0) + pid_b) * Dm + d, dbias, mask=dmask)
+        tl.store(dD_ptr + (pid_2 * tl.num_programs(0) + pid_e) * Dm + d, dD, mask=dmask)
+        tl.store(dbias_ptr + (pid_2 * tl.num_programs(0) + pid_e) * Dm + d, dbias, mask=dmask)
 
 
 BLOCK_D = 32  # channels per program (one per thread at one warp); tuned on an H100, docs/benchmarks.md
@@ -385,8 +445,9 @@ N_SPLIT: int | None = None
 # over the sequence and buys parallelism where batch x channel blocks leave SMs idle (the sequential
 # kernel is latency-bound: one warp per program). None: as many segments as bring the programs up to
 # PROGRAMS_PER_SM (forward, backward: their register use sets how many fit on an SM), each at least
-# MIN_SEGMENT_CHUNKS chunks; an int forces that many (at most one per chunk).
-SEGMENTS: int | None = None
+# MIN_SEGMENT_CHUNKS chunks; an int forces that many (at most one per chunk), a pair (forward, backward)
+# forces either pass's (None: chosen).
+SEGMENTS: int | tuple[int | None, int | None] | None = None
 PROGRAMS_PER_SM = (12, 8)
 MIN_SEGMENT_CHUNKS = 2
 # the first pass summarises blocks of this many chunks (a divisor of the segment length; the gcd is
@@ -455,10 +516,12 @@ def _poisoned(t: torch.Tensor) -> torch.Tensor:
     return t.fill_(float("nan")) if POISON_OUTPUTS and t.is_floating_point() else t
 
 
-def empty_like_layout(like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def empty_like_layout(like: torch.Tensor, dtype: torch.dtype, batch: int | None = None) -> torch.Tensor:
     """An empty (b, d, L) tensor in ``like``'s memory order: channels last ((b, L, d) in memory, as a
-    linear layer writes it) when ``like`` is, else contiguous."""
-    batch, channels, length = like.shape
+    linear layer writes it) when ``like`` is, else contiguous. ``batch``: another batch size than like's
+    (the directions x batch results of a paired scan)."""
+    _, channels, length = like.shape
+    batch = like.shape[0] if batch is None else batch
     if is_channels_last(like):
         return _poisoned(torch.empty_strided((batch, channels, length), (length * channels, 1, channels),
                                              device=like.device, dtype=dtype))
@@ -476,12 +539,12 @@ def checkpoint_shape(batch: int, channels: int, n: int, length: int, chunk: int 
     return (batch, -(-length // (chunk or CHUNK)), n, channels)
 
 
-def _result(like: torch.Tensor, dtype: torch.dtype, splits: int) -> torch.Tensor:
-    """Where a kernel writes a (b, d, L) result: the result itself in ``like``'s memory order, or, with
-    the states split over several programs, fp32 partial sums (splits, b, d, L) in that order."""
+def _result(like: torch.Tensor, dtype: torch.dtype, splits: int, batch: int) -> torch.Tensor:
+    """Where a kernel writes a (batch, d, L) result: the result itself in ``like``'s memory order, or, with
+    the states split over several programs, fp32 partial sums (splits, batch, d, L) in that order."""
     if splits == 1:
-        return empty_like_layout(like, dtype).unsqueeze(0)
-    batch, channels, length = like.shape
+        return empty_like_layout(like, dtype, batch).unsqueeze(0)
+    _, channels, length = like.shape
     f32 = dict(device=like.device, dtype=torch.float32)
     if is_channels_last(like):
         return _poisoned(torch.empty(splits, batch, length, channels, **f32)).transpose(2, 3)
@@ -503,8 +566,9 @@ def _sm_count(device: torch.device) -> int:
 
 def _segments(batch: int, channels: int, n_chunks: int, device: torch.device, backward: bool) -> tuple[int, int]:
     """(chunks per segment, segments) for a scan of ``n_chunks`` chunks (``SEGMENTS``)."""
-    if SEGMENTS is not None:
-        wanted = SEGMENTS
+    forced = SEGMENTS[backward] if isinstance(SEGMENTS, tuple) else SEGMENTS
+    if forced is not None:
+        wanted = forced
     elif device.type != "cuda":
         wanted = 1
     else:
@@ -563,8 +627,148 @@ def _as_float(t: torch.Tensor | None, words: bool = True) -> torch.Tensor | None
 
 
 def _channel_parameters(A, D, delta_bias):
-    """A as (N, d) fp32 (the kernels' order), D and delta_bias fp32 (None stays None)."""
-    return A.float().t().contiguous(), *(None if t is None else t.float().contiguous() for t in (D, delta_bias))
+    """A (directions, d, N) as (directions, N, d) fp32 (the kernels' order), D and delta_bias (directions, d)
+    fp32 (None stays None)."""
+    return (A.float().transpose(1, 2).contiguous(),
+            *(None if t is None else t.float().contiguous() for t in (D, delta_bias)))
+
+
+def _pair(first: torch.Tensor, second: torch.Tensor | None, words: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """One input of both directions as the kernels read it (``_as_float``), the two in the same dtype and
+    strides (a paired launch shares the strides); one direction: the tensor twice."""
+    first = _as_float(first, words)
+    if second is None:
+        return first, first
+    second = _as_float(second, words)
+    if first.dtype != second.dtype:
+        first, second = _as_float(first, False), _as_float(second, False)
+    if first.stride() != second.stride():
+        first, second = first.contiguous(), second.contiguous()
+    return first, second
+
+
+def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta_softplus, order: ScanOrder,
+                  chunk: int | None):
+    """The forward kernels for one direction (u2, delta2, B2, C2 None) or a pair in one launch (direction 0
+    forward, direction 1 in ``order``; z shared). A (directions, d, N); D, delta_bias (directions, d).
+    Returns (out (directions x b, d, L) in u's dtype and memory order, last state, checkpoints), the
+    directions stacked along the batch: direction-major."""
+    chunk = chunk or CHUNK
+    directions = 1 if u2 is None else 2
+    batch, channels, length = u.shape
+    extended = directions * batch
+    n = A.shape[-1]
+    if n & (n - 1):
+        raise ValueError(f"the Triton scan needs a power-of-two d_state, got {n}")
+    last = empty_state(extended, channels, n, u.device)
+    ckpt = _poisoned(torch.empty(checkpoint_shape(extended, channels, n, length, chunk), device=u.device,
+                                 dtype=torch.float32))
+    seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, backward=False)
+    dtype, splits = u.dtype, _state_splits(extended, channels, n, u.device, n_segs)
+    out = _result(u, dtype, splits, extended)
+    (u, u2), (delta, delta2) = _pair(u, u2), _pair(delta, delta2)
+    (B, B2), (C, C2), z = _pair(B, B2, False), _pair(C, C2, False), _as_float(z)
+    A, D, delta_bias = _channel_parameters(A, D, delta_bias)
+    zs = z if z is not None else u
+    bias = delta_bias if delta_bias is not None else u
+    options = dict(_kernel_options(u.device, delta_softplus, order), PAIRED=directions == 2)
+    grid = (extended, triton.cdiv(channels, BLOCK_D))
+    block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1])
+    ends, dtsum = _segment_summaries(extended, channels, n, n_blocks, u.device)
+    if n_segs > 1:  # every block before the last segment
+        _segment_fwd_kernel[(*grid, splits * (n_segs - 1) * seg_blocks)](
+            u, u2, delta, delta2, A, B, B2, bias, ends, dtsum, channels, length, batch, block_chunks * chunk, n_blocks,
+            order.frame_tokens, order.prefix, *_strides(u, delta, B), N=n, NS=n // splits, BLOCK_D=BLOCK_D,
+            STAGES=STAGES, HAS_BIAS=delta_bias is not None, **options, num_warps=NUM_WARPS)
+    _scan_fwd_kernel[(*grid, splits * n_segs)](
+        u, u2, delta, delta2, A, B, B2, C, C2, D if D is not None else u, zs, bias,
+        out, last, ckpt, ends, dtsum, channels, length, batch, ckpt.shape[1], seg_chunks, n_segs, n_blocks,
+        seg_blocks, order.frame_tokens, order.prefix, *_strides(u, delta, zs, out, B, C),
+        N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None, **options, num_warps=NUM_WARPS)
+    return _finish(out, dtype), last, ckpt
+
+
+def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta_softplus,
+                   order: ScanOrder, ckpt, chunk: int | None):
+    """The backward kernels for one direction or a pair (as ``_scan_forward``; dout is shared by the pair).
+    Returns du, ddelta, dz (directions x b, d, L) in u's memory order and the dtypes of u, delta and z (dz
+    None without z), dB, dC (directions x b, N, L), dA (directions, d, N), dD and dbias (directions, d),
+    fp32. ``dlast``: (directions x b, d, N), or an empty tensor where the last states' gradient is zero."""
+    chunk = chunk or CHUNK
+    directions = 1 if u2 is None else 2
+    batch, channels, length = u.shape
+    extended = directions * batch
+    n = A.shape[-1]
+    if ckpt is None:
+        _, _, ckpt = _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta_softplus, order,
+                                   chunk)
+    n_dblocks = triton.cdiv(channels, BLOCK_D)
+    f32 = dict(device=u.device, dtype=torch.float32)
+    seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, backward=True)
+    splits = _state_splits(extended, channels, n, u.device, n_segs)
+    dtypes = (u.dtype, delta.dtype, z.dtype if z is not None else None)
+    du, ddelta = _result(u, dtypes[0], splits, extended), _result(u, dtypes[1], splits, extended)
+    dz = _result(u, dtypes[2], splits, extended) if z is not None else None
+    (u, u2), (delta, delta2) = _pair(u, u2), _pair(delta, delta2)
+    (B, B2), (C, C2) = _pair(B, B2, False), _pair(C, C2, False)
+    z, dout = _as_float(z), _as_float(dout)
+    has_D, has_bias = D is not None, delta_bias is not None
+    A, D, delta_bias = _channel_parameters(A, D, delta_bias)
+    options = dict(_kernel_options(u.device, delta_softplus, order), PAIRED=directions == 2)
+    has_dlast = dlast.numel() > 0
+    dlast = dlast.float().transpose(1, 2).contiguous() if has_dlast else A  # (directions x b, N, d)
+    dA = _poisoned(torch.empty(n_segs, extended, n, channels, **f32))
+    # dB and dC (per block of channels unless atomic), dD and dbias (per segment and split) share a buffer
+    # each: one allocation and one reduction for the pair
+    if ATOMIC_DBC:
+        dBC = torch.zeros(2, extended, n, length, **f32)
+        dB, dC = dBC[0], dBC[1]
+    else:
+        dBC = _poisoned(torch.empty(n_dblocks, 2, extended, n, length, **f32))
+        dB, dC = dBC[:, 0], dBC[:, 1]
+    dDbias = _poisoned(torch.empty(2, n_segs * splits, extended, channels, **f32))
+    dD, dbias = dDbias[0], dDbias[1]
+    window = _window(chunk)
+    if window < chunk:  # the states entering every window, from the checkpoints: the backward's starting points
+        entries = _poisoned(torch.empty(extended, -(-length // window), n, channels, **f32))
+        _window_entries_kernel[(extended, n_dblocks, splits * ckpt.shape[1])](
+            u, u2, delta, delta2, A, B, B2, delta_bias if has_bias else u, ckpt, entries, channels, length, batch,
+            ckpt.shape[1], entries.shape[1], order.frame_tokens, order.prefix, *_strides(u, delta, B), N=n,
+            NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, WINDOW=window, STAGES=STAGES, HAS_BIAS=has_bias,
+            **options, num_warps=NUM_WARPS)
+        starts, seg_windows = entries, seg_chunks * (chunk // window)
+    else:
+        starts, seg_windows = ckpt, seg_chunks
+    scratch = torch.empty(extended * n_dblocks * n_segs * splits * (window + 4) * BLOCK_D * (n // splits), **f32)
+    zs = z if z is not None else u
+    bias = delta_bias if has_bias else u
+    block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1])
+    ends, dtsum = _segment_summaries(extended, channels, n, n_blocks, u.device)
+    if n_segs > 1:  # every block after the first segment
+        _segment_bwd_kernel[(extended, n_dblocks, splits * (n_blocks - seg_blocks))](
+            delta, delta2, A, C, C2, zs, bias, dout, ends, dtsum, channels, length, batch, block_chunks * chunk,
+            n_blocks, seg_blocks, order.frame_tokens, order.prefix, *_strides(delta, zs, dout, C), N=n,
+            NS=n // splits, BLOCK_D=BLOCK_D, STAGES=STAGES, HAS_Z=z is not None, HAS_BIAS=has_bias, **options,
+            num_warps=NUM_WARPS)
+    _scan_bwd_kernel[(extended, n_dblocks, splits * n_segs)](
+        u, u2, delta, delta2, A, B, B2, C, C2, D if has_D else u, zs, bias,
+        starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
+        channels, length, batch, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks, n_dblocks,
+        2 * extended * n * length, order.frame_tokens, order.prefix, *_strides(u, delta, zs, dout, du, B, C),
+        N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=window, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
+        HAS_BIAS=has_bias, **options, ATOMIC_DBC=ATOMIC_DBC, DBC_SUMS=_DBC_CODES[DBC_SUMS], HAS_DLAST=has_dlast,
+        num_warps=NUM_WARPS)
+    if not ATOMIC_DBC:
+        dB, dC = dBC.sum(0)
+    dD, dbias = dDbias.view(2, n_segs * splits, directions, batch, channels).sum((1, 3))
+    dA = dA.view(n_segs, directions, batch, n, channels).sum((0, 2)).transpose(1, 2).contiguous()
+    return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), _finish(dz, dtypes[2]) if dz is not None else None,
+            dB, dC, dA, dD if has_D else None, dbias if has_bias else None)
+
+
+def _stacked(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.unsqueeze(0)
 
 
 def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: ScanOrder = FORWARD,
@@ -573,40 +777,8 @@ def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: S
     strides (other dtypes than fp32 are converted first); out is written in u's dtype and memory
     order. With ``order`` the kernels read the positions in that order (``ops.ScanOrder``: reversed,
     or per frame) and write each output where they read, so nothing is permuted or copied."""
-    chunk = chunk or CHUNK
-    batch, channels, length = u.shape
-    n = A.shape[1]
-    if n & (n - 1):
-        raise ValueError(f"the Triton scan needs a power-of-two d_state, got {n}")
-    last = empty_state(batch, channels, n, u.device)
-    ckpt = _poisoned(torch.empty(checkpoint_shape(batch, channels, n, length, chunk), device=u.device,
-                                 dtype=torch.float32))
-    seg_chunks, n_segs = _segments(batch, channels, ckpt.shape[1], u.device, backward=False)
-    dtype, splits = u.dtype, _state_splits(batch, channels, n, u.device, n_segs)
-    out = _result(u, dtype, splits)
-    u, delta, z, B, C = _as_float(u), _as_float(delta), _as_float(z), _as_float(B, False), _as_float(C, False)
-    A, D, delta_bias = _channel_parameters(A, D, delta_bias)
-    zs = z if z is not None else u
-    bias = delta_bias if delta_bias is not None else u
-    options = _kernel_options(u.device, delta_softplus, order)
-    grid = (batch, triton.cdiv(channels, BLOCK_D))
-    block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1])
-    ends, dtsum = _segment_summaries(batch, channels, n, n_blocks, u.device)
-    if n_segs > 1:  # every block before the last segment
-        _segment_fwd_kernel[(*grid, splits * (n_segs - 1) * seg_blocks)](
-            u, delta, A, B, bias, ends, dtsum, channels, length, block_chunks * chunk, n_blocks, order.frame_tokens,
-            order.prefix, *_strides(u, delta, B), N=n, NS=n // splits, BLOCK_D=BLOCK_D, STAGES=STAGES,
-            HAS_BIAS=delta_bias is not None, **options,
-            num_warps=NUM_WARPS)
-    _scan_fwd_kernel[(*grid, splits * n_segs)](
-        u, delta, A, B, C, D if D is not None else u, zs, bias,
-        out, last, ckpt, ends, dtsum, channels, length, ckpt.shape[1], seg_chunks, n_segs, n_blocks, seg_blocks,
-        order.frame_tokens,
-        order.prefix, *_strides(u, delta, zs, out, B, C),
-        N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
-        HAS_BIAS=delta_bias is not None, **options,
-        num_warps=NUM_WARPS)
-    return _finish(out, dtype), last, ckpt
+    return _scan_forward(u, None, delta, None, A[None], B, None, C, None, _stacked(D), z, _stacked(delta_bias),
+                         delta_softplus, order, chunk)
 
 
 def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: ScanOrder = FORWARD,
@@ -614,72 +786,34 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, dbias), None where an input is absent: du, ddelta
     and dz in u's memory order and in the dtypes of u, delta and z; the others fp32. ``dlast``: the
     last state's gradient (b, d, N), or an empty tensor where it is zero."""
-    chunk = chunk or CHUNK
-    batch, channels, length = u.shape
-    n = A.shape[1]
-    if ckpt is None:
-        _, _, ckpt = triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, chunk)
-    n_dblocks = triton.cdiv(channels, BLOCK_D)
-    f32 = dict(device=u.device, dtype=torch.float32)
-    seg_chunks, n_segs = _segments(batch, channels, ckpt.shape[1], u.device, backward=True)
-    splits = _state_splits(batch, channels, n, u.device, n_segs)
-    dtypes = (u.dtype, delta.dtype, z.dtype if z is not None else None)
-    du, ddelta = _result(u, dtypes[0], splits), _result(u, dtypes[1], splits)
-    dz = _result(u, dtypes[2], splits) if z is not None else None
-    u, delta, z, dout = (_as_float(t) for t in (u, delta, z, dout))
-    B, C = _as_float(B, False), _as_float(C, False)
-    has_D, has_bias = D is not None, delta_bias is not None
-    A, D, delta_bias = _channel_parameters(A, D, delta_bias)
-    options = _kernel_options(u.device, delta_softplus, order)
-    has_dlast = dlast.numel() > 0
-    dlast = dlast.float().transpose(1, 2).contiguous() if has_dlast else A  # (b, N, d)
-    dA = _poisoned(torch.empty(n_segs, batch, n, channels, **f32))
-    # dB and dC (per block of channels unless atomic), dD and dbias (per segment and split) share a buffer
-    # each: one allocation and one reduction for the pair
-    if ATOMIC_DBC:
-        dBC = torch.zeros(2, batch, n, length, **f32)
-        dB, dC = dBC[0], dBC[1]
-    else:
-        dBC = _poisoned(torch.empty(n_dblocks, 2, batch, n, length, **f32))
-        dB, dC = dBC[:, 0], dBC[:, 1]
-    dDbias = _poisoned(torch.empty(2, n_segs * splits, batch, channels, **f32))
-    dD, dbias = dDbias[0], dDbias[1]
-    window = _window(chunk)
-    if window < chunk:  # the states entering every window, from the checkpoints: the backward's starting points
-        entries = _poisoned(torch.empty(batch, -(-length // window), n, channels, **f32))
-        _window_entries_kernel[(batch, n_dblocks, splits * ckpt.shape[1])](
-            u, delta, A, B, delta_bias if has_bias else u, ckpt, entries, channels, length, ckpt.shape[1],
-            entries.shape[1], order.frame_tokens, order.prefix, *_strides(u, delta, B), N=n, NS=n // splits,
-            BLOCK_D=BLOCK_D, CHUNK=chunk, WINDOW=window, STAGES=STAGES, HAS_BIAS=has_bias,
-            **options, num_warps=NUM_WARPS)
-        starts, seg_windows = entries, seg_chunks * (chunk // window)
-    else:
-        starts, seg_windows = ckpt, seg_chunks
-    scratch = torch.empty(batch * n_dblocks * n_segs * splits * (window + 4) * BLOCK_D * (n // splits), **f32)
-    zs = z if z is not None else u
-    bias = delta_bias if has_bias else u
-    block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1])
-    ends, dtsum = _segment_summaries(batch, channels, n, n_blocks, u.device)
-    if n_segs > 1:  # every block after the first segment
-        _segment_bwd_kernel[(batch, n_dblocks, splits * (n_blocks - seg_blocks))](
-            delta, A, C, zs, bias, dout, ends, dtsum, channels, length, block_chunks * chunk, n_blocks, seg_blocks,
-            order.frame_tokens,
-            order.prefix, *_strides(delta, zs, dout, C), N=n, NS=n // splits, BLOCK_D=BLOCK_D, STAGES=STAGES,
-            HAS_Z=z is not None, HAS_BIAS=has_bias, **options,
-            num_warps=NUM_WARPS)
-    _scan_bwd_kernel[(batch, n_dblocks, splits * n_segs)](
-        u, delta, A, B, C, D if has_D else u, zs, bias,
-        starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
-        channels, length, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks, n_dblocks, 2 * batch * n * length,
-        order.frame_tokens,
-        order.prefix, *_strides(u, delta, zs, dout, du, B, C),
-        N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=window, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
-        HAS_BIAS=has_bias,
-        **options, ATOMIC_DBC=ATOMIC_DBC,
-        DBC_SUMS=_DBC_CODES[DBC_SUMS], HAS_DLAST=has_dlast, num_warps=NUM_WARPS)
-    if not ATOMIC_DBC:
-        dB, dC = dBC.sum(0)
-    dD, dbias = dDbias.sum((1, 2))
-    return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), dA.sum((0, 1)).t().contiguous(), dB, dC,
-            dD if has_D else None, _finish(dz, dtypes[2]) if dz is not None else None,
-            dbias if has_bias else None)
+    du, ddelta, dz, dB, dC, dA, dD, dbias = _scan_backward(
+        dout, dlast, u, None, delta, None, A[None], B, None, C, None, _stacked(D), z, _stacked(delta_bias),
+        delta_softplus, order, ckpt, chunk)
+    return du, ddelta, dA[0], dB, dC, None if dD is None else dD[0], dz, None if dbias is None else dbias[0]
+
+
+def triton_forward_pair(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias, delta_softplus,
+                        order: ScanOrder, chunk: int | None = None):
+    """Both directions of a bidirectional mixer in one launch of each kernel: the forward scan of (u, delta,
+    B, C) and the scan of (u_bwd, delta_bwd, B_bwd, C_bwd) in ``order``, both gated by the shared z; A (2,
+    d, N), D and delta_bias (2, d) stack the two directions' parameters. Returns (the sum of the two
+    outputs (b, d, L) in u's dtype and memory order, the last states (2, b, d, N), checkpoints)."""
+    out, last, ckpt = _scan_forward(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias,
+                                    delta_softplus, order, chunk)
+    batch = u.shape[0]
+    return out[:batch] + out[batch:], last.unflatten(0, (2, batch)), ckpt
+
+
+def triton_backward_pair(dout, u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias, delta_softplus,
+                         order: ScanOrder, ckpt=None, chunk: int | None = None):
+    """Gradients of ``triton_forward_pair``'s summed output (``dout``, shared by the directions; the last
+    states' gradient is taken as zero): (du, ddelta (2, b, d, L), dA (2, d, N), dB, dC (2, b, N, L), dD (2, d),
+    dz (b, d, L; both directions' terms added), dbias (2, d)), the directions stacked along the first axis;
+    None where an input is absent."""
+    du, ddelta, dz, dB, dC, dA, dD, dbias = _scan_backward(
+        dout, dout.new_empty(0), u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias, delta_softplus,
+        order, ckpt, chunk)
+    batch = u.shape[0]
+    directions = lambda t: t.unflatten(0, (2, batch))  # noqa: E731
+    return (directions(du), directions(ddelta), dA, directions(dB), directions(dC), dD,
+            None if dz is None else dz[:batch] + dz[batch:], dbias)
