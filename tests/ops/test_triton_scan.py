@@ -220,8 +220,9 @@ def test_cuda_picks_triton():
 
 
 def test_segment_rule_fills_the_gpu_without_overfilling_it(monkeypatch):
-    """Segments bring batch x channel blocks up to PROGRAMS_PER_SM (forward, backward) on the card, each
-    at least MIN_SEGMENT_CHUNKS chunks long; SEGMENTS forces a count; the CPU (interpreter) uses one."""
+    """Segments bring batch x channel blocks up to PROGRAMS_PER_SM (forward, backward) on the card, or
+    past one wave where that is faster, each at least MIN_SEGMENT_CHUNKS chunks long; SEGMENTS forces a
+    count, or the forward's and backward's apart; the CPU (interpreter) uses one."""
     import videomamba.ops.triton_scan as ts
 
     monkeypatch.setattr(ts, "_sm_count", lambda device: 132)  # an H100
@@ -231,11 +232,18 @@ def test_segment_rule_fills_the_gpu_without_overfilling_it(monkeypatch):
     assert [ts._segments(32, 768, chunks, cuda, backward)[1] for backward in (False, True)] == [2, 1]
     assert ts._segments(8, 768, 3, cuda, False) == (3, 1)  # too short to cut
     assert ts._segments(8, 768, chunks, cpu, False)[1] == 1
-    for backward in (False, True):  # never more programs than the target allows
+    for backward in (False, True):  # one direction of batch 8: one wave, never more programs than fit
         seg_chunks, segments = ts._segments(8, 768, chunks, cuda, backward)
         assert 8 * 24 * segments <= 132 * ts.PROGRAMS_PER_SM[backward] and seg_chunks * segments >= chunks
+    # both directions in one launch (a batch of 2 x 8): 2 backward segments would fill 73 % of one wave,
+    # 5 run in two waves and measured faster; 2 x 32 is more than one wave already, and 2 segments beat 1
+    assert [ts._segments(16, 768, chunks, cuda, backward)[1] for backward in (False, True)] == [4, 5]
+    assert [ts._segments(64, 768, chunks, cuda, backward)[1] for backward in (False, True)] == [1, 2]
+    assert ts._segments(16, 768, 4, cuda, True)[1] == 2  # never below MIN_SEGMENT_CHUNKS chunks a segment
     monkeypatch.setattr(ts, "SEGMENTS", 7)
     assert ts._segments(1, 64, 20, cpu, True) == (3, 7)
+    monkeypatch.setattr(ts, "SEGMENTS", (None, 4))
+    assert ts._segments(8, 768, chunks, cuda, True)[1] == 4 and ts._segments(8, 768, chunks, cuda, False)[1] == 8
 
 
 def test_bf16_is_read_as_words_only_where_every_word_lies_in_the_storage():

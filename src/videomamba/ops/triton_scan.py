@@ -31,6 +31,7 @@ with atomics, ``ATOMIC_DBC``); one reduction over the blocks follows.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -443,12 +444,16 @@ N_SPLIT: int | None = None
 # pass summarises every segment (its end from a zero state, and its total decay), and each program of
 # the main pass folds the summaries before it into its starting state. That costs a lighter extra pass
 # over the sequence and buys parallelism where batch x channel blocks leave SMs idle (the sequential
-# kernel is latency-bound: one warp per program). None: as many segments as bring the programs up to
-# PROGRAMS_PER_SM (forward, backward: their register use sets how many fit on an SM), each at least
-# MIN_SEGMENT_CHUNKS chunks; an int forces that many (at most one per chunk), a pair (forward, backward)
+# kernel is latency-bound: one warp per program). None: chosen by ``_best_segments`` for PROGRAMS_PER_SM
+# resident programs per SM (forward, backward: their register use sets how many fit), each segment at
+# least MIN_SEGMENT_CHUNKS chunks; an int forces that many (at most one per chunk), a pair (forward, backward)
 # forces either pass's (None: chosen).
 SEGMENTS: int | tuple[int | None, int | None] | None = None
 PROGRAMS_PER_SM = (12, 8)
+# the relative cost of each segment (its share of the summary pass and the carries) in the choice of the
+# segment count (``_best_segments``); 0.05 keeps the counts the H100 sweeps chose for one direction (batch
+# 8 and 32) and picks the best swept for both directions in one launch (docs/benchmarks.md)
+SEGMENT_COST = 0.05
 MIN_SEGMENT_CHUNKS = 2
 # the first pass summarises blocks of this many chunks (a divisor of the segment length; the gcd is
 # taken), not whole segments: its programs then number blocks, not segments, and fill the GPU where
@@ -564,6 +569,21 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
 
 
+@functools.lru_cache(maxsize=256)
+def _best_segments(programs: int, slots: int, limit: int, cost: float) -> int:
+    """The segment count (at most ``limit``) for ``programs`` programs per segment on ``slots`` resident
+    programs. One segment where it alone fills one wave (no summary pass at all); else, from the count
+    that fills one wave up, the fewest waves per unit of sequence, each segment weighed by ``cost``: a
+    second, partly filled wave of shorter segments can beat one wave of longer ones that leaves slots
+    empty (both directions of batch 8 in one launch: 5 backward segments in 2 waves, not 2 in one)."""
+    one_wave = slots // programs
+    if one_wave == 1:
+        return 1
+    first = min(max(1, one_wave), limit)
+    candidates = range(first, min(limit, 3 * first + 2) + 1)
+    return min(candidates, key=lambda s: -(-programs * s // slots) / s * (1 + cost * s))
+
+
 def _segments(batch: int, channels: int, n_chunks: int, device: torch.device, backward: bool) -> tuple[int, int]:
     """(chunks per segment, segments) for a scan of ``n_chunks`` chunks (``SEGMENTS``)."""
     forced = SEGMENTS[backward] if isinstance(SEGMENTS, tuple) else SEGMENTS
@@ -572,8 +592,8 @@ def _segments(batch: int, channels: int, n_chunks: int, device: torch.device, ba
     elif device.type != "cuda":
         wanted = 1
     else:
-        programs = batch * triton.cdiv(channels, BLOCK_D)
-        wanted = min(_sm_count(device) * PROGRAMS_PER_SM[backward] // programs, n_chunks // MIN_SEGMENT_CHUNKS)
+        wanted = _best_segments(batch * triton.cdiv(channels, BLOCK_D), _sm_count(device) * PROGRAMS_PER_SM[backward],
+                                max(1, n_chunks // MIN_SEGMENT_CHUNKS), SEGMENT_COST)
     seg_chunks = triton.cdiv(n_chunks, max(1, min(wanted, n_chunks)))
     return seg_chunks, triton.cdiv(n_chunks, seg_chunks)
 
