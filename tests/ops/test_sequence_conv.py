@@ -72,6 +72,70 @@ CHECK = textwrap.dedent("""
 """)
 
 
+CHECK_PAIR = textwrap.dedent("""
+    import sys, torch
+    from videomamba.ops import ScanOrder
+    from videomamba.ops.sequence_conv import sequence_conv_silu_pair, _conv_silu_pair_op
+    device, failures = sys.argv[1], []
+    torch.manual_seed(0)
+    # both directions in one launch (the second in the order given) against two float64 conv1d references;
+    # the two output gradients in the strides the paired scan hands back (views of one stacked buffer) or apart
+    cases = [((2, 40, 37, 4), ScanOrder("reverse"), torch.float32, True), ((1, 70, 1, 4), ScanOrder("reverse"), torch.float32, False),
+             ((2, 40, 41, 4), ScanOrder("spatial", 8, 1), torch.float32, True),
+             ((1, 24, 40, 3), ScanOrder("temporal", 8, 0), torch.float32, False),
+             ((2, 40, 37, 4), ScanOrder("temporal", 4, 1), torch.bfloat16, True),
+             ((2, 65, 70, 4), ScanOrder("reverse"), torch.bfloat16, False)]
+    for (b, d, L, k), order, dtype, stacked_grads in cases:
+        x = torch.randn(b, L, d).transpose(1, 2).to(device=device, dtype=dtype).requires_grad_()
+        w = torch.randn(2, d, 1, k, device=device, requires_grad=True)
+        bias = torch.randn(2, d, device=device, requires_grad=True)
+        y_fwd, y_bwd = sequence_conv_silu_pair(x, w, bias, order, use_triton=True)
+        ref = [t.detach().double().cpu().requires_grad_() for t in (x, w, bias)]
+        refs = []
+        for direction, steps in ((0, torch.arange(L)), (1, order.positions(L))):
+            conv = torch.nn.functional.conv1d(ref[0].index_select(-1, steps), ref[1][direction], ref[2][direction],
+                                              padding=k - 1, groups=d)
+            refs.append(torch.nn.functional.silu(conv[..., :L]).index_select(-1, torch.argsort(steps)))
+        if stacked_grads:
+            g = torch.randn(2 * b, L, d, dtype=torch.float64).transpose(1, 2)
+            grads = (g[:b], g[b:])
+        else:
+            grads = (torch.randn(b, d, L, dtype=torch.float64), torch.randn(b, L, d, dtype=torch.float64).transpose(1, 2))
+        torch.autograd.backward([y_fwd, y_bwd], [t.to(device=device, dtype=dtype) for t in grads])
+        torch.autograd.backward(refs, list(grads))
+        tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+        for name, got, want in (("out", y_fwd, refs[0]), ("out backward direction", y_bwd, refs[1]),
+                                ("dx", x.grad, ref[0].grad), ("dweight", w.grad, ref[1].grad),
+                                ("dbias", bias.grad, ref[2].grad)):
+            err = ((got.detach().double().cpu() - want).abs().max() / want.abs().max().clamp(min=1)).item()
+            if not err < tolerance:
+                failures.append(f"{(b, d, L, k)} {order} {dtype} {name}: {err:.1e}")
+        if y_fwd.stride(1) != 1 or y_bwd.stride(1) != 1:
+            failures.append(f"{(b, d, L, k)}: outputs not channels-last")
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 9, 24).transpose(1, 2).to(device=device, dtype=dtype).requires_grad_()
+        w = torch.randn(2, 24, 1, 4, device=device, requires_grad=True)
+        bias = torch.randn(2, 24, device=device, requires_grad=True)
+        for order in (ScanOrder("reverse"), ScanOrder("spatial", 3, 0)):
+            try:
+                torch.library.opcheck(_conv_silu_pair_op, (x, w, bias, order.code, order.frame_tokens, order.prefix),
+                                      test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+            except Exception as err:
+                failures.append(f"opcheck pair {dtype} {order}: {str(err)[:300]}")
+    print("FAILURES:", failures)
+    sys.exit(1 if failures else 0)
+""")
+
+
+def test_paired_conv_kernels_in_the_interpreter_match_pytorch():
+    triton_subprocess.assert_check_passes(CHECK_PAIR, "cpu", interpret=True, timeout=600)
+
+
+@pytest.mark.gpu
+def test_paired_conv_kernels_on_the_gpu_match_pytorch():
+    triton_subprocess.assert_check_passes(CHECK_PAIR, "cuda", interpret=False, timeout=600)
+
+
 def test_conv_silu_kernels_in_the_interpreter_match_pytorch():
     triton_subprocess.assert_check_passes(CHECK, "cpu", interpret=True, timeout=600)
 

@@ -4,6 +4,9 @@ in_proj and out_proj are shared; each direction has its own conv1d, x_proj, dt_p
 The mixer reads top to bottom as the equations:
 in_proj -> (x, z) -> per direction: conv1d -> SiLU -> x_proj -> (dt, B, C) -> dt_proj -> scan
 (with the SiLU(z) gate) -> back to forward order -> combine -> out_proj.
+Where the backward direction reads the forward-order tensors in place, the two directions' convs and
+scans each run as one call (``sequence_conv_silu_pair``, ``selective_scan_pair``: one launch of each
+kernel on the GPU).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import ScanInputs, ScanOrder, selective_scan, selective_scan_pair, sequence_conv_silu
+from ..ops import (ScanInputs, ScanOrder, selective_scan, selective_scan_pair, sequence_conv_silu,
+                   sequence_conv_silu_pair)
 
 
 def _take_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -91,11 +95,17 @@ class ScanDirection(nn.Module):
 
     def scan_inputs(self, x: torch.Tensor, order: ScanOrder | None = None) -> ScanInputs:
         """This direction's scan inputs from the in_proj output x (B, d_inner, L): the conv (causal along
-        ``order``) and SiLU, x_proj, dt_proj (its bias goes to the scan, added in float32), A and D."""
-        x = sequence_conv_silu(x, self.conv1d.weight, self.conv1d.bias, order=order)
+        ``order``) and SiLU, then ``project``."""
+        return self.project(sequence_conv_silu(x, self.conv1d.weight, self.conv1d.bias, order=order))
+
+    def project(self, x: torch.Tensor) -> ScanInputs:
+        """The scan inputs from the conv + SiLU output x: x_proj, dt_proj (its bias goes to the scan, added
+        in float32), A and D."""
         dt, B, C = torch.split(self.x_proj(x.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)
-        return ScanInputs(x, dt, -torch.exp(self.A_log.float()), B.transpose(1, 2), C.transpose(1, 2),
+        # B and C (N wide) in float32 once, here: the scan reads them in float32, and its backward would
+        # otherwise convert the saved bf16 ones a second time
+        return ScanInputs(x, dt, -torch.exp(self.A_log.float()), B.float().transpose(1, 2), C.float().transpose(1, 2),
                           self.D.float(), self.dt_proj.bias.float())
 
     def forward(self, x: torch.Tensor, z: torch.Tensor, return_delta: bool = False, order: ScanOrder | None = None):
@@ -157,9 +167,12 @@ class BiMambaMixer(nn.Module):
         per_frame = hidden.is_cuda if self.per_frame_in_place is None else self.per_frame_in_place
         in_place = backward_order is not None and (backward_order.mode == "reverse" or per_frame)
         if self.scan_bwd is not None and in_place and not return_delta:
-            # both directions in one scan call (one launch of each kernel on the GPU)
-            y = selective_scan_pair(self.scan_fwd.scan_inputs(x), self.scan_bwd.scan_inputs(x, backward_order), z,
-                                    backward_order, delta_softplus=True)
+            # both directions in one conv call and one scan call (one launch of each kernel on the GPU)
+            directions = (self.scan_fwd, self.scan_bwd)
+            convolved = sequence_conv_silu_pair(x, torch.stack([d.conv1d.weight for d in directions]),
+                                                torch.stack([d.conv1d.bias for d in directions]), backward_order)
+            inputs = [d.project(u) for d, u in zip(directions, convolved)]
+            y = selective_scan_pair(*inputs, z, backward_order, delta_softplus=True)
             return self.out_proj(y.transpose(1, 2), input_scale=0.5 if self.combine == "mean" else 1.0)
         y, delta_fwd = self.scan_fwd(x, z, return_delta)
         deltas = [delta_fwd.mean(1) if return_delta else None, None]

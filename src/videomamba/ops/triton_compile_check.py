@@ -106,7 +106,9 @@ def kernel_resources(capability: int = 90) -> list[KernelResources]:
             variants = ((False, False), (True, False)) if mode == 0 else ((False, False), (False, True)) if mode == 1 \
                 else ((False, False),)
             for bf16, paired in variants:
-                chosen = {k: v for k, v in {**options, "PAIRED": paired}.items() if k in fn.arg_names}
+                # a pair never takes a last-state gradient (HAS_DLAST False, as in every model)
+                variant = {**options, "PAIRED": paired, **({"HAS_DLAST": False} if paired else {})}
+                chosen = {k: v for k, v in variant.items() if k in fn.arg_names}
                 results.append(_compile(fn, chosen, triton_scan.NUM_WARPS, capability,
                                         f"{label}{' paired' if paired else _MODE_NAMES[mode]}{' bf16' if bf16 else ''}",
                                         bf16))
@@ -116,7 +118,9 @@ def kernel_resources(capability: int = 90) -> list[KernelResources]:
             ("conv+silu forward", sequence_conv._conv_silu_fwd_kernel, conv, sequence_conv.NUM_WARPS),
             ("conv+silu output grad", sequence_conv._conv_silu_grad_kernel, grad, sequence_conv.GRAD_WARPS),
             ("conv+silu input grad", sequence_conv._conv_input_grad_kernel, conv, sequence_conv.NUM_WARPS)):
-        results.append(_compile(fn, constexprs, warps, capability, label))
+        for paired in (False, True):  # paired: both directions in one launch
+            results.append(_compile(fn, {**constexprs, "PAIRED": paired}, warps, capability,
+                                    f"{label}{' paired' if paired else ''}"))
     return results
 
 if __name__ == "__main__":

@@ -78,6 +78,17 @@ if triton is not None:
             return tl.load(ptr + offsets, mask=mask, other=0.0).to(tl.float32)
 
     @triton.jit
+    def _frame_patch(q, L, S, P, MODE: tl.constexpr):
+        """Modes 2 and 3 on the frames (the positions after the prefix, counted from 0): each frame of S
+        tokens reversed, or the frames reversed. Either is its own inverse."""
+        frame = q // S
+        within = q - frame * S
+        if MODE == 2:
+            return frame * S + (S - 1 - within)
+        else:
+            return ((L - P) // S - 1 - frame) * S + within
+
+    @triton.jit
     def _order_position(step, L, S, P, MODE: tl.constexpr):
         """Memory position read at scan step ``step`` (``ops.token_order``): MODE 0 forward, 1 the whole
         sequence reversed, 2 each frame of S tokens reversed (frames in order), 3 the frames reversed
@@ -87,13 +98,17 @@ if triton is not None:
         elif MODE == 1:
             return L - 1 - step
         else:
-            frame = step // S
-            within = step - frame * S
-            if MODE == 2:
-                patch = frame * S + (S - 1 - within)
-            else:
-                patch = ((L - P) // S - 1 - frame) * S + within
-            return tl.where(step >= L - P, step - (L - P), patch + P)
+            return tl.where(step >= L - P, step - (L - P), _frame_patch(step, L, S, P, MODE) + P)
+
+    @triton.jit
+    def _order_step(position, L, S, P, MODE: tl.constexpr):
+        """The scan step at which MODE reads memory ``position``: the inverse of ``_order_position``."""
+        if MODE == 0:
+            return position
+        elif MODE == 1:
+            return L - 1 - position
+        else:
+            return tl.where(position < P, position + (L - P), _frame_patch(position - P, L, S, P, MODE))
 
     @triton.jit
     def _position(step, direction, L, S, P, MODE: tl.constexpr, PAIRED: tl.constexpr):
