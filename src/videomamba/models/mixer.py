@@ -103,9 +103,7 @@ class ScanDirection(nn.Module):
         in float32), A and D."""
         dt, B, C = torch.split(self.x_proj(x.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)
-        # B and C (N wide) in float32 once, here: the scan reads them in float32, and its backward would
-        # otherwise convert the saved bf16 ones a second time
-        return ScanInputs(x, dt, -torch.exp(self.A_log.float()), B.float().transpose(1, 2), C.float().transpose(1, 2),
+        return ScanInputs(x, dt, -torch.exp(self.A_log.float()), B.transpose(1, 2), C.transpose(1, 2),
                           self.D.float(), self.dt_proj.bias.float())
 
     def forward(self, x: torch.Tensor, z: torch.Tensor, return_delta: bool = False, order: ScanOrder | None = None):
