@@ -202,6 +202,44 @@ def test_paired_kernels_on_the_gpu_match_two_float64_scans():
     triton_subprocess.assert_check_passes(CHECK_PAIR, "cuda", interpret=False, timeout=900)
 
 
+COMPILE_PAIR = textwrap.dedent("""
+    import sys, torch
+    from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair, sequence_conv_silu_pair
+    from tests.ops.test_selective_scan import make_inputs
+    import videomamba.ops.triton_scan as ts
+    device = sys.argv[1]
+    ts.CHUNK = 16
+    directions = [{k: v.detach().to(device).requires_grad_() if v is not None else None
+                   for k, v in make_inputs(1, 8, 20, 4, torch.float32, seed=seed).items()} for seed in (0, 1)]
+    z = directions[0].pop("z")
+    directions[1].pop("z")
+    x = torch.randn(1, 20, 8, device=device).transpose(1, 2).requires_grad_()
+    w = torch.randn(2, 8, 1, 4, device=device, requires_grad=True)
+    b = torch.randn(2, 8, device=device, requires_grad=True)
+
+    def mixer_core(x):  # the paired conv and scan as the mixer calls them
+        u = sequence_conv_silu_pair(x, w, b, ScanOrder("reverse"), use_triton=True)
+        inputs = [ScanInputs(**{**d, "u": u_i * d["u"]}) for d, u_i in zip(directions, u)]
+        return selective_scan_pair(*inputs, z, ScanOrder("reverse"), delta_softplus=True, backend="triton")
+
+    leaves = [x, w, b, z] + [v for d in directions for v in d.values() if v is not None]
+    results = []
+    for fn in (mixer_core, torch.compile(mixer_core, fullgraph=True)):  # fullgraph: a graph break raises
+        y = fn(x)
+        grads = torch.autograd.grad(y.square().sum(), leaves)
+        results.append([y, *grads])
+    errors = [(a - b_).abs().max().item() for a, b_ in zip(*results)]
+    print("max differences compiled - eager:", max(errors))
+    sys.exit(0 if max(errors) < 1e-5 else 1)
+""")
+
+
+def test_paired_ops_compile_in_one_graph_and_match_eager():
+    """The paired conv and scan under torch.compile(fullgraph=True) (their fake implementations, schemas,
+    autograd, outputs that alias nothing), output and every gradient against eager, in the interpreter."""
+    triton_subprocess.assert_check_passes(COMPILE_PAIR, "cpu", interpret=True, timeout=900)
+
+
 def test_triton_kernels_in_the_interpreter_match_float64():
     triton_subprocess.assert_check_passes(CHECK, "cpu", interpret=True, timeout=900)
 

@@ -11,6 +11,8 @@ There the same bodies run through a ``torch.autograd.Function`` built from the o
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Callable
 
 import torch
@@ -35,3 +37,24 @@ def eager_function(name: str, forward: Callable, setup_context: Callable, backwa
 
     return type(name, (torch.autograd.Function,), {"forward": staticmethod(run), "backward": staticmethod(backward),
                                                    "__doc__": f"Eager path of the {name} custom op."})
+
+
+def distinct_outputs(body: Callable) -> Callable:
+    """``body`` returning a list of tensors, as a custom op's implementation: a tensor sharing storage with
+    an earlier one (views of one buffer that a reduction wrote at once, such as dB and dC) is copied,
+    since a custom op's outputs may not alias each other. The eager path calls ``body`` itself and keeps
+    the views."""
+
+    @functools.wraps(body)
+    def run(*args, **kwargs):
+        seen, result = set(), []
+        for t in body(*args, **kwargs):
+            storage = t.untyped_storage().data_ptr() if t.numel() else None
+            result.append(t.clone() if storage in seen else t)
+            if storage is not None:
+                seen.add(storage)
+        return result
+
+    # the schema is inferred from the signature: give it body's, its annotations evaluated in body's module
+    run.__signature__ = inspect.signature(body, eval_str=True)
+    return run

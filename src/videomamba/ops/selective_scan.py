@@ -27,7 +27,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 from . import cpu_kernel, triton_scan
 from .chunked import chunked_backward, chunked_forward
-from .eager import custom_op_needed, eager_function
+from .eager import custom_op_needed, distinct_outputs, eager_function
 from .reference import selective_scan_reference
 from .token_order import MODES, REVERSE, ScanOrder, gather_steps
 
@@ -130,8 +130,8 @@ def _scan_backward_body(saved: torch.Tensor, dout: torch.Tensor, dlast: torch.Te
     return [g if g is not None else u.new_empty(0) for g in grads]  # empty = input absent
 
 
-_scan_backward_op = torch.library.custom_op("videomamba::selective_scan_backward", _scan_backward_body,
-                                            mutates_args=())
+_scan_backward_op = torch.library.custom_op("videomamba::selective_scan_backward",
+                                            distinct_outputs(_scan_backward_body), mutates_args=())
 
 
 @_scan_backward_op.register_fake
@@ -353,8 +353,8 @@ def _pair_backward_body(saved: torch.Tensor, dout: torch.Tensor, u: torch.Tensor
     return [g if g is not None else u.new_empty(0) for g in grads]  # empty = input absent
 
 
-_pair_backward_op = torch.library.custom_op("videomamba::selective_scan_pair_backward", _pair_backward_body,
-                                            mutates_args=())
+_pair_backward_op = torch.library.custom_op("videomamba::selective_scan_pair_backward",
+                                            distinct_outputs(_pair_backward_body), mutates_args=())
 
 
 @_pair_backward_op.register_fake
