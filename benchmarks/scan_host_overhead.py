@@ -20,7 +20,8 @@ import torch
 
 import videomamba.ops.sequence_conv as sequence_conv
 import videomamba.ops.triton_scan as triton_scan
-from videomamba.ops import ScanOrder, selective_scan, sequence_conv_silu
+from videomamba.ops import (ScanInputs, ScanOrder, selective_scan, selective_scan_pair, sequence_conv_silu,
+                           sequence_conv_silu_pair)
 
 scan_module = importlib.import_module("videomamba.ops.selective_scan")  # the package exports a function of that name
 
@@ -48,7 +49,7 @@ def _stub_kernels() -> None:
     for name in ("_scan_fwd_kernel", "_scan_bwd_kernel", "_segment_fwd_kernel", "_segment_bwd_kernel",
                  "_window_entries_kernel"):
         setattr(triton_scan, name, _NoLaunch())
-    for name in ("_conv_silu_fwd_kernel", "_conv_silu_grad_kernel", "_conv_input_grad_kernel"):
+    for name in ("_conv_silu_fwd_kernel", "_conv_silu_grad_kernel", "_conv_input_grad_kernel"):  # paired too
         setattr(sequence_conv, name, _NoLaunch())
 
 
@@ -97,10 +98,35 @@ def main() -> None:
     def conv_train():
         sequence_conv_silu(conv_in, weight, bias, use_triton=True, order=order).sum().backward()
 
+    # both directions of a mixer: two calls, or one paired call
+    x_bwd = {k: (v.detach().clone().requires_grad_() if v is not None else None) for k, v in x.items()}
+    directions = [ScanInputs(**{k: v for k, v in inputs.items() if k != "z"}) for inputs in (x, x_bwd)]
+    weights = torch.stack([weight, weight.clone()]).requires_grad_()
+    biases = torch.stack([bias, bias.clone()]).requires_grad_()
+
+    def two_scans_train():
+        (selective_scan(**directions[0]._asdict(), z=x["z"], delta_softplus=True, backend="triton")
+         + selective_scan(**directions[1]._asdict(), z=x["z"], delta_softplus=True, backend="triton", order=order)
+         ).sum().backward()
+
+    def paired_scan_train():
+        selective_scan_pair(*directions, x["z"], order, delta_softplus=True, backend="triton").sum().backward()
+
+    def two_convs_train():
+        (sequence_conv_silu(conv_in, weights[0], biases[0], use_triton=True)
+         + sequence_conv_silu(conv_in, weights[1], biases[1], use_triton=True, order=order)).sum().backward()
+
+    def paired_conv_train():
+        sum(sequence_conv_silu_pair(conv_in, weights, biases, order, use_triton=True)).sum().backward()
+
     print("| call | eager path (autograd.Function), us | custom op, us | ratio |")
     print("|---|---|---|---|")
     for name, fn in (("scan forward (no grad)", scan_infer), ("scan forward+backward", scan_train),
-                     ("conv+SiLU forward+backward", conv_train)):
+                     ("conv+SiLU forward+backward", conv_train),
+                     ("both directions' scans, two calls, forward+backward", two_scans_train),
+                     ("both directions' scans, paired, forward+backward", paired_scan_train),
+                     ("both directions' convs, two calls, forward+backward", two_convs_train),
+                     ("both directions' convs, paired, forward+backward", paired_conv_train)):
         eager, custom = _microseconds(fn, args.repeats)
         print(f"| {name} | {eager:.0f} | {custom:.0f} | {custom / eager:.2f}x |", flush=True)
 
