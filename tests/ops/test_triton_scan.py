@@ -230,13 +230,21 @@ COMPILE_PAIR = textwrap.dedent("""
         results.append([y, *grads])
     errors = [(a - b_).abs().max().item() for a, b_ in zip(*results)]
     print("max differences compiled - eager:", max(errors))
-    sys.exit(0 if max(errors) < 1e-5 else 1)
+    # the FLOP counter sees both paired ops: two scans at 9 MACs per (b, d, L, N), two convs at K per (b, d, L),
+    # 2 FLOPs a MAC
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        mixer_core(x)
+    flops, expected = counter.get_total_flops(), 2 * 2 * (9 * 1 * 8 * 20 * 4 + 1 * 8 * 20 * 4)
+    print("FLOPs", flops, "expected", expected)
+    sys.exit(0 if max(errors) < 1e-5 and flops == expected else 1)
 """)
 
 
 def test_paired_ops_compile_in_one_graph_and_match_eager():
     """The paired conv and scan under torch.compile(fullgraph=True) (their fake implementations, schemas,
-    autograd, outputs that alias nothing), output and every gradient against eager, in the interpreter."""
+    autograd, outputs that alias nothing), output and every gradient against eager, in the interpreter;
+    and the FLOP counter's count of both."""
     triton_subprocess.assert_check_passes(COMPILE_PAIR, "cpu", interpret=True, timeout=900)
 
 
