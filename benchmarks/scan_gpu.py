@@ -658,8 +658,8 @@ def main() -> None:
     except ImportError:
         have_mamba = False
         print("mamba_ssm is not built here: its columns stay empty\n")
-    parts = sys.argv[1:] or ["correctness", "model-check", "timings", "graphed", "both", "e2e", "graphed-steps", "profile",
-                             "compile", "orders"]
+    parts = sys.argv[1:] or ["correctness", "model-check", "timings", "graphed", "both", "e2e", "graphed-steps",
+                             "profile", "compile", "orders"]
     if "correctness" in parts:
         correctness()
     if "model-check" in parts:

@@ -93,13 +93,15 @@ def paired_sweep(shapes=((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (
         z = directions[0]["z"]
         scans = [ScanInputs(**{k: v for k, v in x.items() if k != "z"}) for x in directions]
         leaves = [v for x in directions for v in x.values()]
-        fwd = lambda: selective_scan_pair(scans[0], scans[1], z, ScanOrder("reverse"), delta_softplus=True)  # noqa: E731
+        reverse = ScanOrder("reverse")
+        fwd = lambda: selective_scan_pair(scans[0], scans[1], z, reverse, delta_softplus=True)  # noqa: E731
         grad = torch.randn_like(fwd())
         for setting in PAIRED_SETTINGS:
             ts.SEGMENTS = setting
             chunks = -(-L // ts.CHUNK)
             used = "/".join(str(ts._segments(2 * b, 768, chunks, z.device, backward)[1]) for backward in (False, True))
-            fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50, return_mode="median", grad_to_none=leaves)
+            fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50, return_mode="median",
+                                         grad_to_none=leaves)
 
             def step():
                 for v in leaves:

@@ -27,6 +27,13 @@ window's states into a per-program scratch buffer (WINDOW x N x BLOCK_D, cache-r
 adjoint recurrence backwards through it. dB and dC are sums over channels: each
 program reduces its BLOCK_D channels on chip and writes the partial sums of its block (or adds them
 with atomics, ``ATOMIC_DBC``); one reduction over the blocks follows.
+
+Paired (``triton_forward_pair``, ``triton_backward_pair``; the kernels' PAIRED): both directions of a
+bidirectional mixer in one launch of each kernel. Grid axis 0 numbers (direction, batch) pairs, every
+buffer the kernels own takes a batch of 2 x b, each direction reads its own u, Δ, B, C (a pointer
+each) and parameters (stacked), the two share z and the output gradient, and direction 1 reads the
+positions in the backward order. One launch holds twice the programs, so batch 8 needs fewer segments
+to fill the GPU, and the host issues half the launches.
 """
 
 from __future__ import annotations
@@ -126,8 +133,8 @@ if triton is not None:
     def _sequential_prologue(A_ptr, D_ptr, bias_ptr, Dm, batch, N: tl.constexpr, NS: tl.constexpr,
                              BLOCK_D: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
                              PAIRED: tl.constexpr):
-        """A program's (direction, batch) pair, block of channels, segment, state indices, and the channel parameters
-        with the state laid out (N, BLOCK_D), channels along the fast axis: Triton then gives each
+        """A program's (direction, batch) pair, block of channels, segment, state indices, and the channel
+        parameters with the state laid out (N, BLOCK_D), channels along the fast axis: Triton then gives each
         thread whole channels (all N states of one channel in its registers), so the sums over the
         states (C·h, B·g) need no shuffles. A is returned pre-scaled by log2 e (the kernels use exp2).
 
