@@ -46,6 +46,22 @@ def make_inputs(b, d, L, n, dtype, seed, with_optional=True):
     return {k: (v.to(dtype).requires_grad_() if v is not None else None) for k, v in inputs.items()}
 
 
+def placed(v, device, dtype, layout):
+    """A scan input as the kernel checks hand it over: on ``device``, the (., ., L) tensors in ``dtype`` and,
+    with layout "bld", stored (b, L, channels) with the same values; the parameters in float32. A leaf
+    that records its gradient (None stays None)."""
+    if v is None:
+        return None
+    v = v.detach().to(device)
+    if v.dim() == 3:
+        v = v.to(dtype)
+        if layout == "bld":
+            v = v.transpose(1, 2).contiguous().transpose(1, 2)
+    else:
+        v = v.float()
+    return v.requires_grad_()
+
+
 def float64_truth(inputs, softplus):
     """Output, last state and every gradient by autograd through a float64 torch copy of numpy_scan."""
     x = {k: (v.detach().double().requires_grad_() if v is not None else None) for k, v in inputs.items()}

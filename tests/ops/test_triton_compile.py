@@ -24,7 +24,8 @@ def test_every_kernel_compiles_for_hopper():
     # the dB/dC sums over a block's channels: 5 shuffles for each of the 2 N sums (N 16), no more; the
     # forward needs none (its sums over the states run inside threads)
     assert rows["backward"].shuffles == 160 and rows["forward"].shuffles == 0, (rows["backward"], rows["forward"])
-    # both directions in one launch select their inputs and positions once per program: the step loops keep
-    # their registers (no spill, within a few registers of one direction's kernels)
+    # both directions in one launch select their inputs and positions once per program: with the Triton CI
+    # installs, within 8 registers of one direction's kernels (the H100's Triton 3.6 gives the paired forward
+    # 219 against 188 reversed; no spill there either, but fewer programs fit an SM)
     for kernel in scans:
         assert abs(rows[f"{kernel} paired"].registers - rows[f"{kernel} reversed"].registers) <= 16, rows[kernel]

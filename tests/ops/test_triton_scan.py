@@ -13,7 +13,7 @@ triton = pytest.importorskip("triton")
 CHECK = textwrap.dedent("""
     import sys, torch
     from videomamba.ops import selective_scan
-    from tests.ops.test_selective_scan import make_inputs, float64_truth, SEQUENCE_INPUTS
+    from tests.ops.test_selective_scan import make_inputs, float64_truth, placed, SEQUENCE_INPUTS
     from videomamba.ops import ScanOrder
     device = sys.argv[1]
     failures = []
@@ -62,18 +62,7 @@ CHECK = textwrap.dedent("""
                     for k, v in inputs.items()}
         truth_inputs, y_true, h_true = float64_truth(in_steps, softplus)  # the plain scan of the reordered inputs
         y_true = y_true.index_select(-1, torch.argsort(positions))
-
-        def placed(v):
-            if v is None:
-                return None
-            v = v.detach().to(device)
-            if v.dim() == 3:
-                v = v.to(dtype)
-                if layout == "bld":  # same values, stored (b, L, channels)
-                    v = v.transpose(1, 2).contiguous().transpose(1, 2)
-            return v.requires_grad_()
-
-        inputs = {k: placed(v) for k, v in inputs.items()}
+        inputs = {k: placed(v, device, dtype, layout) for k, v in inputs.items()}
         y, last = selective_scan(**inputs, delta_softplus=softplus, return_last_state=True, backend="triton", order=order)
         if layout == "bld" and y.stride(1) != 1:
             failures.append(f"{shape} {layout}: output not in the input's memory order, strides {y.stride()}")
@@ -121,7 +110,7 @@ CHECK_PAIR = textwrap.dedent("""
     import sys, torch
     from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair
     from videomamba.ops.selective_scan import _pair_op
-    from tests.ops.test_selective_scan import make_inputs
+    from tests.ops.test_selective_scan import make_inputs, placed
     import videomamba.ops.triton_scan as ts
     device = sys.argv[1]
     failures = []
@@ -142,21 +131,8 @@ CHECK_PAIR = textwrap.dedent("""
             rounded = lambda v: v if v is None or v.dim() < 3 else v.detach().to(bf16).double().requires_grad_()
             directions = [{k: rounded(v) for k, v in inputs.items()} for inputs in directions]
             z = rounded(z)
-
-        def placed(v):
-            if v is None:
-                return None
-            v = v.detach().to(device)
-            if v.dim() == 3:
-                v = v.to(dtype)
-                if layout == "bld":  # same values, stored (b, L, channels)
-                    v = v.transpose(1, 2).contiguous().transpose(1, 2)
-            else:
-                v = v.float()
-            return v.requires_grad_()
-
-        got = [{k: placed(v) for k, v in inputs.items()} for inputs in directions]
-        z_got = placed(z)
+        got = [{k: placed(v, device, dtype, layout) for k, v in inputs.items()} for inputs in directions]
+        z_got = placed(z, device, dtype, layout)
         y = selective_scan_pair(ScanInputs(**got[0]), ScanInputs(**got[1]), z_got, order, True, backend="triton")
         y_true = selective_scan_pair(ScanInputs(**directions[0]), ScanInputs(**directions[1]), z, order, True,
                                      backend="reference")
