@@ -3,10 +3,11 @@ fp32 inputs in (b, L, d) memory order as the mixer passes them): segments of the
 (forced, or chosen from a programs-per-SM target), state split, and the tiles (channels per program,
 warps, pipeline stages, chunk, the dB/dC reductions), the backward's recompute window and the summary
 blocks of the segment-parallel first pass.
-Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [summaries] [reductions] [windows] [tiles]
-[conv] [paired]
+Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [summaries] [windows] [tiles]
+[conv] [paired] [groups]
 (paired: both directions in one launch, ``selective_scan_pair``, with the forward and backward passes'
-segments forced apart)
+segments forced apart; groups: the same paired scan with each kernel's lanes laid out differently,
+``CHANNEL_GROUPS``, and where its GPU time goes)
 (segments and tiles when none is named)"""
 
 import sys
@@ -18,18 +19,20 @@ import videomamba.ops.triton_scan as ts
 from scan_gpu import _graph_ms, inputs, warm_up_gpu  # benchmarks/ is on the path when this script runs
 from videomamba.ops import selective_scan
 
-TILE_FIELDS = ("BLOCK_D", "NUM_WARPS", "STAGES", "N_SPLIT", "CHUNK", "ATOMIC_DBC", "DBC_SUMS")
+TILE_FIELDS = ("BLOCK_D", "NUM_WARPS", "STAGES", "N_SPLIT", "CHUNK", "ATOMIC_DBC")
 SEGMENT_FIELDS = ("SEGMENTS", "N_SPLIT", "PROGRAMS_PER_SM")
 # (segments, state split, programs per SM (forward, backward)); None: chosen automatically
 SEGMENT_SETTINGS = [(1, 1, None), (1, None, None), (None, None, (12, 8)), (None, None, (8, 4)), (None, None, (16, 12)),
                     (None, None, (24, 16)), (None, 1, (12, 8)), (2, 1, None), (4, 1, None), (8, 1, None),
                     (16, 1, None), (32, 1, None)]
-# (BLOCK_D, warps, stages, state split, chunk, atomic dB/dC, how dB/dC are summed over the channels)
-TILE_SETTINGS = [(32, 1, 4, None, 64, False, "lanes"), (32, 1, 4, None, 64, False, "tile"),
-                 (32, 1, 3, None, 64, False, "lanes"), (32, 1, 6, None, 64, False, "lanes"),
-                 (32, 1, 4, 2, 64, False, "lanes"), (32, 1, 4, None, 16, False, "lanes"),
-                 (32, 1, 4, None, 32, False, "lanes"), (32, 1, 4, None, 128, False, "lanes"),
-                 (64, 2, 4, None, 64, False, "lanes"), (32, 1, 4, None, 64, True, "lanes")]
+# (BLOCK_D, warps, stages, state split, chunk, atomic dB/dC)
+TILE_SETTINGS = [(32, 1, 4, None, 64, False), (32, 1, 3, None, 64, False), (32, 1, 6, None, 64, False),
+                 (32, 1, 4, 2, 64, False), (32, 1, 4, None, 16, False), (32, 1, 4, None, 32, False),
+                 (32, 1, 4, None, 128, False), (64, 2, 4, None, 64, False), (32, 1, 4, None, 64, True)]
+# channel groups per thread (``CHANNEL_GROUPS``) of the kernels: forward, forward summary, window entries,
+# backward summary, backward
+GROUP_SETTINGS = [(1, 1, 1, 1, 1), (1, 4, 4, 4, 4), (1, 4, 4, 4, 2), (2, 4, 4, 4, 4), (4, 4, 4, 4, 4),
+                  (1, 1, 1, 1, 4)]
 # the backward's recompute window inside the checkpoint interval: (CHUNK, BACKWARD_WINDOW); None: the whole chunk
 WINDOW_FIELDS = ("CHUNK", "BACKWARD_WINDOW")
 WINDOW_SETTINGS = [(64, None), (64, 32), (64, 16), (64, 8), (32, 16), (32, 8)]
@@ -79,27 +82,31 @@ def sweep(fields: tuple[str, ...], settings: list, shapes) -> None:
             setattr(ts, field, value)
 
 
+def _paired_call(b: int, L: int):
+    """(both directions' scan forward of fresh inputs, its output gradient, the leaves), the backward
+    direction reversed, d_inner 768."""
+    from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair
+
+    directions = [{k: v.requires_grad_() for k, v in inputs(b, 768, L, seed=seed).items()} for seed in (0, 1)]
+    z = directions[0]["z"]
+    scans = [ScanInputs(**{k: v for k, v in x.items() if k != "z"}) for x in directions]
+    fwd = lambda: selective_scan_pair(scans[0], scans[1], z, ScanOrder("reverse"), delta_softplus=True)  # noqa: E731
+    return fwd, torch.randn_like(fwd()), [v for x in directions for v in x.values()]
+
+
 def paired_sweep(shapes=((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (32, 1569))) -> None:
     """Both directions of a mixer in one launch (the backward one reversed), forward+backward, for each
     (forward, backward) segment count of PAIRED_SETTINGS: eager and in a CUDA graph."""
-    from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair
-
     default = ts.SEGMENTS
     print("| b | L | segments forced (fwd, bwd) | segments fwd/bwd | fwd+bwd ms | fwd+bwd in a CUDA graph ms |")
     print("|---|---|---|---|---|---|")
     warm_up_gpu()
     for b, L in shapes:
-        directions = [{k: v.requires_grad_() for k, v in inputs(b, 768, L, seed=seed).items()} for seed in (0, 1)]
-        z = directions[0]["z"]
-        scans = [ScanInputs(**{k: v for k, v in x.items() if k != "z"}) for x in directions]
-        leaves = [v for x in directions for v in x.values()]
-        reverse = ScanOrder("reverse")
-        fwd = lambda: selective_scan_pair(scans[0], scans[1], z, reverse, delta_softplus=True)  # noqa: E731
-        grad = torch.randn_like(fwd())
+        fwd, grad, leaves = _paired_call(b, L)
         for setting in PAIRED_SETTINGS:
             ts.SEGMENTS = setting
             chunks = -(-L // ts.CHUNK)
-            used = "/".join(str(ts._segments(2 * b, 768, chunks, z.device, backward)[1]) for backward in (False, True))
+            used = "/".join(str(ts._segments(2 * b, 768, chunks, grad.device, backward)[1]) for backward in (False, True))
             fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50, return_mode="median",
                                          grad_to_none=leaves)
 
@@ -112,6 +119,49 @@ def paired_sweep(shapes=((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (
             print(f"| {b} | {L} | {cells} | {used} | {fb:.3f} | {graphed:.3f} |", flush=True)
         ts.SEGMENTS = default
         torch.cuda.empty_cache()
+
+
+def groups_sweep(shapes=SHAPES["all"], profiled=((8, 785), (8, 3137), (32, 785))) -> None:
+    """The paired scan forward+backward (eager and in a CUDA graph) for each of GROUP_SETTINGS; then, at the
+    ``profiled`` shapes, each kernel's GPU time under the first two settings."""
+    from torch.profiler import ProfilerActivity, profile
+
+    default = dict(ts.CHANNEL_GROUPS)
+    names = list(default)
+    print("| b | L | groups (" + ", ".join(names) + ") | fwd+bwd ms | fwd+bwd in a CUDA graph ms |")
+    print("|---|---|---|---|---|")
+    warm_up_gpu()
+
+    def timed(fwd, grad, leaves):
+        fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50, return_mode="median", grad_to_none=leaves)
+
+        def step():
+            for v in leaves:
+                v.grad = None
+            fwd().backward(grad)
+        return fb, _graph_ms(step, replays=20)
+
+    for b, L in shapes:
+        fwd, grad, leaves = _paired_call(b, L)
+        for setting in GROUP_SETTINGS:
+            ts.CHANNEL_GROUPS = dict(zip(names, setting))
+            fb, graphed = timed(fwd, grad, leaves)
+            print(f"| {b} | {L} | {setting} | {fb:.3f} | {graphed:.3f} |", flush=True)
+        torch.cuda.empty_cache()
+    for b, L in profiled:
+        fwd, grad, leaves = _paired_call(b, L)
+        for setting in GROUP_SETTINGS[:2]:
+            ts.CHANNEL_GROUPS = dict(zip(names, setting))
+            for _ in range(3):
+                fwd().backward(grad)
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(10):
+                    fwd().backward(grad)
+                torch.cuda.synchronize()
+            rows = sorted(((e.key, e.device_time_total / 10 / 1e3) for e in prof.key_averages()), key=lambda r: -r[1])
+            print(f"\nb {b}, L {L}, groups {setting}: " + ", ".join(f"{k[:40]} {ms:.3f}" for k, ms in rows[:9]))
+    ts.CHANNEL_GROUPS = default
 
 
 def conv_sweep(shapes=((8, 1569), (8, 6273))) -> None:
@@ -163,9 +213,6 @@ def main() -> None:
     if "segments" in parts:
         print("## segment-parallel scan: segments, state split, programs per SM\n")
         sweep(SEGMENT_FIELDS, SEGMENT_SETTINGS, SHAPES["segments"])
-    if "reductions" in parts:
-        print("\n## the dB/dC sums: across lanes, or through the transposed tile\n")
-        sweep(TILE_FIELDS, TILE_SETTINGS[:2], SHAPES["segments"])
     if "summaries" in parts:
         print("\n## the first pass's summary blocks (chunks per block) and programs per SM\n")
         sweep(SUMMARY_FIELDS, SUMMARY_SETTINGS, SHAPES["segments"])
@@ -174,6 +221,9 @@ def main() -> None:
         sweep(WINDOW_FIELDS, WINDOW_SETTINGS, SHAPES["segments"])
     if "paired" in parts:
         paired_sweep()
+    if "groups" in parts:
+        print("\n## channel groups per thread (CHANNEL_GROUPS), both directions in one launch\n")
+        groups_sweep()
     if "conv" in parts:
         print("\n## the conv + SiLU kernels' tiles\n")
         conv_sweep()

@@ -15,6 +15,7 @@ CHECK = textwrap.dedent("""
     from videomamba.ops import selective_scan
     from tests.ops.test_selective_scan import make_inputs, float64_truth, placed, SEQUENCE_INPUTS
     from videomamba.ops import ScanOrder
+    import videomamba.ops.triton_scan as ts
     device = sys.argv[1]
     failures = []
     # shape (b, d, L, n), softplus, optional inputs, chunk, scan order, atomic dB/dC, memory layout, dtype,
@@ -41,18 +42,21 @@ CHECK = textwrap.dedent("""
         ((1, 8, 5, 4), False, False, 2, False, True, "bdl", f32, 1, 3),
         # segments of 6 chunks summarised in blocks of 2 (SUMMARY_CHUNKS), 3 blocks folded per segment
         ((1, 20, 70, 16), True, True, 4, True, False, "bld", f32, 1, 3)]
-    # the dB/dC sums across lanes (the default) and through the transposed tile; softplus through the
-    # approximate log2 (the default on NVIDIA GPUs) and the accurate one
-    cases = [case + ("lanes", True) for case in cases] + [
-        ((2, 40, 37, 16), True, True, 16, True, False, "bld", f32, 1, 1, "tile", True),
-        ((2, 33, 70, 16), True, True, 16, False, True, "bdl", f32, 2, 3, "tile", True),
-        ((2, 40, 41, 16), True, True, 8, ScanOrder("spatial", 8, 1), False, "bld", bf16, 1, 5, "tile", True),
-        ((2, 40, 37, 16), True, True, 16, True, False, "bld", f32, 1, 3, "lanes", False),
-        ((1, 20, 70, 16), True, True, 16, ScanOrder("temporal", 7, 0), False, "bld", bf16, 1, 5, "lanes", False)]
-    for shape, softplus, optional, chunk, rev, atomic, layout, dtype, splits, segments, sums, fast in cases:
-        import videomamba.ops.triton_scan as ts
+    # the lanes laid out with the default channel groups per thread (ts.CHANNEL_GROUPS), with every kernel at
+    # 1 (whole channels per thread), 2 or 4; softplus through the approximate log2 (the default on NVIDIA
+    # GPUs) and the accurate one
+    cases = [case + (None, True) for case in cases] + [
+        ((2, 40, 37, 16), True, True, 16, True, False, "bld", f32, 1, 1, 1, True),
+        ((2, 33, 70, 16), True, True, 16, False, True, "bdl", f32, 2, 3, 2, True),
+        ((2, 40, 41, 16), True, True, 8, ScanOrder("spatial", 8, 1), False, "bld", bf16, 1, 5, 4, True),
+        ((1, 8, 5, 4), False, False, 2, False, False, "bdl", f32, 1, 3, 1, True),
+        ((2, 40, 37, 16), True, True, 16, True, False, "bld", f32, 1, 3, None, False),
+        ((1, 20, 70, 16), True, True, 16, ScanOrder("temporal", 7, 0), False, "bld", bf16, 1, 5, None, False)]
+    default_groups = dict(ts.CHANNEL_GROUPS)
+    for shape, softplus, optional, chunk, rev, atomic, layout, dtype, splits, segments, groups, fast in cases:
         ts.CHUNK, ts.ATOMIC_DBC, ts.N_SPLIT, ts.SEGMENTS, ts.POISON_OUTPUTS = chunk, atomic, splits, segments, True
-        ts.DBC_SUMS, ts.FAST_SOFTPLUS = sums, fast
+        ts.CHANNEL_GROUPS = default_groups if groups is None else {k: groups for k in default_groups}
+        ts.FAST_SOFTPLUS = fast
         inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=optional)
         if dtype == bf16:  # the truth sees the same rounded values
             inputs = {k: (v.to(bf16).float() if v is not None and v.dim() == 3 else v) for k, v in inputs.items()}
@@ -84,7 +88,7 @@ CHECK = textwrap.dedent("""
             err = ((got - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
             if not err < tolerance:
                 failures.append(f"{shape} order={rev} atomic={atomic} {layout} {dtype} splits={splits} segments={segments} "
-                                f"sums={sums} fast_softplus={fast} "
+                                f"groups={groups} fast_softplus={fast} "
                                 f"{name}: {err:.2e}")
     # the fake (meta) implementation gives the real outputs' shapes, strides (channels-last in, channels-last
     # out) and dtypes, which torch.compile relies on

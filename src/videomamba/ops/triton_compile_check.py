@@ -93,13 +93,14 @@ def kernel_resources(capability: int = 90) -> list[KernelResources]:
         constexprs = {"N": 16, "NS": states, "CHUNK": triton_scan.CHUNK,
                       "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES, "HAS_D": True, "HAS_Z": True,
                       "HAS_BIAS": True, "ATOMIC_DBC": triton_scan.ATOMIC_DBC,
-                      "WINDOW": triton_scan._window(triton_scan.CHUNK),
-                      "DBC_SUMS": triton_scan._DBC_CODES[triton_scan.DBC_SUMS]}
-        for label, fn in (("forward", triton_scan._scan_fwd_kernel), ("backward", triton_scan._scan_bwd_kernel),
-                          ("segment summary forward", triton_scan._segment_fwd_kernel),
-                          ("segment summary backward", triton_scan._segment_bwd_kernel),
-                          ("window entries", triton_scan._window_entries_kernel)):
-            options = {**constexprs, **triton_scan._kernel_options(cuda, True, order)}
+                      "WINDOW": triton_scan._window(triton_scan.CHUNK)}
+        for label, fn, role in (("forward", triton_scan._scan_fwd_kernel, "forward"),
+                                ("backward", triton_scan._scan_bwd_kernel, "backward"),
+                                ("segment summary forward", triton_scan._segment_fwd_kernel, "forward summary"),
+                                ("segment summary backward", triton_scan._segment_bwd_kernel, "backward summary"),
+                                ("window entries", triton_scan._window_entries_kernel, "window entries")):
+            options = {**constexprs, **triton_scan._kernel_options(cuda, True, order),
+                       "G": triton_scan.CHANNEL_GROUPS[role]}
             if fn is triton_scan._scan_bwd_kernel:  # the backward runs on the window entries, a window a chunk
                 options["CHUNK"] = options["WINDOW"]
             # bf16: read as 4-byte words; paired: both directions in one launch (the backward one reversed)

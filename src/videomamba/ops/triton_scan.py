@@ -130,13 +130,38 @@ if triton is not None:
             return tl.where(direction == 0, step, _order_position(step, L, S, P, MODE))
 
     @triton.jit
+    def _per_state(v):
+        """A (NS,) vector over the states, shaped to broadcast against an (NS, G, BLOCK_D // G) tile."""
+        return v[:, None, None]
+
+    @triton.jit
+    def _per_channel(v):
+        """A (G, BLOCK_D // G) vector over the channels, shaped to broadcast against a tile."""
+        return v[None, :, :]
+
+    @triton.jit
+    def _sum_states(tile):
+        """A tile's sum over its states: (G, BLOCK_D // G) (the C·h and B·g of every channel)."""
+        return tl.sum(tile, axis=0)
+
+    @triton.jit
+    def _sum_channels(tile):
+        """A tile's sum over its channels: (NS,) (a block's share of dB and dC); the G groups a thread
+        holds are added inside it first, so only BLOCK_D // G lanes are left to shuffle across."""
+        return tl.sum(tl.sum(tile, axis=1), axis=1)
+
+    @triton.jit
     def _sequential_prologue(A_ptr, D_ptr, bias_ptr, Dm, batch, N: tl.constexpr, NS: tl.constexpr,
-                             BLOCK_D: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                             BLOCK_D: tl.constexpr, G: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
                              PAIRED: tl.constexpr):
         """A program's (direction, batch) pair, block of channels, segment, state indices, and the channel
-        parameters with the state laid out (N, BLOCK_D), channels along the fast axis: Triton then gives each
-        thread whole channels (all N states of one channel in its registers), so the sums over the
-        states (C·h, B·g) need no shuffles. A is returned pre-scaled by log2 e (the kernels use exp2).
+        parameters. A program's states form a (G, NS, BLOCK_D // G) tile: channel ``g * BLOCK_D // G + i`` of
+        the block at [g, :, i]. Triton spreads the lanes of the warp over the fast axes, BLOCK_D // G of them
+        over the channels and the rest over the states, and gives each thread the G channel groups: with G 1
+        a thread holds whole channels (all N states of one channel), so the sums over the states (C·h, B·g)
+        need no shuffles and the sums over channels (dB, dC) take 5 shuffle levels for each of N states;
+        with G 4 a thread holds 4 states of 4 channels, and those sums take 2 and 3 levels for 4 values each.
+        A is returned pre-scaled by log2 e (the kernels use exp2). Per-channel vectors are (G, BLOCK_D // G).
 
         Axis 0 of the grid numbers (direction, batch) pairs, direction-major: ``pid_e`` indexes every
         buffer the kernels own (states, checkpoints, summaries, results: an extended batch of
@@ -157,16 +182,16 @@ if triton is not None:
         pid_d = tl.program_id(1)
         seg = tl.program_id(2) // (N // NS)
         pid_s = tl.program_id(2) % (N // NS)
-        d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        d = pid_d * BLOCK_D + tl.arange(0, G)[:, None] * (BLOCK_D // G) + tl.arange(0, BLOCK_D // G)[None, :]
         dmask = d < Dm
         n = pid_s * NS + tl.arange(0, NS)
-        A = tl.load(A_ptr + direction * N * Dm + n[:, None] * Dm + d[None, :], mask=dmask[None, :],
-                    other=0.0).to(tl.float32)
+        cell = _per_state(n) * Dm + _per_channel(d)  # (NS, G, BLOCK_D // G) offsets into an (N, d) state
+        A = tl.load(A_ptr + direction * N * Dm + cell, mask=_per_channel(dmask), other=0.0).to(tl.float32)
         Dv = tl.load(D_ptr + direction * Dm + d, mask=dmask & (pid_s == 0), other=0.0).to(tl.float32) if HAS_D \
-            else tl.zeros((BLOCK_D,), tl.float32)
+            else tl.zeros((G, BLOCK_D // G), tl.float32)
         bias = tl.load(bias_ptr + direction * Dm + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS \
-            else tl.zeros((BLOCK_D,), tl.float32)
-        state = (pid_e * N + n[:, None]) * Dm + d[None, :]  # (N, BLOCK_D) offsets into (directions x b, N, d)
+            else tl.zeros((G, BLOCK_D // G), tl.float32)
+        state = pid_e * N * Dm + cell  # offsets into (directions x b, N, d)
         return pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A * 1.4426950408889634, Dv, bias
 
     @triton.jit
@@ -187,7 +212,7 @@ if triton is not None:
         if SOFTPLUS:
             dt = _softplus(dt, SOFTPLUS)
         Bt = _load_f32(B_ptr, B_row + t * sB_l, None)
-        return tl.exp2(dt[None, :] * A) * h + Bt[:, None] * (dt * u)[None, :], dt, u
+        return tl.exp2(_per_channel(dt) * A) * h + _per_state(Bt) * _per_channel(dt * u), dt, u
 
     @triton.jit
     def _carried_in(h, ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask, Dm, n_blocks, first, count,
@@ -199,49 +224,50 @@ if triton is not None:
         for i in range(count):
             s = first + i * STEP
             dtsum = tl.load(dtsum_ptr + (pid_e * n_blocks + s) * Dm + d, mask=dmask, other=0.0)
-            end = tl.load(ends_ptr + state + (pid_e * (n_blocks - 1) + s) * N * Dm, mask=dmask[None, :], other=0.0)
-            h = tl.exp2(dtsum[None, :] * A) * h + end
+            end = tl.load(ends_ptr + state + (pid_e * (n_blocks - 1) + s) * N * Dm, mask=_per_channel(dmask),
+                          other=0.0)
+            h = tl.exp2(_per_channel(dtsum) * A) * h + end
         return h
 
     @triton.jit
     def _segment_fwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, bias_ptr, ends_ptr, dtsum_ptr,
                             Dm, L, batch, block_len, n_blocks, S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l,
                             sB_b, sB_n, sB_l,
-                            N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, STAGES: tl.constexpr,
-                            HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr,
+                            N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
+                            STAGES: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr,
                             PAIRED: tl.constexpr):
         """Segment-parallel forward, first pass: each summary block of ``block_len`` steps before the last
         segment runs from a zero state and stores its end state and Σ Δ over its steps (the summary
         ``_carried_in`` folds). Blocks are shorter than segments: more programs, each shorter."""
         pid_e, pid_b, direction, pid_d, blk, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
-            A_ptr, bias_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, False, HAS_BIAS, PAIRED)
+            A_ptr, bias_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, G, False, HAS_BIAS, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
         dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
         B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
         u_row, dt_row, B_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sB_b + n * sB_n
         t0 = blk * block_len
-        h = tl.zeros((NS, BLOCK_D), tl.float32)
-        dtsum = tl.zeros((BLOCK_D,), tl.float32)
+        h = tl.zeros((NS, G, BLOCK_D // G), tl.float32)
+        dtsum = tl.zeros((G, BLOCK_D // G), tl.float32)
         for k in tl.range(0, tl.minimum(block_len, L - t0), num_stages=STAGES):
             h, dt, _ = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row,
                                    _position(t0 + k, direction, L, S, P, MODE, PAIRED), su_l, sdt_l, sB_l, A, bias,
                                    dmask, SOFTPLUS)
             dtsum += dt
-        tl.store(ends_ptr + state + (pid_e * (n_blocks - 1) + blk) * N * Dm, h, mask=dmask[None, :])
+        tl.store(ends_ptr + state + (pid_e * (n_blocks - 1) + blk) * N * Dm, h, mask=_per_channel(dmask))
         tl.store(dtsum_ptr + (pid_e * n_blocks + blk) * Dm + d, dtsum, mask=dmask & (pid_s == 0))
 
     @triton.jit
     def _segment_bwd_kernel(dt_ptr, dt2_ptr, A_ptr, C_ptr, C2_ptr, z_ptr, bias_ptr, dout_ptr, ends_ptr, dtsum_ptr,
                             Dm, L, batch, block_len, n_blocks, first_block, S, P, sdt_b, sdt_d, sdt_l,
                             sz_b, sz_d, sz_l, sg_b, sg_d, sg_l, sC_b, sC_n, sC_l,
-                            N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, STAGES: tl.constexpr,
-                            HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr,
-                            PAIRED: tl.constexpr):
+                            N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
+                            STAGES: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                            MODE: tl.constexpr, PAIRED: tl.constexpr):
         """Segment-parallel backward, first pass: each summary block from ``first_block`` on (those after
         the first segment) runs the adjoint backwards from zero through its steps and stores the adjoint
         it hands to the state before it, and Σ Δ."""
         pid_e, pid_b, direction, pid_d, blk, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
-            A_ptr, bias_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, False, HAS_BIAS, PAIRED)
+            A_ptr, bias_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, G, False, HAS_BIAS, PAIRED)
         dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
         C_ptr = _of_direction(direction, C_ptr, C2_ptr, PAIRED)
         blk += first_block
@@ -249,8 +275,8 @@ if triton is not None:
         C_row = pid_b * sC_b + n * sC_n
         t0 = blk * block_len
         steps = tl.minimum(block_len, L - t0)
-        g = tl.zeros((NS, BLOCK_D), tl.float32)
-        dtsum = tl.zeros((BLOCK_D,), tl.float32)
+        g = tl.zeros((NS, G, BLOCK_D // G), tl.float32)
+        dtsum = tl.zeros((G, BLOCK_D // G), tl.float32)
         for kk in tl.range(0, steps, num_stages=STAGES):
             t = _position(t0 + steps - 1 - kk, direction, L, S, P, MODE, PAIRED)
             dt = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
@@ -261,9 +287,9 @@ if triton is not None:
             if HAS_Z:
                 z = _load_f32(z_ptr, z_row + t * sz_l, dmask)
                 dy = dy * z * tl.sigmoid(z)
-            g = (g + Ct[:, None] * dy[None, :]) * tl.exp2(dt[None, :] * A)
+            g = (g + _per_state(Ct) * _per_channel(dy)) * tl.exp2(_per_channel(dt) * A)
             dtsum += dt
-        tl.store(ends_ptr + state + (pid_e * (n_blocks - 1) + blk) * N * Dm, g, mask=dmask[None, :])
+        tl.store(ends_ptr + state + (pid_e * (n_blocks - 1) + blk) * N * Dm, g, mask=_per_channel(dmask))
         tl.store(dtsum_ptr + (pid_e * n_blocks + blk) * Dm + d, dtsum, mask=dmask & (pid_s == 0))
 
     @triton.jit
@@ -272,11 +298,11 @@ if triton is not None:
                          n_blocks, seg_blocks, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, so_s, so_b, so_d, so_l,
                          sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
-                         N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
-                         STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         SOFTPLUS: tl.constexpr, MODE: tl.constexpr, PAIRED: tl.constexpr):
+                         N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
+                         CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, PAIRED: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
-            A_ptr, D_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, HAS_D, HAS_BIAS, PAIRED)
+            A_ptr, D_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
         dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
         B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
@@ -285,10 +311,10 @@ if triton is not None:
         o_row = pid_s * so_s + pid_e * so_b + d * so_d  # a split's partial output: y·silu(z) is linear in y
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
         # the state entering this segment: the summaries of the blocks before it (first pass) folded in
-        h = _carried_in(tl.zeros((NS, BLOCK_D), tl.float32), ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask, Dm,
-                        n_blocks, 0, seg * seg_blocks, N, 1)
+        h = _carried_in(tl.zeros((NS, G, BLOCK_D // G), tl.float32), ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask,
+                        Dm, n_blocks, 0, seg * seg_blocks, N, 1)
         for c in range(seg * seg_chunks, tl.minimum(n_chunks, (seg + 1) * seg_chunks)):
-            tl.store(ckpt_ptr + state + (pid_e * (n_chunks - 1) + c) * N * Dm, h, mask=dmask[None, :])
+            tl.store(ckpt_ptr + state + (pid_e * (n_chunks - 1) + c) * N * Dm, h, mask=_per_channel(dmask))
             t0 = c * CHUNK
             # num_stages on the inner range: the loads of the next steps are issued ahead (software
             # pipelining); their addresses depend on the step only, not on the state
@@ -297,35 +323,35 @@ if triton is not None:
                 h, dt, u = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, tm, su_l, sdt_l, sB_l, A, bias,
                                        dmask, SOFTPLUS)
                 Ct = _load_f32(C_ptr, C_row + tm * sC_l, None)
-                y = tl.sum(h * Ct[:, None], axis=0) + Dv * u
+                y = _sum_states(h * _per_state(Ct)) + Dv * u
                 if HAS_Z:
                     z = _load_f32(z_ptr, z_row + tm * sz_l, dmask)
                     y = y * z * tl.sigmoid(z)
                 tl.store(out_ptr + o_row + tm * so_l, y, mask=dmask)
-        tl.store(last_ptr + state, h, mask=dmask[None, :] & (seg == n_segs - 1))
+        tl.store(last_ptr + state, h, mask=_per_channel(dmask) & (seg == n_segs - 1))
 
     @triton.jit
     def _window_entries_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, bias_ptr, ckpt_ptr, entries_ptr,
                                Dm, L, batch, n_chunks, n_windows, S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l,
                                sB_b, sB_n, sB_l,
-                               N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
-                               WINDOW: tl.constexpr, STAGES: tl.constexpr, HAS_BIAS: tl.constexpr,
+                               N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
+                               CHUNK: tl.constexpr, WINDOW: tl.constexpr, STAGES: tl.constexpr, HAS_BIAS: tl.constexpr,
                                SOFTPLUS: tl.constexpr, MODE: tl.constexpr, PAIRED: tl.constexpr):
         """The state entering every WINDOW steps, (b, L / WINDOW, N, d), from the forward's checkpoints
         every CHUNK steps: the backward then recomputes WINDOW states at a time. One program per
         (batch, block of channels, chunk, state split): the chunks are independent given their
         checkpoints, so this pass runs at full occupancy where the backward's own programs are few."""
         pid_e, pid_b, direction, pid_d, c, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
-            A_ptr, bias_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, False, HAS_BIAS, PAIRED)
+            A_ptr, bias_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, G, False, HAS_BIAS, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
         dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
         B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
         u_row, dt_row, B_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sB_b + n * sB_n
-        h = tl.load(ckpt_ptr + state + (pid_e * (n_chunks - 1) + c) * N * Dm, mask=dmask[None, :], other=0.0)
+        h = tl.load(ckpt_ptr + state + (pid_e * (n_chunks - 1) + c) * N * Dm, mask=_per_channel(dmask), other=0.0)
         first = c * (CHUNK // WINDOW)
         last = tl.minimum(n_windows, first + CHUNK // WINDOW)
         for w in range(first, last):
-            tl.store(entries_ptr + state + (pid_e * (n_windows - 1) + w) * N * Dm, h, mask=dmask[None, :])
+            tl.store(entries_ptr + state + (pid_e * (n_windows - 1) + w) * N * Dm, h, mask=_per_channel(dmask))
             end = tl.where(w + 1 < last, (w + 1) * WINDOW, w * WINDOW)  # the chunk's last window: nothing to carry
             for k in tl.range(w * WINDOW, end, num_stages=STAGES):
                 h, _, _ = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row,
@@ -336,15 +362,15 @@ if triton is not None:
     def _scan_bwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr, bias_ptr,
                          ckpt_ptr, dout_ptr, dlast_ptr, scratch_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr,
                          dz_ptr, dbias_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, n_chunks, seg_chunks, n_segs, n_blocks,
-                         seg_blocks, n_dblocks, part_stride, S, P,
+                         seg_blocks, part_stride, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                          so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
-                         N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
-                         STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr,
-                         DBC_SUMS: tl.constexpr, HAS_DLAST: tl.constexpr, PAIRED: tl.constexpr):
+                         N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
+                         CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr,
+                         HAS_DLAST: tl.constexpr, PAIRED: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
-            A_ptr, D_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, HAS_D, HAS_BIAS, PAIRED)
+            A_ptr, D_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
         dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
         B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
@@ -355,34 +381,27 @@ if triton is not None:
         g_row, o_row = pid_b * sg_b + d * sg_d, pid_s * so_s + pid_e * so_b + d * so_d
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
         brow = pid_e * N * L + n * L  # dB, dC: (directions x b, N, L) contiguous
-        tile = d[None, :] * 0 + tl.arange(0, NS)[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]  # (NS, BLOCK_D)
-        pid_2, n_2 = tl.program_id(2), tl.num_programs(2)  # (segment, split) pairs
-        # a program's scratch: the chunk's states, then the transposed tiles (below)
-        scratch = scratch_ptr + ((pid_e * n_dblocks + pid_d) * n_2 + pid_2) * (CHUNK + 4) * BLOCK_D * NS
-        # after the chunk's states: two (BLOCK_D, 2 NS) tiles (alternate steps) through which the dB/dC terms
-        # can be transposed so that their sums over channels run inside threads (DBC_SUMS "tile")
-        flip = scratch + CHUNK * BLOCK_D * NS
-        to_flip = d[None, :] * 0 + tl.arange(0, BLOCK_D)[None, :] * (2 * NS) + tl.arange(0, NS)[:, None]
-        kinds = tl.arange(0, 2 * NS)
-        from_flip = tl.arange(0, BLOCK_D)[:, None] * (2 * NS) + kinds[None, :]
-        n_kind = pid_s * NS + kinds % NS
-        is_dB = kinds < NS
+        # a program's scratch: the window's states, each step's tile in the state's order
+        pid_2 = tl.program_id(2)  # (segment, split) pairs
+        scratch = scratch_ptr + ((pid_e * tl.num_programs(1) + pid_d) * tl.num_programs(2) + pid_2) \
+            * CHUNK * BLOCK_D * NS
+        tile = _per_state(tl.arange(0, NS)) * BLOCK_D + _per_channel(d - pid_d * BLOCK_D)  # into (NS, BLOCK_D)
         # the adjoint entering this segment's end: dlast and the summaries of the blocks after it folded in
         if HAS_DLAST:
-            g = tl.load(dlast_ptr + state, mask=dmask[None, :], other=0.0)
+            g = tl.load(dlast_ptr + state, mask=_per_channel(dmask), other=0.0)
         else:  # the last state's gradient is zero (unused, as in a model)
-            g = tl.zeros((NS, BLOCK_D), tl.float32)
+            g = tl.zeros((NS, G, BLOCK_D // G), tl.float32)
         g = _carried_in(g, ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask, Dm, n_blocks, n_blocks - 1,
                         n_blocks - (seg + 1) * seg_blocks, N, -1)
-        dA = tl.zeros((NS, BLOCK_D), tl.float32)
-        dD = tl.zeros((BLOCK_D,), tl.float32)
-        dbias = tl.zeros((BLOCK_D,), tl.float32)
+        dA = tl.zeros((NS, G, BLOCK_D // G), tl.float32)
+        dD = tl.zeros((G, BLOCK_D // G), tl.float32)
+        dbias = tl.zeros((G, BLOCK_D // G), tl.float32)
         last_chunk = tl.minimum(n_chunks, (seg + 1) * seg_chunks) - 1
         for ci in range(last_chunk + 1 - seg * seg_chunks):
             c = last_chunk - ci
             t0 = c * CHUNK
             steps = tl.minimum(CHUNK, L - t0)
-            h = tl.load(ckpt_ptr + state + (pid_e * (n_chunks - 1) + c) * N * Dm, mask=dmask[None, :], other=0.0)
+            h = tl.load(ckpt_ptr + state + (pid_e * (n_chunks - 1) + c) * N * Dm, mask=_per_channel(dmask), other=0.0)
             for k in tl.range(0, steps, num_stages=STAGES):  # recompute the chunk's states
                 h, _, _ = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row,
                                       _position(t0 + k, direction, L, S, P, MODE, PAIRED), su_l, sdt_l, sB_l, A, bias,
@@ -394,62 +413,47 @@ if triton is not None:
                 u = _load_f32(u_ptr, u_row + t * su_l, dmask)
                 raw = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
                 dt = _softplus(raw, SOFTPLUS) if SOFTPLUS else raw
-                Bt = _load_f32(B_ptr, B_row + t * sB_l, None)
-                Ct = _load_f32(C_ptr, C_row + t * sC_l, None)
+                Bt = _per_state(_load_f32(B_ptr, B_row + t * sB_l, None))
+                Ct = _per_state(_load_f32(C_ptr, C_row + t * sC_l, None))
                 h_t = tl.load(scratch + k * BLOCK_D * NS + tile)
                 go = _load_f32(dout_ptr, g_row + t * sg_l, dmask)
                 if HAS_Z:
                     z = _load_f32(z_ptr, z_row + t * sz_l, dmask)
                     sg = tl.sigmoid(z)
-                    y = tl.sum(h_t * Ct[:, None], axis=0) + Dv * u
+                    y = _sum_states(h_t * Ct) + Dv * u
                     tl.store(dz_ptr + o_row + t * so_l, go * y * sg * (1.0 + z * (1.0 - sg)), mask=dmask)
                     dy = go * z * sg
                 else:
                     dy = go
-                a = tl.exp2(dt[None, :] * A)
-                b = Bt[:, None] * (dt * u)[None, :]
-                g = g + Ct[:, None] * dy[None, :]
-                gB = tl.sum(g * Bt[:, None], axis=0)
+                a = tl.exp2(_per_channel(dt) * A)
+                b = Bt * _per_channel(dt * u)
+                g = g + Ct * _per_channel(dy)
+                gB = _sum_states(g * Bt)
                 # a_t h_{t-1} = h_t - b_t: no second scratch read for the previous state
                 g_a_hprev = g * (h_t - b)
-                # A (scaled by log2 e for exp2) stands in for the natural A: one (NS, BLOCK_D) tile fewer
-                # in registers, and the factor ln 2 is applied once per channel
-                ddt = gB * u + 0.6931471805599453 * tl.sum(A * g_a_hprev, axis=0)
-                dA += dt[None, :] * g_a_hprev
+                # A (scaled by log2 e for exp2) stands in for the natural A: one tile fewer in registers, and
+                # the factor ln 2 is applied once per channel
+                ddt = gB * u + 0.6931471805599453 * _sum_states(A * g_a_hprev)
+                dA += _per_channel(dt) * g_a_hprev
                 dD += dy * u * (pid_s == 0)
                 tl.store(du_ptr + o_row + t * so_l, gB * dt + Dv * dy, mask=dmask)
-                if DBC_SUMS == 1:
-                    # a sum over the channels (lanes) costs 5 shuffles per state and term, half the step's
-                    # instructions; instead each thread writes its channel's 2 NS terms to a small
-                    # cache-resident tile and reads back a transposed one, where the sums run inside
-                    # threads; alternate tiles on alternate steps make one barrier per step enough
-                    tile_k = flip + (kk % 2) * (2 * NS * BLOCK_D)
-                    tl.store(tile_k + to_flip, g * (dt * u)[None, :])
-                    tl.store(tile_k + NS + to_flip, h_t * dy[None, :])
-                    tl.debug_barrier()
-                    # (channels past Dm wrote zeros: their loads were masked to zero, so are g and h)
-                    terms = tl.sum(tl.load(tile_k + from_flip), axis=0)  # (2 NS,)
-                    rows = pid_e * N * L + n_kind * L + t
-                    if ATOMIC_DBC:
-                        tl.atomic_add(tl.where(is_dB, dB_ptr, dC_ptr) + rows, terms)
-                    else:
-                        tl.store(tl.where(is_dB, dB_ptr, dC_ptr) + pid_d * part_stride + rows, terms)
-                else:
-                    dB_t = tl.sum(tl.where(dmask[None, :], g * (dt * u)[None, :], 0.0), axis=1)
-                    dC_t = tl.sum(tl.where(dmask[None, :], h_t * dy[None, :], 0.0), axis=1)
-                    if ATOMIC_DBC:
-                        tl.atomic_add(dB_ptr + brow + t, dB_t)
-                        tl.atomic_add(dC_ptr + brow + t, dC_t)
-                    else:  # this block's partial sums; the blocks are added afterwards
-                        tl.store(dB_ptr + pid_d * part_stride + brow + t, dB_t)
-                        tl.store(dC_ptr + pid_d * part_stride + brow + t, dC_t)
+                # this block's shares of dB and dC; channels past Dm add zeros (their loads were masked, so
+                # their u, the output gradient, g and h are zero)
+                dB_t = _sum_channels(g * _per_channel(dt * u))
+                dC_t = _sum_channels(h_t * _per_channel(dy))
+                if ATOMIC_DBC:
+                    tl.atomic_add(dB_ptr + brow + t, dB_t)
+                    tl.atomic_add(dC_ptr + brow + t, dC_t)
+                else:  # this block's partial sums; the blocks are added afterwards
+                    tl.store(dB_ptr + pid_d * part_stride + brow + t, dB_t)
+                    tl.store(dC_ptr + pid_d * part_stride + brow + t, dC_t)
                 if SOFTPLUS:
                     ddt = ddt * tl.sigmoid(raw)
                 dbias += ddt
                 tl.store(ddt_ptr + o_row + t * so_l, ddt, mask=dmask)
                 g = g * a
         # per (segment, split) partial sums, added afterwards
-        tl.store(dA_ptr + state + seg * tl.num_programs(0) * N * Dm, dA, mask=dmask[None, :])
+        tl.store(dA_ptr + state + seg * tl.num_programs(0) * N * Dm, dA, mask=_per_channel(dmask))
         tl.store(dD_ptr + (pid_2 * tl.num_programs(0) + pid_e) * Dm + d, dD, mask=dmask)
         tl.store(dbias_ptr + (pid_2 * tl.num_programs(0) + pid_e) * Dm + d, dbias, mask=dmask)
 
@@ -498,15 +502,18 @@ POISON_OUTPUTS = False
 # dB and dC sum over all channels: each block of channels adds its share with atomics (True) or
 # writes it to its own slice, summed by one reduction afterwards (False)
 ATOMIC_DBC = False
-# how an adjoint step sums its dB/dC terms over the block's channels (one per lane): "lanes": tl.sum, a
-# butterfly of 5 shuffles per sum (160 shuffles a step at N 16, 2 of its 5 instructions); "tile": through a
-# transposed scratch tile, summed inside threads (no shuffles; 782 -> 649 instructions, yet 13-21 % slower
-# on an H100: the store-barrier-load round trip stalls the warp). A warp reduce-scatter in inline PTX (31
-# shuffles a step) was tried twice and removed: its sums came out wrong on the H100 for a reason not found,
-# and it was no faster, first while the backward was DRAM-bound, then 1-3 % slower once the recompute
-# windows had taken it off DRAM: the shuffles do not bound the step (docs/benchmarks.md).
-DBC_SUMS = "lanes"
-_DBC_CODES = {"lanes": 0, "tile": 1}
+# how a program's (N, BLOCK_D) state tile lies on the lanes of its warp (``_sequential_prologue``), per
+# kernel: G channel groups per thread, BLOCK_D // G lanes across the channels and the rest across the
+# states. G 1: a thread holds whole channels; the backward's dB/dC sums over the channels are then 5
+# shuffle levels for each of the 16 states (160 shuffles a step, 2 of the step's 5 instructions). G 4: 8
+# lanes across the channels and 4 across the states; a thread holds 4 states of 4 channels, the dB/dC
+# sums take 3 levels for 4 values (24 shuffles) and the C·h and B·g sums 2 levels for 4 values (16), each
+# thread reads 4 of B's and C's 16 values a step instead of all, and the per-channel arithmetic (softplus,
+# the gate) is done 4 times over. Earlier ways of taking the shuffles out (docs/benchmarks.md): a
+# transposed scratch tile (no shuffles, 13-21 % slower on an H100: its store-barrier-load round trip
+# stalled the warp) and a warp reduce-scatter in inline PTX (wrong sums on the H100 for a reason not
+# found, and no faster).
+CHANNEL_GROUPS = {"forward": 1, "forward summary": 4, "window entries": 4, "backward summary": 4, "backward": 4}
 
 
 def _window(chunk: int) -> int:
@@ -721,12 +728,12 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
         _segment_fwd_kernel[(*grid, splits * (n_segs - 1) * seg_blocks)](
             u, u2, delta, delta2, A, B, B2, bias, ends, dtsum, channels, length, batch, block_chunks * chunk, n_blocks,
             order.frame_tokens, order.prefix, *_strides(u, delta, B), N=n, NS=n // splits, BLOCK_D=BLOCK_D,
-            STAGES=STAGES, HAS_BIAS=delta_bias is not None, **options, num_warps=NUM_WARPS)
+            G=CHANNEL_GROUPS["forward summary"], STAGES=STAGES, HAS_BIAS=delta_bias is not None, **options, num_warps=NUM_WARPS)
     _scan_fwd_kernel[(*grid, splits * n_segs)](
         u, u2, delta, delta2, A, B, B2, C, C2, D if D is not None else u, zs, bias,
         out, last, ckpt, ends, dtsum, channels, length, batch, ckpt.shape[1], seg_chunks, n_segs, n_blocks,
         seg_blocks, order.frame_tokens, order.prefix, *_strides(u, delta, zs, out, B, C),
-        N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
+        N=n, NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["forward"], CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, **options, num_warps=NUM_WARPS)
     return _finish(out, dtype), last, ckpt
 
@@ -777,12 +784,12 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
         _window_entries_kernel[(extended, n_dblocks, splits * ckpt.shape[1])](
             u, u2, delta, delta2, A, B, B2, delta_bias if has_bias else u, ckpt, entries, channels, length, batch,
             ckpt.shape[1], entries.shape[1], order.frame_tokens, order.prefix, *_strides(u, delta, B), N=n,
-            NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=chunk, WINDOW=window, STAGES=STAGES, HAS_BIAS=has_bias,
+            NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["window entries"], CHUNK=chunk, WINDOW=window, STAGES=STAGES, HAS_BIAS=has_bias,
             **options, num_warps=NUM_WARPS)
         starts, seg_windows = entries, seg_chunks * (chunk // window)
     else:
         starts, seg_windows = ckpt, seg_chunks
-    scratch = torch.empty(extended * n_dblocks * n_segs * splits * (window + 4) * BLOCK_D * (n // splits), **f32)
+    scratch = torch.empty(extended * n_dblocks * n_segs * splits * window * BLOCK_D * (n // splits), **f32)
     zs = z if z is not None else u
     bias = delta_bias if has_bias else u
     block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1])
@@ -791,15 +798,15 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
         _segment_bwd_kernel[(extended, n_dblocks, splits * (n_blocks - seg_blocks))](
             delta, delta2, A, C, C2, zs, bias, dout, ends, dtsum, channels, length, batch, block_chunks * chunk,
             n_blocks, seg_blocks, order.frame_tokens, order.prefix, *_strides(delta, zs, dout, C), N=n,
-            NS=n // splits, BLOCK_D=BLOCK_D, STAGES=STAGES, HAS_Z=z is not None, HAS_BIAS=has_bias, **options,
+            NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["backward summary"], STAGES=STAGES, HAS_Z=z is not None, HAS_BIAS=has_bias, **options,
             num_warps=NUM_WARPS)
     _scan_bwd_kernel[(extended, n_dblocks, splits * n_segs)](
         u, u2, delta, delta2, A, B, B2, C, C2, D if has_D else u, zs, bias,
         starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
-        channels, length, batch, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks, n_dblocks,
+        channels, length, batch, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
         2 * extended * n * length, order.frame_tokens, order.prefix, *_strides(u, delta, zs, dout, du, B, C),
-        N=n, NS=n // splits, BLOCK_D=BLOCK_D, CHUNK=window, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
-        HAS_BIAS=has_bias, **options, ATOMIC_DBC=ATOMIC_DBC, DBC_SUMS=_DBC_CODES[DBC_SUMS], HAS_DLAST=has_dlast,
+        N=n, NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["backward"], CHUNK=window, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
+        HAS_BIAS=has_bias, **options, ATOMIC_DBC=ATOMIC_DBC, HAS_DLAST=has_dlast,
         num_warps=NUM_WARPS)
     if not ATOMIC_DBC:
         dB, dC = dBC.sum(0)
