@@ -155,13 +155,14 @@ if triton is not None:
                              BLOCK_D: tl.constexpr, G: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
                              PAIRED: tl.constexpr):
         """A program's (direction, batch) pair, block of channels, segment, state indices, and the channel
-        parameters. A program's states form a (G, NS, BLOCK_D // G) tile: channel ``g * BLOCK_D // G + i`` of
-        the block at [g, :, i]. Triton spreads the lanes of the warp over the fast axes, BLOCK_D // G of them
-        over the channels and the rest over the states, and gives each thread the G channel groups: with G 1
-        a thread holds whole channels (all N states of one channel), so the sums over the states (C·h, B·g)
-        need no shuffles and the sums over channels (dB, dC) take 5 shuffle levels for each of N states;
-        with G 4 a thread holds 4 states of 4 channels, and those sums take 2 and 3 levels for 4 values each.
-        A is returned pre-scaled by log2 e (the kernels use exp2). Per-channel vectors are (G, BLOCK_D // G).
+        parameters. A program's states form an (NS, G, BLOCK_D // G) tile: channel ``g * BLOCK_D // G + i`` of
+        the block at [:, g, i]; per-channel vectors are (G, BLOCK_D // G). Triton lays the tile on the warp's
+        lanes: BLOCK_D // G lanes across the channels, and with the card's Triton 3.6 the rest across the
+        states, each thread holding the G groups (Triton 3.8 puts them across the groups instead, the
+        same as G 1). With G 1 a thread holds whole channels (all N states of one channel), so the sums
+        over the states (C·h, B·g) need no shuffles; with G 4 it holds 4 states of 4 channels and reads 4
+        of B's 16 values a step (``CHANNEL_GROUPS``). A is returned pre-scaled by log2 e (the kernels use
+        exp2).
 
         Axis 0 of the grid numbers (direction, batch) pairs, direction-major: ``pid_e`` indexes every
         buffer the kernels own (states, checkpoints, summaries, results: an extended batch of
@@ -505,15 +506,18 @@ ATOMIC_DBC = False
 # how a program's (N, BLOCK_D) state tile lies on the lanes of its warp (``_sequential_prologue``), per
 # kernel: G channel groups per thread, BLOCK_D // G lanes across the channels and the rest across the
 # states. G 1: a thread holds whole channels; the backward's dB/dC sums over the channels are then 5
-# shuffle levels for each of the 16 states (160 shuffles a step, 2 of the step's 5 instructions). G 4: 8
-# lanes across the channels and 4 across the states; a thread holds 4 states of 4 channels, the dB/dC
-# sums take 3 levels for 4 values (24 shuffles) and the C·h and B·g sums 2 levels for 4 values (16), each
-# thread reads 4 of B's and C's 16 values a step instead of all, and the per-channel arithmetic (softplus,
-# the gate) is done 4 times over. Earlier ways of taking the shuffles out (docs/benchmarks.md): a
-# transposed scratch tile (no shuffles, 13-21 % slower on an H100: its store-barrier-load round trip
-# stalled the warp) and a warp reduce-scatter in inline PTX (wrong sums on the H100 for a reason not
-# found, and no faster).
-CHANNEL_GROUPS = {"forward": 1, "forward summary": 4, "window entries": 4, "backward summary": 4, "backward": 4}
+# shuffle levels for each of the 16 states (160 shuffles a step). G 4: 8 lanes across the channels and 4
+# across the states; a thread holds 4 states of 4 channels and reads 4 of B's 16 values a step. On an
+# H100 (Triton 3.6, docs/benchmarks.md) G 4 makes the passes that only run the recurrence (the
+# forward's summaries, the window entries) 7-8 % faster. The backward, although its SASS drops from
+# 3528 to 2448 instructions and from 160 shuffles to 51, is 1.5-1.6x slower (its summary pass 1.6x):
+# its per-channel results (du, Δ's gradient, the gate's) are stored from one lane each, and Triton moves
+# values between that layout and the tile's through shared memory, a barrier at each of a step's 8
+# conversions; G 2 there makes the whole forward+backward 6-8 % slower. In the forward G 2 and 4 add 1.5
+# and 7-9 % to the forward+backward. Earlier ways of taking the shuffles out: a transposed scratch tile
+# (no shuffles, 13-21 % slower: its store-barrier-load round trip stalled the warp) and a warp
+# reduce-scatter in inline PTX (wrong sums on the H100 for a reason not found, and no faster).
+CHANNEL_GROUPS = {"forward": 1, "forward summary": 4, "window entries": 4, "backward summary": 1, "backward": 1}
 
 
 def _window(chunk: int) -> int:
