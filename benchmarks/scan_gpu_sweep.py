@@ -152,12 +152,16 @@ def groups_sweep(shapes=SHAPES["all"], profiled=((8, 785), (8, 3137), (32, 785))
         fwd, grad, leaves = _paired_call(b, L)
         for setting in GROUP_SETTINGS[:2]:
             ts.CHANNEL_GROUPS = dict(zip(names, setting))
-            for _ in range(3):
+            def step():
+                for v in leaves:
+                    v.grad = None  # fresh gradients: no accumulation kernels in the profile
                 fwd().backward(grad)
+            for _ in range(3):
+                step()
             torch.cuda.synchronize()
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 for _ in range(10):
-                    fwd().backward(grad)
+                    step()
                 torch.cuda.synchronize()
             rows = sorted(((e.key, e.device_time_total / 10 / 1e3) for e in prof.key_averages()), key=lambda r: -r[1])
             print(f"\nb {b}, L {L}, groups {setting}: " + ", ".join(f"{k[:40]} {ms:.3f}" for k, ms in rows[:9]))

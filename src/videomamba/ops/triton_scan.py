@@ -512,7 +512,7 @@ ATOMIC_DBC = False
 # forward's summaries, the window entries) 7-8 % faster. The backward, although its SASS drops from
 # 3528 to 2448 instructions and from 160 shuffles to 51, is 1.5-1.6x slower (its summary pass 1.6x):
 # its per-channel results (du, Δ's gradient, the gate's) are stored from one lane each, and Triton moves
-# values between that layout and the tile's through shared memory, a barrier at each of a step's 8
+# values between that layout and the tile's through shared memory, a barrier at each of a step's 9
 # conversions; G 2 there makes the whole forward+backward 6-8 % slower. In the forward G 2 and 4 add 1.5
 # and 7-9 % to the forward+backward. Earlier ways of taking the shuffles out: a transposed scratch tile
 # (no shuffles, 13-21 % slower: its store-barrier-load round trip stalled the warp) and a warp
