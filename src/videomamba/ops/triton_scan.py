@@ -1,8 +1,8 @@
 """Selective scan in Triton (GPU; runs on the CPU under TRITON_INTERPRET=1 for tests).
 
-One program per (batch, block of BLOCK_D channels, segment of the sequence); the state, laid out
-(N, BLOCK_D) with channels fastest so that each thread holds whole channels, lives in registers and
-the loop over a segment's steps is sequential. The step loops are software-pipelined
+One program per (batch, block of BLOCK_D channels, segment of the sequence); the state, an (N, BLOCK_D)
+tile with channels fastest (whole channels per thread, or a few states of a few channels:
+``CHANNEL_GROUPS``), lives in registers and the loop over a segment's steps is sequential. The step loops are software-pipelined
 (``tl.range(num_stages=STAGES)``): the loads of the next steps, which do not depend on the state,
 are in flight while a step computes. softplus(delta + delta_bias), D and the SiLU(z) gate are fused.
 u, delta, z, B and C are read in any strides, so the mixer hands over the views a linear layer
