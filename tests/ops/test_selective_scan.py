@@ -46,6 +46,17 @@ def make_inputs(b, d, L, n, dtype, seed, with_optional=True):
     return {k: (v.to(dtype).requires_grad_() if v is not None else None) for k, v in inputs.items()}
 
 
+def opcheck_failures(op, args, label: str) -> list[str]:
+    """``torch.library.opcheck`` of a custom op (schema, fake implementation, autograd registration) as a
+    list of failure messages, empty when it passes: the kernel checks collect failures and report them
+    together."""
+    try:
+        torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    except Exception as err:
+        return [f"opcheck {label}: {str(err)[:300]}"]
+    return []
+
+
 def placed(v, device, dtype, layout):
     """A scan input as the kernel checks hand it over: on ``device``, the (., ., L) tensors in ``dtype`` and,
     with layout "bld", stored (b, L, channels) with the same values; the parameters in float32. A leaf

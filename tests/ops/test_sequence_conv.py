@@ -49,17 +49,14 @@ CHECK = textwrap.dedent("""
     # the fake (meta) implementations give the real outputs' shapes, strides and dtypes (torch.compile
     # relies on them), and the autograd registration is consistent
     from videomamba.ops.sequence_conv import _conv_silu_op
+    from tests.ops.test_selective_scan import opcheck_failures
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.randn(2, 9, 24).transpose(1, 2).to(device=device, dtype=dtype).requires_grad_()
         w = torch.randn(24, 1, 4, device=device, requires_grad=True)
         bias = torch.randn(24, device=device, requires_grad=True)
         for scan_order in (fwd, rev, ScanOrder("spatial", 3, 0)):
-            try:
-                torch.library.opcheck(_conv_silu_op, (x, w, bias, scan_order.code, scan_order.frame_tokens,
-                                                      scan_order.prefix),
-                                      test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
-            except Exception as err:
-                failures.append(f"opcheck {dtype} {scan_order}: {str(err)[:300]}")
+            failures += opcheck_failures(_conv_silu_op, (x, w, bias, scan_order.code, scan_order.frame_tokens,
+                                                         scan_order.prefix), f"{dtype} {scan_order}")
     # the FLOP counter sees the op: K multiply-accumulates per output element
     from torch.utils.flop_counter import FlopCounterMode
     x = torch.randn(2, 9, 24, device=device).transpose(1, 2)
@@ -76,6 +73,7 @@ CHECK_PAIR = textwrap.dedent("""
     import sys, torch
     from videomamba.ops import ScanOrder
     from videomamba.ops.sequence_conv import sequence_conv_silu_pair, _conv_silu_pair_op
+    from tests.ops.test_selective_scan import opcheck_failures
     device, failures = sys.argv[1], []
     torch.manual_seed(0)
     # both directions in one launch (the second in the order given) against two float64 conv1d references;
@@ -117,11 +115,8 @@ CHECK_PAIR = textwrap.dedent("""
         w = torch.randn(2, 24, 1, 4, device=device, requires_grad=True)
         bias = torch.randn(2, 24, device=device, requires_grad=True)
         for order in (ScanOrder("reverse"), ScanOrder("spatial", 3, 0)):
-            try:
-                torch.library.opcheck(_conv_silu_pair_op, (x, w, bias, order.code, order.frame_tokens, order.prefix),
-                                      test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
-            except Exception as err:
-                failures.append(f"opcheck pair {dtype} {order}: {str(err)[:300]}")
+            failures += opcheck_failures(_conv_silu_pair_op, (x, w, bias, order.code, order.frame_tokens,
+                                                              order.prefix), f"pair {dtype} {order}")
     print("FAILURES:", failures)
     sys.exit(1 if failures else 0)
 """)

@@ -13,7 +13,7 @@ triton = pytest.importorskip("triton")
 CHECK = textwrap.dedent("""
     import sys, torch
     from videomamba.ops import selective_scan
-    from tests.ops.test_selective_scan import make_inputs, float64_truth, placed, SEQUENCE_INPUTS
+    from tests.ops.test_selective_scan import make_inputs, float64_truth, placed, opcheck_failures, SEQUENCE_INPUTS
     from videomamba.ops import ScanOrder
     import videomamba.ops.triton_scan as ts
     device = sys.argv[1]
@@ -100,11 +100,7 @@ CHECK = textwrap.dedent("""
         args = (seq(x["u"]), seq(x["delta"]), x["A"].detach().float().to(device), seq(x["B"]), seq(x["C"]),
                 x["D"].detach().float().to(device), seq(x["z"]), x["delta_bias"].detach().float().to(device), True,
                 ScanOrder("spatial", 4, 0).code, 4, 0, "triton")
-        try:
-            torch.library.opcheck(_scan_op, args, test_utils=("test_schema", "test_faketensor",
-                                                              "test_autograd_registration"))
-        except Exception as err:
-            failures.append(f"opcheck {dtype}: {str(err)[:300]}")
+        failures += opcheck_failures(_scan_op, args, str(dtype))
     print("FAILURES:", failures)
     sys.exit(1 if failures else 0)
 """)
@@ -114,7 +110,7 @@ CHECK_PAIR = textwrap.dedent("""
     import sys, torch
     from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair
     from videomamba.ops.selective_scan import _pair_op
-    from tests.ops.test_selective_scan import make_inputs, placed
+    from tests.ops.test_selective_scan import make_inputs, placed, opcheck_failures
     import videomamba.ops.triton_scan as ts
     device = sys.argv[1]
     failures = []
@@ -163,11 +159,7 @@ CHECK_PAIR = textwrap.dedent("""
         args = (seq(x[0]["u"]), seq(x[1]["u"]), seq(x[0]["delta"]), seq(x[1]["delta"]), both("A"), seq(x[0]["B"]),
                 seq(x[1]["B"]), seq(x[0]["C"]), seq(x[1]["C"]), both("D"), seq(x[0]["z"]), both("delta_bias"), True,
                 ScanOrder("spatial", 4, 0).code, 4, 0)
-        try:
-            torch.library.opcheck(_pair_op, args, test_utils=("test_schema", "test_faketensor",
-                                                               "test_autograd_registration"))
-        except Exception as err:
-            failures.append(f"opcheck pair {dtype}: {str(err)[:300]}")
+        failures += opcheck_failures(_pair_op, args, f"pair {dtype}")
     print("FAILURES:", failures)
     sys.exit(1 if failures else 0)
 """)
