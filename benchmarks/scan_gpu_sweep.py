@@ -4,10 +4,11 @@ fp32 inputs in (b, L, d) memory order as the mixer passes them): segments of the
 warps, pipeline stages, chunk, the dB/dC reductions), the backward's recompute window and the summary
 blocks of the segment-parallel first pass.
 Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [summaries] [windows] [tiles]
-[conv] [paired] [groups]
+[conv] [paired] [groups] [layouts]
 (paired: both directions in one launch, ``selective_scan_pair``, with the forward and backward passes'
 segments forced apart; groups: the same paired scan with each kernel's lanes laid out differently,
-``CHANNEL_GROUPS``, and where its GPU time goes)
+``CHANNEL_GROUPS``, and where its GPU time goes; layouts: the same with each kernel's accesses vectorised
+or scalar, ``VECTOR_ACCESS``)
 (segments and tiles when none is named)"""
 
 import sys
@@ -33,6 +34,13 @@ TILE_SETTINGS = [(32, 1, 4, None, 64, False), (32, 1, 3, None, 64, False), (32, 
 # backward summary, backward
 GROUP_SETTINGS = [(1, 1, 1, 1, 1), (1, 4, 4, 4, 4), (1, 4, 4, 4, 2), (2, 4, 4, 4, 4), (4, 4, 4, 4, 4),
                   (1, 1, 1, 1, 4)]
+# (CHANNEL_GROUPS, VECTOR_ACCESS) per kernel, in the same order: the JIT's vectorised accesses (True) against
+# scalar ones that leave the tile laid out as the groups say (False)
+T, F = True, False
+LAYOUT_SETTINGS = [((1, 4, 4, 1, 1), (T, T, T, T, T)), ((1, 4, 4, 1, 1), (T, T, T, T, F)),
+                   ((1, 4, 4, 1, 1), (F, F, F, F, F)), ((1, 4, 4, 1, 1), (F, T, T, T, T)),
+                   ((1, 4, 4, 1, 1), (T, T, T, F, F)), ((1, 1, 1, 1, 1), (F, F, F, F, F)),
+                   ((1, 4, 4, 1, 1), (T, F, F, T, T))]
 # the backward's recompute window inside the checkpoint interval: (CHUNK, BACKWARD_WINDOW); None: the whole chunk
 WINDOW_FIELDS = ("CHUNK", "BACKWARD_WINDOW")
 WINDOW_SETTINGS = [(64, None), (64, 32), (64, 16), (64, 8), (32, 16), (32, 8)]
@@ -121,16 +129,55 @@ def paired_sweep(shapes=((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (
         torch.cuda.empty_cache()
 
 
-def groups_sweep(shapes=SHAPES["all"], profiled=((8, 785), (8, 3137), (32, 785))) -> None:
-    """The paired scan forward+backward (eager and in a CUDA graph) for each of GROUP_SETTINGS; then, at the
-    ``profiled`` shapes, each kernel's GPU time under the first two settings."""
+def report_compiled() -> None:
+    """Registers, spills and the state tile's layout of every scan kernel the JIT has compiled so far (what
+    the GPU runs, with the JIT's own specialisation of the arguments)."""
+    import re
+
+    for name in ("_scan_fwd_kernel", "_segment_fwd_kernel", "_window_entries_kernel", "_segment_bwd_kernel",
+                 "_scan_bwd_kernel"):
+        for cache in getattr(getattr(ts, name), "device_caches", {}).values():
+            for compiled in cache[0].values():
+                ttgir = compiled.asm.get("ttgir", "")
+                layouts = re.findall(r"#blocked\d* = #ttg.blocked<\{sizePerThread = (\[[^]]*\]), threadsPerWarp = (\[[^]]*\])", ttgir)
+                print(f"{name}: registers {getattr(compiled, 'n_regs', '?')}, spills {getattr(compiled, 'n_spills', '?')}, "
+                      f"layout conversions {ttgir.count('ttg.convert_layout')}, layouts (per thread, lanes) {layouts[:3]}")
+
+
+def layouts_sweep(settings: list, shapes=SHAPES["all"], profiled=((8, 785), (8, 3137), (32, 785)),
+                  profiled_settings: int = 2) -> None:
+    """The paired scan forward+backward (eager and in a CUDA graph) for each (CHANNEL_GROUPS, VECTOR_ACCESS)
+    of ``settings`` (per kernel, in the dicts' order), each setting's outputs and gradients checked against
+    the first's at b 2, L 300; then, at the ``profiled`` shapes, each kernel's GPU time under the first
+    ``profiled_settings`` settings."""
     from torch.profiler import ProfilerActivity, profile
 
-    default = dict(ts.CHANNEL_GROUPS)
-    names = list(default)
-    print("| b | L | groups (" + ", ".join(names) + ") | fwd+bwd ms | fwd+bwd in a CUDA graph ms |")
-    print("|---|---|---|---|---|")
+    defaults = dict(ts.CHANNEL_GROUPS), dict(ts.VECTOR_ACCESS)
+    names = list(defaults[0])
+
+    def use(setting):
+        ts.CHANNEL_GROUPS, ts.VECTOR_ACCESS = dict(zip(names, setting[0])), dict(zip(names, setting[1]))
+
+    def label(setting):
+        return f"{setting[0]}, {tuple('v' if v else 's' for v in setting[1])}"
+
     warm_up_gpu()
+    fwd, grad, leaves = _paired_call(2, 300)
+    first = None
+    for setting in settings:
+        use(setting)
+        for v in leaves:
+            v.grad = None
+        out = fwd()
+        out.backward(grad)
+        got = [out.detach()] + [v.grad.clone() for v in leaves]
+        first = first or got
+        worst = max(((a - r).abs().max() / r.abs().max().clamp_min(1e-30)).item() for a, r in zip(got, first))
+        print(f"setting {label(setting)}: largest difference from the first setting (relative to its max) {worst:.2e}")
+    report_compiled()
+    print("\n| b | L | groups (" + ", ".join(names) + "), v: vectorised, s: scalar | fwd+bwd ms | "
+          "fwd+bwd in a CUDA graph ms |")
+    print("|---|---|---|---|---|")
 
     def timed(fwd, grad, leaves):
         fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50, return_mode="median", grad_to_none=leaves)
@@ -143,15 +190,15 @@ def groups_sweep(shapes=SHAPES["all"], profiled=((8, 785), (8, 3137), (32, 785))
 
     for b, L in shapes:
         fwd, grad, leaves = _paired_call(b, L)
-        for setting in GROUP_SETTINGS:
-            ts.CHANNEL_GROUPS = dict(zip(names, setting))
+        for setting in settings:
+            use(setting)
             fb, graphed = timed(fwd, grad, leaves)
-            print(f"| {b} | {L} | {setting} | {fb:.3f} | {graphed:.3f} |", flush=True)
+            print(f"| {b} | {L} | {label(setting)} | {fb:.3f} | {graphed:.3f} |", flush=True)
         torch.cuda.empty_cache()
     for b, L in profiled:
         fwd, grad, leaves = _paired_call(b, L)
-        for setting in GROUP_SETTINGS[:2]:
-            ts.CHANNEL_GROUPS = dict(zip(names, setting))
+        for setting in settings[:profiled_settings]:
+            use(setting)
             def step():
                 for v in leaves:
                     v.grad = None  # fresh gradients: no accumulation kernels in the profile
@@ -164,8 +211,8 @@ def groups_sweep(shapes=SHAPES["all"], profiled=((8, 785), (8, 3137), (32, 785))
                     step()
                 torch.cuda.synchronize()
             rows = sorted(((e.key, e.device_time_total / 10 / 1e3) for e in prof.key_averages()), key=lambda r: -r[1])
-            print(f"\nb {b}, L {L}, groups {setting}: " + ", ".join(f"{k[:40]} {ms:.3f}" for k, ms in rows[:9]))
-    ts.CHANNEL_GROUPS = default
+            print(f"\nb {b}, L {L}, {label(setting)}: " + ", ".join(f"{k[:40]} {ms:.3f}" for k, ms in rows[:9]))
+    ts.CHANNEL_GROUPS, ts.VECTOR_ACCESS = defaults
 
 
 def conv_sweep(shapes=((8, 1569), (8, 6273))) -> None:
@@ -227,7 +274,11 @@ def main() -> None:
         paired_sweep()
     if "groups" in parts:
         print("\n## channel groups per thread (CHANNEL_GROUPS), both directions in one launch\n")
-        groups_sweep()
+        layouts_sweep([(groups, tuple(ts.VECTOR_ACCESS.values())) for groups in GROUP_SETTINGS])
+    if "layouts" in parts:
+        print("\n## vectorised or scalar accesses per kernel (VECTOR_ACCESS) and channel groups, both directions in "
+              "one launch\n")
+        layouts_sweep(LAYOUT_SETTINGS, profiled_settings=3)
     if "conv" in parts:
         print("\n## the conv + SiLU kernels' tiles\n")
         conv_sweep()

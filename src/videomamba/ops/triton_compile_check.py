@@ -51,14 +51,28 @@ _SEQUENCE_POINTERS = {"u_ptr", "u2_ptr", "dt_ptr", "dt2_ptr", "z_ptr", "dout_ptr
                       "dz_ptr"}
 
 
+# what Triton's JIT makes of the arguments of a model's call (the mixer's (b, L, d) activations, d_inner a
+# multiple of 16): the channel and state strides are 1 and become constants, every pointer is 16-byte
+# aligned, and these integers are multiples of 16. The JIT marks all that (``tt.divisibility``), and it
+# decides the layouts: with aligned channel offsets the accesses along the channels are vectorised
+# (``triton_scan.VECTOR_ACCESS``), so a compile without it reports a different kernel than the GPU runs.
+_UNIT_STRIDES = {"su_d", "sdt_d", "sz_d", "sg_d", "so_d", "sB_n", "sC_n"}
+_ALIGNED_INTEGERS = {"Dm", "part_stride", "su_b", "su_l", "sdt_b", "sdt_l", "sz_b", "sz_l", "sg_b", "sg_l", "so_s",
+                     "so_b", "so_l", "sB_b", "sB_l", "sC_b", "sC_l", "sx_b", "sx_l", "sd_b", "sd_l"}
+
+
 def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, bf16: bool = False
              ) -> KernelResources:
-    """``fn`` compiled for ``capability`` and its resources as cuobjdump reports them: arguments named
-    ``*_ptr`` are fp32 pointers (with ``bf16``, the sequence tensors bf16), the other non-constexpr
-    arguments int32."""
+    """``fn`` compiled for ``capability`` as the JIT compiles it for a model's call (``_UNIT_STRIDES``,
+    ``_ALIGNED_INTEGERS``) and its resources as cuobjdump reports them: arguments named ``*_ptr`` are
+    fp32 pointers (with ``bf16``, the sequence tensors bf16), the other non-constexpr arguments int32."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+
+    constexprs = {**{name: 1 for name in fn.arg_names if name in _UNIT_STRIDES}, **constexprs}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
+             if name not in constexprs and (name.endswith("_ptr") or name in _ALIGNED_INTEGERS)}
 
     def kind(name: str) -> str:
         if name in constexprs:
@@ -67,7 +81,7 @@ def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, 
             return "*bf16" if bf16 and name in _SEQUENCE_POINTERS else "*fp32"
         return "i32"
 
-    kernel = triton.compile(ASTSource(fn, {name: kind(name) for name in fn.arg_names}, constexprs=constexprs),
+    kernel = triton.compile(ASTSource(fn, {name: kind(name) for name in fn.arg_names}, constexprs=constexprs, attrs=attrs),
                             target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps})
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.TemporaryDirectory() as folder:
@@ -100,7 +114,7 @@ def kernel_resources(capability: int = 90) -> list[KernelResources]:
                                 ("segment summary backward", triton_scan._segment_bwd_kernel, "backward summary"),
                                 ("window entries", triton_scan._window_entries_kernel, "window entries")):
             options = {**constexprs, **triton_scan._kernel_options(cuda, True, order),
-                       "G": triton_scan.CHANNEL_GROUPS[role]}
+                       "G": triton_scan.CHANNEL_GROUPS[role], "VECTOR": triton_scan.VECTOR_ACCESS[role]}
             if fn is triton_scan._scan_bwd_kernel:  # the backward runs on the window entries, a window a chunk
                 options["CHUNK"] = options["WINDOW"]
             # bf16: read as 4-byte words; paired: both directions in one launch (the backward one reversed)

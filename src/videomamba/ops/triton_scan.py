@@ -151,9 +151,9 @@ if triton is not None:
         return tl.sum(tl.sum(tile, axis=1), axis=1)
 
     @triton.jit
-    def _sequential_prologue(A_ptr, D_ptr, bias_ptr, Dm, batch, N: tl.constexpr, NS: tl.constexpr,
+    def _sequential_prologue(A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N: tl.constexpr, NS: tl.constexpr,
                              BLOCK_D: tl.constexpr, G: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
-                             PAIRED: tl.constexpr):
+                             VECTOR: tl.constexpr, PAIRED: tl.constexpr):
         """A program's (direction, batch) pair, block of channels, segment, state indices, and the channel
         parameters. A program's states form an (NS, G, BLOCK_D // G) tile: channel ``g * BLOCK_D // G + i`` of
         the block at [:, g, i]; per-channel vectors are (G, BLOCK_D // G). Triton lays the tile on the warp's
@@ -183,7 +183,11 @@ if triton is not None:
         pid_d = tl.program_id(1)
         seg = tl.program_id(2) // (N // NS)
         pid_s = tl.program_id(2) % (N // NS)
-        d = pid_d * BLOCK_D + tl.arange(0, G)[:, None] * (BLOCK_D // G) + tl.arange(0, BLOCK_D // G)[None, :]
+        # VECTOR False: the block's first channel plus a zero the compiler cannot see through
+        # (``opaque_zero``, never specialised), so no channel offset is known to be 16-byte aligned and
+        # no access is vectorised (``VECTOR_ACCESS``)
+        first = pid_d * BLOCK_D if VECTOR else pid_d * BLOCK_D + opaque_zero
+        d = first + tl.arange(0, G)[:, None] * (BLOCK_D // G) + tl.arange(0, BLOCK_D // G)[None, :]
         dmask = d < Dm
         n = pid_s * NS + tl.arange(0, NS)
         cell = _per_state(n) * Dm + _per_channel(d)  # (NS, G, BLOCK_D // G) offsets into an (N, d) state
@@ -230,18 +234,18 @@ if triton is not None:
             h = tl.exp2(_per_channel(dtsum) * A) * h + end
         return h
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["opaque_zero"])
     def _segment_fwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, bias_ptr, ends_ptr, dtsum_ptr,
-                            Dm, L, batch, block_len, n_blocks, S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l,
+                            Dm, L, batch, opaque_zero, block_len, n_blocks, S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l,
                             sB_b, sB_n, sB_l,
                             N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                             STAGES: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr,
-                            PAIRED: tl.constexpr):
+                            VECTOR: tl.constexpr, PAIRED: tl.constexpr):
         """Segment-parallel forward, first pass: each summary block of ``block_len`` steps before the last
         segment runs from a zero state and stores its end state and Σ Δ over its steps (the summary
         ``_carried_in`` folds). Blocks are shorter than segments: more programs, each shorter."""
         pid_e, pid_b, direction, pid_d, blk, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
-            A_ptr, bias_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, G, False, HAS_BIAS, PAIRED)
+            A_ptr, bias_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, False, HAS_BIAS, VECTOR, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
         dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
         B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
@@ -257,18 +261,18 @@ if triton is not None:
         tl.store(ends_ptr + state + (pid_e * (n_blocks - 1) + blk) * N * Dm, h, mask=_per_channel(dmask))
         tl.store(dtsum_ptr + (pid_e * n_blocks + blk) * Dm + d, dtsum, mask=dmask & (pid_s == 0))
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["opaque_zero"])
     def _segment_bwd_kernel(dt_ptr, dt2_ptr, A_ptr, C_ptr, C2_ptr, z_ptr, bias_ptr, dout_ptr, ends_ptr, dtsum_ptr,
-                            Dm, L, batch, block_len, n_blocks, first_block, S, P, sdt_b, sdt_d, sdt_l,
+                            Dm, L, batch, opaque_zero, block_len, n_blocks, first_block, S, P, sdt_b, sdt_d, sdt_l,
                             sz_b, sz_d, sz_l, sg_b, sg_d, sg_l, sC_b, sC_n, sC_l,
                             N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                             STAGES: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                            MODE: tl.constexpr, PAIRED: tl.constexpr):
+                            MODE: tl.constexpr, VECTOR: tl.constexpr, PAIRED: tl.constexpr):
         """Segment-parallel backward, first pass: each summary block from ``first_block`` on (those after
         the first segment) runs the adjoint backwards from zero through its steps and stores the adjoint
         it hands to the state before it, and Σ Δ."""
         pid_e, pid_b, direction, pid_d, blk, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
-            A_ptr, bias_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, G, False, HAS_BIAS, PAIRED)
+            A_ptr, bias_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, False, HAS_BIAS, VECTOR, PAIRED)
         dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
         C_ptr = _of_direction(direction, C_ptr, C2_ptr, PAIRED)
         blk += first_block
@@ -293,17 +297,17 @@ if triton is not None:
         tl.store(ends_ptr + state + (pid_e * (n_blocks - 1) + blk) * N * Dm, g, mask=_per_channel(dmask))
         tl.store(dtsum_ptr + (pid_e * n_blocks + blk) * Dm + d, dtsum, mask=dmask & (pid_s == 0))
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["opaque_zero"])
     def _scan_fwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr, bias_ptr,
-                         out_ptr, last_ptr, ckpt_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, n_chunks, seg_chunks, n_segs,
+                         out_ptr, last_ptr, ckpt_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, opaque_zero, n_chunks, seg_chunks, n_segs,
                          n_blocks, seg_blocks, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, so_s, so_b, so_d, so_l,
                          sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                          CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, PAIRED: tl.constexpr):
+                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, VECTOR: tl.constexpr, PAIRED: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
-            A_ptr, D_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, PAIRED)
+            A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
         dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
         B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
@@ -331,19 +335,19 @@ if triton is not None:
                 tl.store(out_ptr + o_row + tm * so_l, y, mask=dmask)
         tl.store(last_ptr + state, h, mask=_per_channel(dmask) & (seg == n_segs - 1))
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["opaque_zero"])
     def _window_entries_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, bias_ptr, ckpt_ptr, entries_ptr,
-                               Dm, L, batch, n_chunks, n_windows, S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l,
+                               Dm, L, batch, opaque_zero, n_chunks, n_windows, S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l,
                                sB_b, sB_n, sB_l,
                                N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                                CHUNK: tl.constexpr, WINDOW: tl.constexpr, STAGES: tl.constexpr, HAS_BIAS: tl.constexpr,
-                               SOFTPLUS: tl.constexpr, MODE: tl.constexpr, PAIRED: tl.constexpr):
+                               SOFTPLUS: tl.constexpr, MODE: tl.constexpr, VECTOR: tl.constexpr, PAIRED: tl.constexpr):
         """The state entering every WINDOW steps, (b, L / WINDOW, N, d), from the forward's checkpoints
         every CHUNK steps: the backward then recomputes WINDOW states at a time. One program per
         (batch, block of channels, chunk, state split): the chunks are independent given their
         checkpoints, so this pass runs at full occupancy where the backward's own programs are few."""
         pid_e, pid_b, direction, pid_d, c, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
-            A_ptr, bias_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, G, False, HAS_BIAS, PAIRED)
+            A_ptr, bias_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, False, HAS_BIAS, VECTOR, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
         dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
         B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
@@ -359,19 +363,19 @@ if triton is not None:
                                       _position(k, direction, L, S, P, MODE, PAIRED), su_l, sdt_l, sB_l, A, bias,
                                       dmask, SOFTPLUS)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["opaque_zero"])
     def _scan_bwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr, bias_ptr,
                          ckpt_ptr, dout_ptr, dlast_ptr, scratch_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr,
-                         dz_ptr, dbias_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, n_chunks, seg_chunks, n_segs, n_blocks,
+                         dz_ptr, dbias_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, opaque_zero, n_chunks, seg_chunks, n_segs, n_blocks,
                          seg_blocks, part_stride, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                          so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                          CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr,
-                         HAS_DLAST: tl.constexpr, PAIRED: tl.constexpr):
+                         HAS_DLAST: tl.constexpr, VECTOR: tl.constexpr, PAIRED: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
-            A_ptr, D_ptr, bias_ptr, Dm, batch, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, PAIRED)
+            A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
         dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
         B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
@@ -518,6 +522,15 @@ ATOMIC_DBC = False
 # (no shuffles, 13-21 % slower: its store-barrier-load round trip stalled the warp) and a warp
 # reduce-scatter in inline PTX (wrong sums on the H100 for a reason not found, and no faster).
 CHANNEL_GROUPS = {"forward": 1, "forward summary": 4, "window entries": 4, "backward summary": 1, "backward": 1}
+# whether a kernel's accesses along the channels may be vectorised. Triton's JIT marks the pointers and
+# strides it is handed as 16-byte aligned where they are, and its coalescing pass then reads and writes 4
+# channels per thread (16 bytes); the state tile takes that layout (4 states of 4 channels a thread, lanes
+# across the states as well as the channels, whatever CHANNEL_GROUPS asks), and every per-channel value
+# (u, Δ, the gradients stored) moves between it and a one-channel-a-lane layout through shared memory.
+# False hides the alignment behind a zero the compiler cannot see (``opaque_zero``): accesses are 4 bytes
+# a thread, and the tile lies as CHANNEL_GROUPS says.
+VECTOR_ACCESS = {"forward": True, "forward summary": True, "window entries": True, "backward summary": True,
+                 "backward": True}
 
 
 def _window(chunk: int) -> int:
@@ -730,14 +743,14 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
     ends, dtsum = _segment_summaries(extended, channels, n, n_blocks, u.device)
     if n_segs > 1:  # every block before the last segment
         _segment_fwd_kernel[(*grid, splits * (n_segs - 1) * seg_blocks)](
-            u, u2, delta, delta2, A, B, B2, bias, ends, dtsum, channels, length, batch, block_chunks * chunk, n_blocks,
+            u, u2, delta, delta2, A, B, B2, bias, ends, dtsum, channels, length, batch, 0, block_chunks * chunk, n_blocks,
             order.frame_tokens, order.prefix, *_strides(u, delta, B), N=n, NS=n // splits, BLOCK_D=BLOCK_D,
-            G=CHANNEL_GROUPS["forward summary"], STAGES=STAGES, HAS_BIAS=delta_bias is not None, **options, num_warps=NUM_WARPS)
+            G=CHANNEL_GROUPS["forward summary"], VECTOR=VECTOR_ACCESS["forward summary"], STAGES=STAGES, HAS_BIAS=delta_bias is not None, **options, num_warps=NUM_WARPS)
     _scan_fwd_kernel[(*grid, splits * n_segs)](
         u, u2, delta, delta2, A, B, B2, C, C2, D if D is not None else u, zs, bias,
-        out, last, ckpt, ends, dtsum, channels, length, batch, ckpt.shape[1], seg_chunks, n_segs, n_blocks,
+        out, last, ckpt, ends, dtsum, channels, length, batch, 0, ckpt.shape[1], seg_chunks, n_segs, n_blocks,
         seg_blocks, order.frame_tokens, order.prefix, *_strides(u, delta, zs, out, B, C),
-        N=n, NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["forward"], CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
+        N=n, NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["forward"], VECTOR=VECTOR_ACCESS["forward"], CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, **options, num_warps=NUM_WARPS)
     return _finish(out, dtype), last, ckpt
 
@@ -786,9 +799,9 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     if window < chunk:  # the states entering every window, from the checkpoints: the backward's starting points
         entries = _poisoned(torch.empty(extended, -(-length // window), n, channels, **f32))
         _window_entries_kernel[(extended, n_dblocks, splits * ckpt.shape[1])](
-            u, u2, delta, delta2, A, B, B2, delta_bias if has_bias else u, ckpt, entries, channels, length, batch,
+            u, u2, delta, delta2, A, B, B2, delta_bias if has_bias else u, ckpt, entries, channels, length, batch, 0,
             ckpt.shape[1], entries.shape[1], order.frame_tokens, order.prefix, *_strides(u, delta, B), N=n,
-            NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["window entries"], CHUNK=chunk, WINDOW=window, STAGES=STAGES, HAS_BIAS=has_bias,
+            NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["window entries"], VECTOR=VECTOR_ACCESS["window entries"], CHUNK=chunk, WINDOW=window, STAGES=STAGES, HAS_BIAS=has_bias,
             **options, num_warps=NUM_WARPS)
         starts, seg_windows = entries, seg_chunks * (chunk // window)
     else:
@@ -800,16 +813,16 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     ends, dtsum = _segment_summaries(extended, channels, n, n_blocks, u.device)
     if n_segs > 1:  # every block after the first segment
         _segment_bwd_kernel[(extended, n_dblocks, splits * (n_blocks - seg_blocks))](
-            delta, delta2, A, C, C2, zs, bias, dout, ends, dtsum, channels, length, batch, block_chunks * chunk,
+            delta, delta2, A, C, C2, zs, bias, dout, ends, dtsum, channels, length, batch, 0, block_chunks * chunk,
             n_blocks, seg_blocks, order.frame_tokens, order.prefix, *_strides(delta, zs, dout, C), N=n,
-            NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["backward summary"], STAGES=STAGES, HAS_Z=z is not None, HAS_BIAS=has_bias, **options,
+            NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["backward summary"], VECTOR=VECTOR_ACCESS["backward summary"], STAGES=STAGES, HAS_Z=z is not None, HAS_BIAS=has_bias, **options,
             num_warps=NUM_WARPS)
     _scan_bwd_kernel[(extended, n_dblocks, splits * n_segs)](
         u, u2, delta, delta2, A, B, B2, C, C2, D if has_D else u, zs, bias,
         starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
-        channels, length, batch, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
+        channels, length, batch, 0, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
         2 * extended * n * length, order.frame_tokens, order.prefix, *_strides(u, delta, zs, dout, du, B, C),
-        N=n, NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["backward"], CHUNK=window, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
+        N=n, NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["backward"], VECTOR=VECTOR_ACCESS["backward"], CHUNK=window, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
         HAS_BIAS=has_bias, **options, ATOMIC_DBC=ATOMIC_DBC, HAS_DLAST=has_dlast,
         num_warps=NUM_WARPS)
     if not ATOMIC_DBC:
