@@ -170,7 +170,7 @@ def layouts_sweep(settings: list, shapes=SHAPES["all"], profiled=((8, 785), (8, 
             v.grad = None
         out = fwd()
         out.backward(grad)
-        got = [out.detach()] + [v.grad.clone() for v in leaves]
+        got = [out.detach()] + [v.grad.clone() for v in leaves if v.grad is not None]
         first = first or got
         worst = max(((a - r).abs().max() / r.abs().max().clamp_min(1e-30)).item() for a, r in zip(got, first))
         print(f"setting {label(setting)}: largest difference from the first setting (relative to its max) {worst:.2e}")
