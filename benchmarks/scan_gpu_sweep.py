@@ -4,7 +4,7 @@ fp32 inputs in (b, L, d) memory order as the mixer passes them): segments of the
 warps, pipeline stages, chunk, the dB/dC reductions), the backward's recompute window and the summary
 blocks of the segment-parallel first pass.
 Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [summaries] [windows] [tiles]
-[conv] [paired] [groups] [layouts]
+[conv] [paired] [groups] [layouts] [blocks]
 (paired: both directions in one launch, ``selective_scan_pair``, with the forward and backward passes'
 segments forced apart; groups: the same paired scan with each kernel's lanes laid out differently,
 ``CHANNEL_GROUPS``, and where its GPU time goes; layouts: the same with each kernel's accesses vectorised
@@ -41,6 +41,11 @@ LAYOUT_SETTINGS = [((1, 4, 4, 1, 1), (T, T, T, T, T)), ((1, 4, 4, 1, 1), (T, T, 
                    ((1, 4, 4, 1, 1), (F, F, F, F, F)), ((1, 4, 4, 1, 1), (F, T, T, T, T)),
                    ((1, 4, 4, 1, 1), (T, T, T, F, F)), ((1, 1, 1, 1, 1), (F, F, F, F, F)),
                    ((1, 4, 4, 1, 1), (T, F, F, T, T))]
+# channels per program, programs per SM counted by the segment rule (forward, backward), pipeline stages; the
+# JIT's vectorised layout gives each thread 4 channels of 4 (BLOCK_D 32) or 2 (16) states
+BLOCK_FIELDS = ("BLOCK_D", "PROGRAMS_PER_SM", "STAGES")
+BLOCK_SETTINGS = [(32, (12, 8), 4), (32, (24, 10), 4), (32, (16, 10), 4), (16, (12, 8), 4), (16, (24, 12), 4),
+                  (16, (16, 16), 4), (16, (24, 12), 3), (16, (24, 20), 4)]
 # the backward's recompute window inside the checkpoint interval: (CHUNK, BACKWARD_WINDOW); None: the whole chunk
 WINDOW_FIELDS = ("CHUNK", "BACKWARD_WINDOW")
 WINDOW_SETTINGS = [(64, None), (64, 32), (64, 16), (64, 8), (32, 16), (32, 8)]
@@ -144,22 +149,23 @@ def report_compiled() -> None:
                       f"layout conversions {ttgir.count('ttg.convert_layout')}, layouts (per thread, lanes) {layouts[:3]}")
 
 
-def layouts_sweep(settings: list, shapes=SHAPES["all"], profiled=((8, 785), (8, 3137), (32, 785)),
-                  profiled_settings: int = 2) -> None:
-    """The paired scan forward+backward (eager and in a CUDA graph) for each (CHANNEL_GROUPS, VECTOR_ACCESS)
-    of ``settings`` (per kernel, in the dicts' order), each setting's outputs and gradients checked against
-    the first's at b 2, L 300; then, at the ``profiled`` shapes, each kernel's GPU time under the first
-    ``profiled_settings`` settings."""
+def paired_settings_sweep(settings: list[dict], shapes=SHAPES["all"], profiled=((8, 785), (8, 3137), (32, 785)),
+                          profiled_settings: int = 2) -> None:
+    """The paired scan forward+backward (eager and in a CUDA graph) under each setting of ``settings`` (module
+    attributes of ``triton_scan`` and their values), each setting's outputs and gradients checked against
+    the first's at b 2, L 300, then the registers and layouts the JIT compiled; at the ``profiled``
+    shapes, each kernel's GPU time under the first ``profiled_settings`` settings."""
     from torch.profiler import ProfilerActivity, profile
 
-    defaults = dict(ts.CHANNEL_GROUPS), dict(ts.VECTOR_ACCESS)
-    names = list(defaults[0])
+    defaults = {field: getattr(ts, field) for setting in settings for field in setting}
 
     def use(setting):
-        ts.CHANNEL_GROUPS, ts.VECTOR_ACCESS = dict(zip(names, setting[0])), dict(zip(names, setting[1]))
+        for field, value in {**defaults, **setting}.items():
+            setattr(ts, field, dict(value) if isinstance(value, dict) else value)
 
     def label(setting):
-        return f"{setting[0]}, {tuple('v' if v else 's' for v in setting[1])}"
+        return ", ".join(f"{field} {tuple(value.values()) if isinstance(value, dict) else value}"
+                         for field, value in setting.items())
 
     warm_up_gpu()
     fwd, grad, leaves = _paired_call(2, 300)
@@ -173,11 +179,10 @@ def layouts_sweep(settings: list, shapes=SHAPES["all"], profiled=((8, 785), (8, 
         got = [out.detach()] + [v.grad.clone() for v in leaves if v.grad is not None]
         first = first or got
         worst = max(((a - r).abs().max() / r.abs().max().clamp_min(1e-30)).item() for a, r in zip(got, first))
-        print(f"setting {label(setting)}: largest difference from the first setting (relative to its max) {worst:.2e}")
+        print(f"{label(setting)}: largest difference from the first setting (relative to its max) {worst:.2e}")
     report_compiled()
-    print("\n| b | L | groups (" + ", ".join(names) + "), v: vectorised, s: scalar | fwd+bwd ms | "
-          "fwd+bwd in a CUDA graph ms |")
-    print("|---|---|---|---|---|")
+    print("\n| b | L | setting | segments fwd/bwd | fwd+bwd ms | fwd+bwd in a CUDA graph ms |")
+    print("|---|---|---|---|---|---|")
 
     def timed(fwd, grad, leaves):
         fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50, return_mode="median", grad_to_none=leaves)
@@ -193,7 +198,9 @@ def layouts_sweep(settings: list, shapes=SHAPES["all"], profiled=((8, 785), (8, 
         for setting in settings:
             use(setting)
             fb, graphed = timed(fwd, grad, leaves)
-            print(f"| {b} | {L} | {label(setting)} | {fb:.3f} | {graphed:.3f} |", flush=True)
+            chunks = -(-L // ts.CHUNK)
+            used = "/".join(str(ts._segments(2 * b, 768, chunks, grad.device, backward)[1]) for backward in (False, True))
+            print(f"| {b} | {L} | {label(setting)} | {used} | {fb:.3f} | {graphed:.3f} |", flush=True)
         torch.cuda.empty_cache()
     for b, L in profiled:
         fwd, grad, leaves = _paired_call(b, L)
@@ -212,7 +219,7 @@ def layouts_sweep(settings: list, shapes=SHAPES["all"], profiled=((8, 785), (8, 
                 torch.cuda.synchronize()
             rows = sorted(((e.key, e.device_time_total / 10 / 1e3) for e in prof.key_averages()), key=lambda r: -r[1])
             print(f"\nb {b}, L {L}, {label(setting)}: " + ", ".join(f"{k[:40]} {ms:.3f}" for k, ms in rows[:9]))
-    ts.CHANNEL_GROUPS, ts.VECTOR_ACCESS = defaults
+    use({})
 
 
 def conv_sweep(shapes=((8, 1569), (8, 6273))) -> None:
@@ -274,11 +281,17 @@ def main() -> None:
         paired_sweep()
     if "groups" in parts:
         print("\n## channel groups per thread (CHANNEL_GROUPS), both directions in one launch\n")
-        layouts_sweep([(groups, tuple(ts.VECTOR_ACCESS.values())) for groups in GROUP_SETTINGS])
+        paired_settings_sweep([{"CHANNEL_GROUPS": dict(zip(ts.CHANNEL_GROUPS, groups))} for groups in GROUP_SETTINGS])
     if "layouts" in parts:
         print("\n## vectorised or scalar accesses per kernel (VECTOR_ACCESS) and channel groups, both directions in "
               "one launch\n")
-        layouts_sweep(LAYOUT_SETTINGS, profiled_settings=3)
+        paired_settings_sweep([{"CHANNEL_GROUPS": dict(zip(ts.CHANNEL_GROUPS, groups)),
+                                "VECTOR_ACCESS": dict(zip(ts.VECTOR_ACCESS, vector))} for groups, vector in LAYOUT_SETTINGS],
+                              profiled_settings=3)
+    if "blocks" in parts:
+        print("\n## channels per program (BLOCK_D), programs per SM in the segment rule, pipeline stages, both "
+              "directions in one launch\n")
+        paired_settings_sweep([dict(zip(BLOCK_FIELDS, setting)) for setting in BLOCK_SETTINGS], profiled_settings=3)
     if "conv" in parts:
         print("\n## the conv + SiLU kernels' tiles\n")
         conv_sweep()
