@@ -4,7 +4,7 @@ fp32 inputs in (b, L, d) memory order as the mixer passes them): segments of the
 warps, pipeline stages, chunk, the dB/dC reductions), the backward's recompute window and the summary
 blocks of the segment-parallel first pass.
 Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [summaries] [windows] [tiles]
-[conv] [paired] [groups] [layouts] [blocks]
+[conv] [paired] [groups] [layouts] [blocks] [registers]
 (paired: both directions in one launch, ``selective_scan_pair``, with the forward and backward passes'
 segments forced apart; groups: the same paired scan with each kernel's lanes laid out differently,
 ``CHANNEL_GROUPS``, and where its GPU time goes; layouts: the same with each kernel's accesses vectorised
@@ -46,6 +46,12 @@ LAYOUT_SETTINGS = [((1, 4, 4, 1, 1), (T, T, T, T, T)), ((1, 4, 4, 1, 1), (T, T, 
 BLOCK_FIELDS = ("BLOCK_D", "PROGRAMS_PER_SM", "STAGES")
 BLOCK_SETTINGS = [(32, (12, 8), 4), (32, (24, 10), 4), (32, (16, 10), 4), (16, (12, 8), 4), (16, (24, 12), 4),
                   (16, (16, 16), 4), (16, (24, 12), 3), (16, (24, 20), 4)]
+# the backward's register cap (ptxas maxnreg), programs per SM (forward, backward), tile-shaped per-channel
+# stores, and whether the backward summaries' accesses are vectorised
+REGISTER_FIELDS = ("BACKWARD_MAX_REGISTERS", "PROGRAMS_PER_SM", "TILE_STORES")
+REGISTER_SETTINGS = [(None, (12, 8), False, True), (None, (12, 8), True, True), (None, (12, 8), False, False),
+                     (None, (12, 10), False, True), (168, (12, 8), False, True), (168, (12, 12), False, True),
+                     (160, (12, 12), False, True), (128, (12, 16), False, True), (128, (12, 8), False, True)]
 # the backward's recompute window inside the checkpoint interval: (CHUNK, BACKWARD_WINDOW); None: the whole chunk
 WINDOW_FIELDS = ("CHUNK", "BACKWARD_WINDOW")
 WINDOW_SETTINGS = [(64, None), (64, 32), (64, 16), (64, 8), (32, 16), (32, 8)]
@@ -288,6 +294,12 @@ def main() -> None:
         paired_settings_sweep([{"CHANNEL_GROUPS": dict(zip(ts.CHANNEL_GROUPS, groups)),
                                 "VECTOR_ACCESS": dict(zip(ts.VECTOR_ACCESS, vector))} for groups, vector in LAYOUT_SETTINGS],
                               profiled_settings=3)
+    if "registers" in parts:
+        print("\n## the backward's register cap, programs per SM in the segment rule, tile-shaped stores and the "
+              "backward summaries' accesses, both directions in one launch\n")
+        paired_settings_sweep([dict(zip(REGISTER_FIELDS, setting[:3]),
+                                    VECTOR_ACCESS={**ts.VECTOR_ACCESS, "backward summary": setting[3]})
+                               for setting in REGISTER_SETTINGS], profiled_settings=4)
     if "blocks" in parts:
         print("\n## channels per program (BLOCK_D), programs per SM in the segment rule, pipeline stages, both "
               "directions in one launch\n")

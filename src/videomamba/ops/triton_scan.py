@@ -151,6 +151,20 @@ if triton is not None:
         return tl.sum(tl.sum(tile, axis=1), axis=1)
 
     @triton.jit
+    def _store_channels(ptr, offsets, value, mask, NS: tl.constexpr, TILE: tl.constexpr):
+        """ptr[offsets] = value for a per-channel (G, BLOCK_D // G) vector. TILE: through a tile-shaped
+        pointer whose first state row alone writes. The JIT's coalescing then gives the store the state
+        tile's layout (16-byte vectors, 4 channels a thread), the layout the value was computed in, where a
+        (G, BLOCK_D // G) store takes one channel a lane and every value stored, and whatever it was
+        computed from, crosses between the two through shared memory (``TILE_STORES``)."""
+        if TILE:
+            rows = _per_state(tl.arange(0, NS))
+            tl.store(ptr + _per_channel(offsets) + 0 * rows, _per_channel(value) + 0.0 * rows,
+                     mask=_per_channel(mask) & (rows == 0))
+        else:
+            tl.store(ptr + offsets, value, mask=mask)
+
+    @triton.jit
     def _sequential_prologue(A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N: tl.constexpr, NS: tl.constexpr,
                              BLOCK_D: tl.constexpr, G: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
                              VECTOR: tl.constexpr, PAIRED: tl.constexpr):
@@ -305,7 +319,7 @@ if triton is not None:
                          sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                          CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, VECTOR: tl.constexpr, PAIRED: tl.constexpr):
+                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, VECTOR: tl.constexpr, TILE_STORES: tl.constexpr, PAIRED: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
@@ -332,7 +346,7 @@ if triton is not None:
                 if HAS_Z:
                     z = _load_f32(z_ptr, z_row + tm * sz_l, dmask)
                     y = y * z * tl.sigmoid(z)
-                tl.store(out_ptr + o_row + tm * so_l, y, mask=dmask)
+                _store_channels(out_ptr, o_row + tm * so_l, y, dmask, NS, TILE_STORES)
         tl.store(last_ptr + state, h, mask=_per_channel(dmask) & (seg == n_segs - 1))
 
     @triton.jit(do_not_specialize=["opaque_zero"])
@@ -373,7 +387,7 @@ if triton is not None:
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                          CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr,
-                         HAS_DLAST: tl.constexpr, VECTOR: tl.constexpr, PAIRED: tl.constexpr):
+                         HAS_DLAST: tl.constexpr, VECTOR: tl.constexpr, TILE_STORES: tl.constexpr, PAIRED: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
@@ -426,7 +440,7 @@ if triton is not None:
                     z = _load_f32(z_ptr, z_row + t * sz_l, dmask)
                     sg = tl.sigmoid(z)
                     y = _sum_states(h_t * Ct) + Dv * u
-                    tl.store(dz_ptr + o_row + t * so_l, go * y * sg * (1.0 + z * (1.0 - sg)), mask=dmask)
+                    _store_channels(dz_ptr, o_row + t * so_l, go * y * sg * (1.0 + z * (1.0 - sg)), dmask, NS, TILE_STORES)
                     dy = go * z * sg
                 else:
                     dy = go
@@ -441,7 +455,7 @@ if triton is not None:
                 ddt = gB * u + 0.6931471805599453 * _sum_states(A * g_a_hprev)
                 dA += _per_channel(dt) * g_a_hprev
                 dD += dy * u * (pid_s == 0)
-                tl.store(du_ptr + o_row + t * so_l, gB * dt + Dv * dy, mask=dmask)
+                _store_channels(du_ptr, o_row + t * so_l, gB * dt + Dv * dy, dmask, NS, TILE_STORES)
                 # this block's shares of dB and dC; channels past Dm add zeros (their loads were masked, so
                 # their u, the output gradient, g and h are zero)
                 dB_t = _sum_channels(g * _per_channel(dt * u))
@@ -455,7 +469,7 @@ if triton is not None:
                 if SOFTPLUS:
                     ddt = ddt * tl.sigmoid(raw)
                 dbias += ddt
-                tl.store(ddt_ptr + o_row + t * so_l, ddt, mask=dmask)
+                _store_channels(ddt_ptr, o_row + t * so_l, ddt, dmask, NS, TILE_STORES)
                 g = g * a
         # per (segment, split) partial sums, added afterwards
         tl.store(dA_ptr + state + seg * tl.num_programs(0) * N * Dm, dA, mask=_per_channel(dmask))
@@ -529,6 +543,12 @@ CHANNEL_GROUPS = {"forward": 1, "forward summary": 4, "window entries": 4, "back
 # (u, Δ, the gradients stored) moves between it and a one-channel-a-lane layout through shared memory.
 # False hides the alignment behind a zero the compiler cannot see (``opaque_zero``): accesses are 4 bytes
 # a thread, and the tile lies as CHANNEL_GROUPS says.
+# a cap on the backward kernel's registers per thread (ptxas maxnreg; None: none). The JIT's build of it
+# takes 186 on an H100 (Triton 3.6), so 10 programs fit an SM; 168 lets 12 fit, 128 16
+BACKWARD_MAX_REGISTERS: int | None = None
+# the forward's output and the backward's du, Δ's and the gate's gradients stored through tile-shaped
+# pointers (``_store_channels``)
+TILE_STORES = True
 VECTOR_ACCESS = {"forward": True, "forward summary": True, "window entries": True, "backward summary": True,
                  "backward": True}
 
@@ -750,7 +770,7 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
         u, u2, delta, delta2, A, B, B2, C, C2, D if D is not None else u, zs, bias,
         out, last, ckpt, ends, dtsum, channels, length, batch, 0, ckpt.shape[1], seg_chunks, n_segs, n_blocks,
         seg_blocks, order.frame_tokens, order.prefix, *_strides(u, delta, zs, out, B, C),
-        N=n, NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["forward"], VECTOR=VECTOR_ACCESS["forward"], CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
+        N=n, NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["forward"], VECTOR=VECTOR_ACCESS["forward"], TILE_STORES=TILE_STORES, CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, **options, num_warps=NUM_WARPS)
     return _finish(out, dtype), last, ckpt
 
@@ -822,9 +842,9 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
         starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
         channels, length, batch, 0, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
         2 * extended * n * length, order.frame_tokens, order.prefix, *_strides(u, delta, zs, dout, du, B, C),
-        N=n, NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["backward"], VECTOR=VECTOR_ACCESS["backward"], CHUNK=window, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
+        N=n, NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["backward"], VECTOR=VECTOR_ACCESS["backward"], TILE_STORES=TILE_STORES, CHUNK=window, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
         HAS_BIAS=has_bias, **options, ATOMIC_DBC=ATOMIC_DBC, HAS_DLAST=has_dlast,
-        num_warps=NUM_WARPS)
+        num_warps=NUM_WARPS, **({"maxnreg": BACKWARD_MAX_REGISTERS} if BACKWARD_MAX_REGISTERS else {}))
     if not ATOMIC_DBC:
         dB, dC = dBC.sum(0)
     dD, dbias = dDbias.view(2, n_segs * splits, directions, batch, channels).sum((1, 3))
