@@ -521,36 +521,37 @@ POISON_OUTPUTS = False
 # dB and dC sum over all channels: each block of channels adds its share with atomics (True) or
 # writes it to its own slice, summed by one reduction afterwards (False)
 ATOMIC_DBC = False
-# how a program's (N, BLOCK_D) state tile lies on the lanes of its warp (``_sequential_prologue``), per
-# kernel: G channel groups per thread, BLOCK_D // G lanes across the channels and the rest across the
-# states. G 1: a thread holds whole channels; the backward's dB/dC sums over the channels are then 5
-# shuffle levels for each of the 16 states (160 shuffles a step). G 4: 8 lanes across the channels and 4
-# across the states; a thread holds 4 states of 4 channels and reads 4 of B's 16 values a step. On an
-# H100 (Triton 3.6, docs/benchmarks.md) G 4 makes the passes that only run the recurrence (the
-# forward's summaries, the window entries) 7-8 % faster. The backward, although its SASS drops from
-# 3528 to 2448 instructions and from 160 shuffles to 51, is 1.5-1.6x slower (its summary pass 1.6x):
-# its per-channel results (du, Δ's gradient, the gate's) are stored from one lane each, and Triton moves
-# values between that layout and the tile's through shared memory, a barrier at each of a step's 9
-# conversions; G 2 there makes the whole forward+backward 6-8 % slower. In the forward G 2 and 4 add 1.5
-# and 7-9 % to the forward+backward. Earlier ways of taking the shuffles out: a transposed scratch tile
-# (no shuffles, 13-21 % slower: its store-barrier-load round trip stalled the warp) and a warp
-# reduce-scatter in inline PTX (wrong sums on the H100 for a reason not found, and no faster).
+# how a program's (N, BLOCK_D) state tile is shaped (``_sequential_prologue``), per kernel: (N, G, BLOCK_D //
+# G), G channel groups. Where the accesses are scalar (VECTOR_ACCESS False) Triton lays BLOCK_D // G lanes
+# across the channels and the rest across the states (G 1: a thread holds whole channels). With the JIT's
+# vectorised accesses the layout follows them instead: G 1 gives 4 lanes across the states and 8 across the
+# channels (4 states of 4 channels a thread; 48 shuffles a backward step), G 4 16 lanes across the states.
+# On an H100 (Triton 3.6, docs/benchmarks.md) G 4 makes the passes that only run the recurrence (the
+# forward's summaries, the window entries) 7-8 % faster and the backward 1.5-1.6x slower (its summary pass
+# 1.6x); G 2 there makes the whole forward+backward 6-8 % slower; in the forward G 2 and 4 add 1.5 and 7-9 %.
+# Earlier ways of taking the backward's shuffles out: a transposed scratch tile (13-21 % slower) and a warp
+# reduce-scatter in inline PTX (wrong sums on the H100 for a reason not found, and no faster); both were
+# built and timed before the vectorised layout was known (their SASS analysis assumed whole channels).
 CHANNEL_GROUPS = {"forward": 1, "forward summary": 4, "window entries": 4, "backward summary": 1, "backward": 1}
 # whether a kernel's accesses along the channels may be vectorised. Triton's JIT marks the pointers and
 # strides it is handed as 16-byte aligned where they are, and its coalescing pass then reads and writes 4
 # channels per thread (16 bytes); the state tile takes that layout (4 states of 4 channels a thread, lanes
-# across the states as well as the channels, whatever CHANNEL_GROUPS asks), and every per-channel value
-# (u, Δ, the gradients stored) moves between it and a one-channel-a-lane layout through shared memory.
-# False hides the alignment behind a zero the compiler cannot see (``opaque_zero``): accesses are 4 bytes
-# a thread, and the tile lies as CHANNEL_GROUPS says.
-# a cap on the backward kernel's registers per thread (ptxas maxnreg; None: none). The JIT's build of it
-# takes 186 on an H100 (Triton 3.6), so 10 programs fit an SM; 168 lets 12 fit, 128 16
-BACKWARD_MAX_REGISTERS: int | None = None
-# the forward's output and the backward's du, Δ's and the gate's gradients stored through tile-shaped
-# pointers (``_store_channels``)
-TILE_STORES = True
-VECTOR_ACCESS = {"forward": True, "forward summary": True, "window entries": True, "backward summary": True,
+# across the states as well as the channels, whatever CHANNEL_GROUPS asks), and per-channel values (u, Δ,
+# the gradients stored) move between it and a one-channel-a-lane layout through shared memory. False
+# hides the alignment behind a zero the compiler cannot see (``opaque_zero``): accesses are 4 bytes a
+# thread, and the tile lies as CHANNEL_GROUPS says. On an H100 (Triton 3.6, docs/benchmarks.md) the
+# backward with whole channels per thread (scalar, G 1) is 2.5x slower (246 registers, 160 shuffles a
+# step) and the forward 16 %; the backward summaries, which sum nothing over the channels, are 15 % faster.
+VECTOR_ACCESS = {"forward": True, "forward summary": True, "window entries": True, "backward summary": False,
                  "backward": True}
+# the forward's output and the backward's du, Δ's and the gate's gradients stored through tile-shaped
+# pointers (``_store_channels``): three conversions fewer in the backward step and one in the forward's;
+# the forward 3 % faster, forward+backward 0.5-2 % (H100)
+TILE_STORES = True
+# a cap on the backward kernel's registers per thread (ptxas maxnreg; None: none). Its build on an H100
+# takes 168-186 (Triton 3.6), so 10-12 programs fit an SM; caps of 160 and 128 (12 and 16 programs) were
+# slower at every shape but b 8, L 785 (docs/benchmarks.md)
+BACKWARD_MAX_REGISTERS: int | None = None
 
 
 def _window(chunk: int) -> int:
