@@ -326,10 +326,12 @@ class ScanInputs(NamedTuple):
 def _pair_body(u: torch.Tensor, u_bwd: torch.Tensor, delta: torch.Tensor, delta_bwd: torch.Tensor, A: torch.Tensor,
                B: torch.Tensor, B_bwd: torch.Tensor, C: torch.Tensor, C_bwd: torch.Tensor, D: Optional[torch.Tensor],
                z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor], delta_softplus: bool, mode: int,
-               frame_tokens: int, prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
-    out, _, saved = triton_scan.triton_forward_pair(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z,
-                                                    delta_bias, delta_softplus, _order(mode, frame_tokens, prefix))
-    return out, saved
+               frame_tokens: int, prefix: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out, checkpoints, the directions' summed ungated output: empty without z), the last two saved."""
+    out, _, saved, total = triton_scan.triton_forward_pair(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z,
+                                                           delta_bias, delta_softplus,
+                                                           _order(mode, frame_tokens, prefix))
+    return out, saved, total
 
 
 _pair_op = torch.library.custom_op("videomamba::selective_scan_pair", _pair_body, mutates_args=())
@@ -340,16 +342,19 @@ def _pair_fake(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bi
                prefix):
     batch, channels, length = u.shape
     saved = u.new_empty(triton_scan.checkpoint_shape(2 * batch, channels, A.shape[-1], length), dtype=torch.float32)
-    return triton_scan.empty_like_layout(u, u.dtype), saved
+    total = triton_scan.empty_like_layout(u, u.dtype) if z is not None else u.new_empty(0)
+    return triton_scan.empty_like_layout(u, u.dtype), saved, total
 
 
-def _pair_backward_body(saved: torch.Tensor, dout: torch.Tensor, u: torch.Tensor, u_bwd: torch.Tensor,
+def _pair_backward_body(saved: torch.Tensor, total: torch.Tensor, dout: torch.Tensor, u: torch.Tensor,
+                        u_bwd: torch.Tensor,
                         delta: torch.Tensor, delta_bwd: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                         B_bwd: torch.Tensor, C: torch.Tensor, C_bwd: torch.Tensor, D: Optional[torch.Tensor],
                         z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor], delta_softplus: bool,
                         mode: int, frame_tokens: int, prefix: int) -> list[torch.Tensor]:
     grads = triton_scan.triton_backward_pair(dout, u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias,
-                                             delta_softplus, _order(mode, frame_tokens, prefix), ckpt=saved)
+                                             delta_softplus, _order(mode, frame_tokens, prefix), ckpt=saved,
+                                             total=total)
     return [g if g is not None else u.new_empty(0) for g in grads]  # empty = input absent
 
 
@@ -358,7 +363,7 @@ _pair_backward_op = torch.library.custom_op("videomamba::selective_scan_pair_bac
 
 
 @_pair_backward_op.register_fake
-def _pair_backward_fake(saved, dout, u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias,
+def _pair_backward_fake(saved, total, dout, u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias,
                         delta_softplus, mode, frame_tokens, prefix):
     batch = u.shape[0]
     directions = lambda dtype: triton_scan.empty_like_layout(u, dtype, 2 * batch).unflatten(0, (2, batch))  # noqa: E731
@@ -372,16 +377,16 @@ def _pair_backward_fake(saved, dout, u, u_bwd, delta, delta_bwd, A, B, B_bwd, C,
 
 def _pair_setup_context(ctx, inputs, output):
     *tensors, delta_softplus, mode, frame_tokens, prefix = inputs
-    ctx.save_for_backward(*tensors, output[1])
-    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(*tensors, output[1], output[2])
+    ctx.mark_non_differentiable(output[1], output[2])
     ctx.delta_softplus, ctx.order = delta_softplus, (mode, frame_tokens, prefix)
 
 
-def _pair_backward(ctx, dout, dsaved):
-    *tensors, saved = ctx.saved_tensors
+def _pair_backward(ctx, dout, dsaved, dtotal):
+    *tensors, saved, total = ctx.saved_tensors
     dout = dout if dout is not None else torch.zeros_like(tensors[0])
     run = _pair_backward_op if custom_op_needed() else _pair_backward_body
-    du, ddelta, dA, dB, dC, dD, dz, dbias = run(saved, dout, *tensors, ctx.delta_softplus, *ctx.order)
+    du, ddelta, dA, dB, dC, dD, dz, dbias = run(saved, total, dout, *tensors, ctx.delta_softplus, *ctx.order)
     return (du[0], du[1], ddelta[0], ddelta[1], dA, dB[0], dB[1], dC[0], dC[1], _absent(dD), _absent(dz),
             _absent(dbias), None, None, None, None)
 
@@ -398,8 +403,8 @@ def _pair_flops(u_shape, u_bwd_shape, delta_shape, delta_bwd_shape, A_shape, *ar
 
 
 @register_flop_formula(torch.ops.videomamba.selective_scan_pair_backward)
-def _pair_backward_flops(saved_shape, dout_shape, u_shape, u_bwd_shape, delta_shape, delta_bwd_shape, A_shape, *args,
-                         out_shape=None, **kwargs) -> int:
+def _pair_backward_flops(saved_shape, total_shape, dout_shape, u_shape, u_bwd_shape, delta_shape, delta_bwd_shape,
+                         A_shape, *args, out_shape=None, **kwargs) -> int:
     """Two scans' backwards (``_scan_backward_flops``)."""
     batch, channels, length = u_shape
     return 2 * 2 * 2 * SCAN_FLOPS_PER_ELEMENT * batch * channels * length * A_shape[-1]
@@ -433,7 +438,7 @@ def selective_scan_pair(forward: ScanInputs, backward: ScanInputs, z: torch.Tens
     # B and C (N wide) made float32 here, once: the kernels read them so, and the op's backward would
     # otherwise convert the saved bf16 ones again
     run = _pair_op if custom_op_needed() else _EagerPair.apply
-    out, _ = run(forward.u, backward.u, forward.delta, backward.delta, stack("A"), forward.B.float(),
-                 backward.B.float(), forward.C.float(), backward.C.float(), stack("D"), z, stack("delta_bias"),
-                 bool(delta_softplus), order.code, order.frame_tokens, order.prefix)
+    out, _, _ = run(forward.u, backward.u, forward.delta, backward.delta, stack("A"), forward.B.float(),
+                    backward.B.float(), forward.C.float(), backward.C.float(), stack("D"), z, stack("delta_bias"),
+                    bool(delta_softplus), order.code, order.frame_tokens, order.prefix)
     return out

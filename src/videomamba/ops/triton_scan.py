@@ -477,6 +477,43 @@ if triton is not None:
         tl.store(dbias_ptr + (pid_2 * tl.num_programs(0) + pid_e) * Dm + d, dbias, mask=dmask)
 
 
+    @triton.jit
+    def _pair_gate_fwd_kernel(y_ptr, z_ptr, sum_ptr, out_ptr, batch, Dm, L, sy_b, sy_d, sy_l, sz_b, sz_d, sz_l,
+                              so_b, so_d, so_l, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+        """A paired scan's gate, once for both directions: out = (y_0 + y_1) · silu(z) from the directions'
+        ungated outputs y (directions x b, d, L), and y_0 + y_1 (the backward's dz needs it). One program
+        per (batch, block of steps, block of channels)."""
+        pid_b, pid_l, pid_d = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        steps = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)[:, None]
+        d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
+        mask = (steps < L) & (d < Dm)
+        at_y = pid_b * sy_b + d * sy_d + steps * sy_l
+        y = (tl.load(y_ptr + at_y, mask=mask, other=0.0).to(tl.float32)
+             + tl.load(y_ptr + batch * sy_b + at_y, mask=mask, other=0.0).to(tl.float32))
+        z = tl.load(z_ptr + pid_b * sz_b + d * sz_d + steps * sz_l, mask=mask, other=0.0).to(tl.float32)
+        at = pid_b * so_b + d * so_d + steps * so_l
+        tl.store(sum_ptr + at, y.to(sum_ptr.dtype.element_ty), mask=mask)
+        tl.store(out_ptr + at, (y * z * tl.sigmoid(z)).to(out_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _pair_gate_bwd_kernel(g_ptr, sum_ptr, z_ptr, dy_ptr, dz_ptr, Dm, L, sg_b, sg_d, sg_l, ss_b, ss_d, ss_l,
+                              sz_b, sz_d, sz_l, so_b, so_d, so_l, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+        """The gate's backward, once for both directions: the gradient at the ungated outputs, dy = g ·
+        silu(z) (what the scan kernels then read as their output gradient, without z), and dz = g · (y_0 +
+        y_1) · silu'(z)."""
+        pid_b, pid_l, pid_d = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        steps = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)[:, None]
+        d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
+        mask = (steps < L) & (d < Dm)
+        g = tl.load(g_ptr + pid_b * sg_b + d * sg_d + steps * sg_l, mask=mask, other=0.0).to(tl.float32)
+        y = tl.load(sum_ptr + pid_b * ss_b + d * ss_d + steps * ss_l, mask=mask, other=0.0).to(tl.float32)
+        z = tl.load(z_ptr + pid_b * sz_b + d * sz_d + steps * sz_l, mask=mask, other=0.0).to(tl.float32)
+        sg = tl.sigmoid(z)
+        at = pid_b * so_b + d * so_d + steps * so_l
+        tl.store(dy_ptr + at, (g * z * sg).to(dy_ptr.dtype.element_ty), mask=mask)
+        tl.store(dz_ptr + at, (g * y * sg * (1.0 + z * (1.0 - sg))).to(dz_ptr.dtype.element_ty), mask=mask)
+
+
 BLOCK_D = 32  # channels per program (one per thread at one warp); tuned on an H100, docs/benchmarks.md
 CHUNK = 64  # steps between the forward's state checkpoints (and the backward's recompute window)
 NUM_WARPS = 1
@@ -548,6 +585,8 @@ VECTOR_ACCESS = {"forward": True, "forward summary": True, "window entries": Tru
 # pointers (``_store_channels``): three conversions fewer in the backward step and one in the forward's;
 # the forward 3 % faster, forward+backward 0.5-2 % (H100)
 TILE_STORES = True
+# the gate's elementwise kernels (``_pair_gate_fwd_kernel``): steps and channels per program, warps
+GATE_BLOCK_L, GATE_BLOCK_D, GATE_WARPS = 32, 64, 4
 # a cap on the backward kernel's registers per thread (ptxas maxnreg; None: none). Its build on an H100
 # takes 168-186 (Triton 3.6), so 10-12 programs fit an SM; caps of 160 and 128 (12 and 16 programs) were
 # slower at every shape but b 8, L 785 (docs/benchmarks.md)
@@ -879,28 +918,67 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
     return du, ddelta, dA[0], dB, dC, None if dD is None else dD[0], dz, None if dbias is None else dbias[0]
 
 
+def _gate_grid(like: torch.Tensor) -> tuple[int, int, int]:
+    batch, channels, length = like.shape
+    return batch, triton.cdiv(length, GATE_BLOCK_L), triton.cdiv(channels, GATE_BLOCK_D)
+
+
+def _gate_forward(y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out = (y_0 + y_1) · silu(z), y_0 + y_1) from the directions' ungated outputs y (2 x b, d, L), both in
+    y's dtype and z's (b, d, L) shape, in y's memory order."""
+    batch = z.shape[0]
+    total, out = empty_like_layout(y[:batch], y.dtype), empty_like_layout(y[:batch], y.dtype)
+    _pair_gate_fwd_kernel[_gate_grid(z)](y, z, total, out, batch, z.shape[1], z.shape[2], *_strides(y, z, out),
+                                         BLOCK_L=GATE_BLOCK_L, BLOCK_D=GATE_BLOCK_D, num_warps=GATE_WARPS)
+    return out, total
+
+
+def _gate_backward(dout: torch.Tensor, total: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dy = dout · silu(z) in dout's dtype, dz = dout · (y_0 + y_1) · silu'(z) in z's dtype), in the memory
+    order of ``total`` (the directions' summed ungated output)."""
+    dy, dz = empty_like_layout(total, dout.dtype), empty_like_layout(total, z.dtype)
+    if dy.stride() != dz.stride():
+        raise ValueError("the gate's gradients must share their strides")
+    _pair_gate_bwd_kernel[_gate_grid(z)](dout, total, z, dy, dz, z.shape[1], z.shape[2], *_strides(dout, total, z, dy),
+                                         BLOCK_L=GATE_BLOCK_L, BLOCK_D=GATE_BLOCK_D, num_warps=GATE_WARPS)
+    return dy, dz
+
+
 def triton_forward_pair(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias, delta_softplus,
                         order: ScanOrder, chunk: int | None = None):
     """Both directions of a bidirectional mixer in one launch of each kernel: the forward scan of (u, delta,
     B, C) and the scan of (u_bwd, delta_bwd, B_bwd, C_bwd) in ``order``, both gated by the shared z; A (2,
     d, N), D and delta_bias (2, d) stack the two directions' parameters. Returns (the sum of the two
-    outputs (b, d, L) in u's dtype and memory order, the last states (2, b, d, N), checkpoints)."""
-    out, last, ckpt = _scan_forward(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias,
-                                    delta_softplus, order, chunk)
+    outputs (b, d, L) in u's dtype and memory order, the last states (2, b, d, N), checkpoints, the
+    directions' summed ungated output (saved for the backward's dz; an empty tensor without z)).
+
+    The gate is linear in the scan's output, so it is applied once, to the sum (``_pair_gate_fwd_kernel``):
+    the scan kernels run without z, and the backward gets dz from that sum where each direction's
+    kernels would compute its share and the two be added."""
+    y, last, ckpt = _scan_forward(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, None, delta_bias,
+                                  delta_softplus, order, chunk)
     batch = u.shape[0]
-    return out[:batch] + out[batch:], last.unflatten(0, (2, batch)), ckpt
+    if z is None:
+        return y[:batch] + y[batch:], last.unflatten(0, (2, batch)), ckpt, y.new_empty(0)
+    out, total = _gate_forward(y, z)
+    return out, last.unflatten(0, (2, batch)), ckpt, total
 
 
 def triton_backward_pair(dout, u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias, delta_softplus,
-                         order: ScanOrder, ckpt=None, chunk: int | None = None):
+                         order: ScanOrder, ckpt=None, chunk: int | None = None, total: torch.Tensor | None = None):
     """Gradients of ``triton_forward_pair``'s summed output (``dout``, shared by the directions; the last
     states' gradient is taken as zero): (du, ddelta (2, b, d, L), dA (2, d, N), dB, dC (2, b, N, L), dD (2, d),
-    dz (b, d, L; both directions' terms added), dbias (2, d)), the directions stacked along the first axis;
-    None where an input is absent."""
-    du, ddelta, dz, dB, dC, dA, dD, dbias = _scan_backward(
-        dout, dout.new_empty(0), u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias, delta_softplus,
-        order, ckpt, chunk)
+    dz (b, d, L), dbias (2, d)), the directions stacked along the first axis; None where an input is absent.
+    ``total``: the forward's summed ungated output (recomputed when None and z is given)."""
     batch = u.shape[0]
+    dz = None
+    if z is not None:
+        if total is None or total.numel() == 0:
+            _, _, ckpt, total = triton_forward_pair(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z,
+                                                    delta_bias, delta_softplus, order, chunk)
+        dout, dz = _gate_backward(dout, total, z)
+    du, ddelta, _, dB, dC, dA, dD, dbias = _scan_backward(
+        dout, dout.new_empty(0), u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, None, delta_bias,
+        delta_softplus, order, ckpt, chunk)
     directions = lambda t: t.unflatten(0, (2, batch))  # noqa: E731
-    return (directions(du), directions(ddelta), dA, directions(dB), directions(dC), dD,
-            None if dz is None else dz[:batch] + dz[batch:], dbias)
+    return directions(du), directions(ddelta), dA, directions(dB), directions(dC), dD, dz, dbias
