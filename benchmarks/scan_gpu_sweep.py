@@ -4,7 +4,7 @@ fp32 inputs in (b, L, d) memory order as the mixer passes them): segments of the
 warps, pipeline stages, chunk, the dB/dC reductions), the backward's recompute window and the summary
 blocks of the segment-parallel first pass.
 Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [summaries] [windows] [tiles]
-[conv] [paired] [groups] [layouts] [blocks] [registers]
+[conv] [paired] [groups] [layouts] [blocks] [registers] [tuning]
 (paired: both directions in one launch, ``selective_scan_pair``, with the forward and backward passes'
 segments forced apart; groups: the same paired scan with each kernel's lanes laid out differently,
 ``CHANNEL_GROUPS``, and where its GPU time goes; layouts: the same with each kernel's accesses vectorised
@@ -52,6 +52,11 @@ REGISTER_FIELDS = ("BACKWARD_MAX_REGISTERS", "PROGRAMS_PER_SM", "TILE_STORES")
 REGISTER_SETTINGS = [(None, (12, 8), False, True), (None, (12, 8), True, True), (None, (12, 8), False, False),
                      (None, (12, 10), False, True), (168, (12, 8), False, True), (168, (12, 12), False, True),
                      (160, (12, 12), False, True), (128, (12, 16), False, True), (128, (12, 8), False, True)]
+# one setting changed at a time from the defaults (first): the paired scan's segments (forward, backward),
+# the first pass's summary blocks, the backward's recompute window, the pipeline depth
+TUNING_SETTINGS = [{}, {"SEGMENTS": (None, 4)}, {"SEGMENTS": (None, 6)}, {"SEGMENTS": (5, None)},
+                   {"SEGMENTS": (3, None)}, {"SUMMARY_CHUNKS": 1}, {"SUMMARY_CHUNKS": 4}, {"BACKWARD_WINDOW": 16},
+                   {"STAGES": 3}, {"STAGES": 5}, {"PROGRAMS_PER_SM": (16, 10)}]
 # the backward's recompute window inside the checkpoint interval: (CHUNK, BACKWARD_WINDOW); None: the whole chunk
 WINDOW_FIELDS = ("CHUNK", "BACKWARD_WINDOW")
 WINDOW_SETTINGS = [(64, None), (64, 32), (64, 16), (64, 8), (32, 16), (32, 8)]
@@ -171,7 +176,7 @@ def paired_settings_sweep(settings: list[dict], shapes=SHAPES["all"], profiled=(
 
     def label(setting):
         return ", ".join(f"{field} {tuple(value.values()) if isinstance(value, dict) else value}"
-                         for field, value in setting.items())
+                         for field, value in setting.items()) or "defaults"
 
     warm_up_gpu()
     fwd, grad, leaves = _paired_call(2, 300)
@@ -300,6 +305,11 @@ def main() -> None:
         paired_settings_sweep([dict(zip(REGISTER_FIELDS, setting[:3]),
                                     VECTOR_ACCESS={**ts.VECTOR_ACCESS, "backward summary": setting[3]})
                                for setting in REGISTER_SETTINGS], profiled_settings=4)
+    if "tuning" in parts:
+        print("\n## segments, summary blocks, recompute window and pipeline stages at the shapes short of 2x, both "
+              "directions in one launch\n")
+        paired_settings_sweep(TUNING_SETTINGS, shapes=((8, 785), (8, 1569), (32, 785), (8, 3137)),
+                              profiled=((8, 785), (8, 1569)), profiled_settings=1)
     if "blocks" in parts:
         print("\n## channels per program (BLOCK_D), programs per SM in the segment rule, pipeline stages, both "
               "directions in one launch\n")

@@ -81,8 +81,8 @@ def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, 
             return "*bf16" if bf16 and name in _SEQUENCE_POINTERS else "*fp32"
         return "i32"
 
-    kernel = triton.compile(ASTSource(fn, {name: kind(name) for name in fn.arg_names}, constexprs=constexprs, attrs=attrs),
-                            target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps})
+    source = ASTSource(fn, {name: kind(name) for name in fn.arg_names}, constexprs=constexprs, attrs=attrs)
+    kernel = triton.compile(source, target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps})
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "kernel.cubin")
@@ -96,30 +96,33 @@ def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, 
                            len(re.findall(r"\bLDGSTS\b", sass)), len(re.findall(r"\bSHFL\b", sass)))
 
 
-def kernel_resources(capability: int = 90) -> list[KernelResources]:
+def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = None) -> list[KernelResources]:
     """Compile the scan's forward and backward kernels (every scan order, current tile settings) and
-    the conv + SiLU kernels for compute capability ``capability``; their resource use."""
+    the conv + SiLU kernels for compute capability ``capability``; their resource use. ``kernels``: only
+    those scan kernels (by label: "forward", "backward", ...), in the forward order, fp32."""
     results = []
     cuda = torch.device("cuda")
-    for mode, order in enumerate((ScanOrder("forward"), ScanOrder("reverse"), ScanOrder("spatial", 196, 1),
-                                  ScanOrder("temporal", 196, 1))):
+    orders = (ScanOrder("forward"), ScanOrder("reverse"), ScanOrder("spatial", 196, 1), ScanOrder("temporal", 196, 1))
+    for mode, order in enumerate(orders[:1] if kernels else orders):
         states = 16 // (triton_scan.N_SPLIT or 1)
         constexprs = {"N": 16, "NS": states, "CHUNK": triton_scan.CHUNK,
                       "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES, "HAS_D": True, "HAS_Z": True,
-                      "HAS_BIAS": True, "ATOMIC_DBC": triton_scan.ATOMIC_DBC,
+                      "HAS_BIAS": True, "ATOMIC_DBC": triton_scan.ATOMIC_DBC, "TILE_STORES": triton_scan.TILE_STORES,
                       "WINDOW": triton_scan._window(triton_scan.CHUNK)}
         for label, fn, role in (("forward", triton_scan._scan_fwd_kernel, "forward"),
                                 ("backward", triton_scan._scan_bwd_kernel, "backward"),
                                 ("segment summary forward", triton_scan._segment_fwd_kernel, "forward summary"),
                                 ("segment summary backward", triton_scan._segment_bwd_kernel, "backward summary"),
                                 ("window entries", triton_scan._window_entries_kernel, "window entries")):
+            if kernels and label not in kernels:
+                continue
             options = {**constexprs, **triton_scan._kernel_options(cuda, True, order),
                        "G": triton_scan.CHANNEL_GROUPS[role], "VECTOR": triton_scan.VECTOR_ACCESS[role]}
             if fn is triton_scan._scan_bwd_kernel:  # the backward runs on the window entries, a window a chunk
                 options["CHUNK"] = options["WINDOW"]
             # bf16: read as 4-byte words; paired: both directions in one launch (the backward one reversed)
-            variants = ((False, False), (True, False)) if mode == 0 else ((False, False), (False, True)) if mode == 1 \
-                else ((False, False),)
+            variants = ((False, False), (True, False)) if mode == 0 and not kernels \
+                else ((False, False), (False, True)) if mode == 1 else ((False, False),)
             for bf16, paired in variants:
                 # a pair never takes a last-state gradient (HAS_DLAST False, as in every model)
                 variant = {**options, "PAIRED": paired, **({"HAS_DLAST": False} if paired else {})}
@@ -127,6 +130,8 @@ def kernel_resources(capability: int = 90) -> list[KernelResources]:
                 results.append(_compile(fn, chosen, triton_scan.NUM_WARPS, capability,
                                         f"{label}{' paired' if paired else _MODE_NAMES[mode]}{' bf16' if bf16 else ''}",
                                         bf16))
+    if kernels:
+        return results
     conv = {"K": 4, "MODE": 2, "BLOCK_L": sequence_conv.BLOCK_L, "BLOCK_D": sequence_conv.BLOCK_D}
     grad = {**conv, "BLOCK_L": sequence_conv.GRAD_BLOCK_L, "BLOCK_D": sequence_conv.GRAD_BLOCK_D}
     for label, fn, constexprs, warps in (  # the per-frame order: all the code
@@ -136,6 +141,10 @@ def kernel_resources(capability: int = 90) -> list[KernelResources]:
         for paired in (False, True):  # paired: both directions in one launch
             results.append(_compile(fn, {**constexprs, "PAIRED": paired}, warps, capability,
                                     f"{label}{' paired' if paired else ''}"))
+    gate = {"BLOCK_L": triton_scan.GATE_BLOCK_L, "BLOCK_D": triton_scan.GATE_BLOCK_D}
+    for label, fn in (("pair gate forward", triton_scan._pair_gate_fwd_kernel),
+                      ("pair gate backward", triton_scan._pair_gate_bwd_kernel)):
+        results.append(_compile(fn, gate, triton_scan.GATE_WARPS, capability, label))
     return results
 
 if __name__ == "__main__":
