@@ -4,7 +4,7 @@ fp32 inputs in (b, L, d) memory order as the mixer passes them): segments of the
 warps, pipeline stages, chunk, the dB/dC reductions), the backward's recompute window and the summary
 blocks of the segment-parallel first pass.
 Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [summaries] [windows] [tiles]
-[conv] [paired] [groups] [layouts] [blocks] [registers] [tuning]
+[conv] [paired] [groups] [layouts] [blocks] [registers] [tuning] [tuning2]
 (paired: both directions in one launch, ``selective_scan_pair``, with the forward and backward passes'
 segments forced apart; groups: the same paired scan with each kernel's lanes laid out differently,
 ``CHANNEL_GROUPS``, and where its GPU time goes; layouts: the same with each kernel's accesses vectorised
@@ -57,6 +57,11 @@ REGISTER_SETTINGS = [(None, (12, 8), False, True), (None, (12, 8), True, True), 
 TUNING_SETTINGS = [{}, {"SEGMENTS": (None, 4)}, {"SEGMENTS": (None, 6)}, {"SEGMENTS": (5, None)},
                    {"SEGMENTS": (3, None)}, {"SUMMARY_CHUNKS": 1}, {"SUMMARY_CHUNKS": 4}, {"BACKWARD_WINDOW": 16},
                    {"STAGES": 3}, {"STAGES": 5}, {"PROGRAMS_PER_SM": (16, 10)}]
+# the same after the gate change: the recompute window and checkpoint interval, the gate's and the partial
+# sums' tiles
+TUNING_SETTINGS_2 = [{}, {"BACKWARD_WINDOW": 4}, {"CHUNK": 32}, {"CHUNK": 32, "BACKWARD_WINDOW": 4},
+                     {"SUMMARY_CHUNKS": 1}, {"GATE_BLOCK_L": 16, "GATE_BLOCK_D": 128},
+                     {"GATE_BLOCK_L": 64, "GATE_BLOCK_D": 64, "GATE_WARPS": 8}, {"SUM_BLOCK": 4096}]
 # the backward's recompute window inside the checkpoint interval: (CHUNK, BACKWARD_WINDOW); None: the whole chunk
 WINDOW_FIELDS = ("CHUNK", "BACKWARD_WINDOW")
 WINDOW_SETTINGS = [(64, None), (64, 32), (64, 16), (64, 8), (32, 16), (32, 8)]
@@ -310,6 +315,10 @@ def main() -> None:
               "directions in one launch\n")
         paired_settings_sweep(TUNING_SETTINGS, shapes=((8, 785), (8, 1569), (32, 785), (8, 3137)),
                               profiled=((8, 785), (8, 1569)), profiled_settings=1)
+    if "tuning2" in parts:
+        print("\n## recompute window, checkpoint interval, gate and partial-sum tiles, both directions in one launch\n")
+        paired_settings_sweep(TUNING_SETTINGS_2, shapes=((8, 785), (8, 1569), (32, 785), (8, 3137)),
+                              profiled=((8, 1569), (32, 785)), profiled_settings=1)
     if "blocks" in parts:
         print("\n## channels per program (BLOCK_D), programs per SM in the segment rule, pipeline stages, both "
               "directions in one launch\n")
