@@ -57,11 +57,10 @@ REGISTER_SETTINGS = [(None, (12, 8), False, True), (None, (12, 8), True, True), 
 TUNING_SETTINGS = [{}, {"SEGMENTS": (None, 4)}, {"SEGMENTS": (None, 6)}, {"SEGMENTS": (5, None)},
                    {"SEGMENTS": (3, None)}, {"SUMMARY_CHUNKS": 1}, {"SUMMARY_CHUNKS": 4}, {"BACKWARD_WINDOW": 16},
                    {"STAGES": 3}, {"STAGES": 5}, {"PROGRAMS_PER_SM": (16, 10)}]
-# the same after the gate change: the recompute window and checkpoint interval, the gate's and the partial
-# sums' tiles
+# the same after the gate change: the recompute window and checkpoint interval, the gate's tiles
 TUNING_SETTINGS_2 = [{}, {"BACKWARD_WINDOW": 4}, {"CHUNK": 32}, {"CHUNK": 32, "BACKWARD_WINDOW": 4},
                      {"SUMMARY_CHUNKS": 1}, {"GATE_BLOCK_L": 16, "GATE_BLOCK_D": 128},
-                     {"GATE_BLOCK_L": 64, "GATE_BLOCK_D": 64, "GATE_WARPS": 8}, {"SUM_BLOCK": 4096}]
+                     {"GATE_BLOCK_L": 64, "GATE_BLOCK_D": 64, "GATE_WARPS": 8}]
 # the backward's recompute window inside the checkpoint interval: (CHUNK, BACKWARD_WINDOW); None: the whole chunk
 WINDOW_FIELDS = ("CHUNK", "BACKWARD_WINDOW")
 WINDOW_SETTINGS = [(64, None), (64, 32), (64, 16), (64, 8), (32, 16), (32, 8)]

@@ -47,7 +47,7 @@ def _custom_ops(forced: bool):
 
 def _stub_kernels() -> None:
     for name in ("_scan_fwd_kernel", "_scan_bwd_kernel", "_segment_fwd_kernel", "_segment_bwd_kernel",
-                 "_window_entries_kernel", "_pair_gate_fwd_kernel", "_pair_gate_bwd_kernel", "_sum_partials_kernel"):
+                 "_window_entries_kernel", "_pair_gate_fwd_kernel", "_pair_gate_bwd_kernel"):
         setattr(triton_scan, name, _NoLaunch())
     for name in ("_conv_silu_fwd_kernel", "_conv_silu_grad_kernel", "_conv_input_grad_kernel"):  # paired too
         setattr(sequence_conv, name, _NoLaunch())

@@ -145,8 +145,6 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
     for label, fn in (("pair gate forward", triton_scan._pair_gate_fwd_kernel),
                       ("pair gate backward", triton_scan._pair_gate_bwd_kernel)):
         results.append(_compile(fn, gate, triton_scan.GATE_WARPS, capability, label))
-    results.append(_compile(triton_scan._sum_partials_kernel, {"BLOCK": triton_scan.SUM_BLOCK}, 4, capability,
-                            "partial sums"))
     return results
 
 if __name__ == "__main__":

@@ -478,16 +478,6 @@ if triton is not None:
 
 
     @triton.jit
-    def _sum_partials_kernel(src_ptr, dst_ptr, parts, size, BLOCK: tl.constexpr):
-        """dst[i] = Σ_p src[p, i] over the ``parts`` leading slices of a contiguous (parts, size) buffer."""
-        at = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        mask = at < size
-        total = tl.zeros((BLOCK,), tl.float32)
-        for p in range(parts):
-            total += tl.load(src_ptr + p * size + at, mask=mask, other=0.0)
-        tl.store(dst_ptr + at, total, mask=mask)
-
-    @triton.jit
     def _pair_gate_fwd_kernel(y_ptr, z_ptr, sum_ptr, out_ptr, batch, Dm, L, sy_b, sy_d, sy_l, sz_b, sz_d, sz_l,
                               so_b, so_d, so_l, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
         """A paired scan's gate, once for both directions: out = (y_0 + y_1) · silu(z) from the directions'
@@ -599,8 +589,6 @@ VECTOR_ACCESS = {"forward": True, "forward summary": True, "window entries": Tru
 # pointers (``_store_channels``): three conversions fewer in the backward step and one in the forward's;
 # the forward 3 % faster, forward+backward 0.5-2 % (H100)
 TILE_STORES = True
-# elements per program of the partial sums' reduction (``_sum_partials``)
-SUM_BLOCK = 1024
 # the gate's elementwise kernels (``_pair_gate_fwd_kernel``): steps and channels per program, warps
 GATE_BLOCK_L, GATE_BLOCK_D, GATE_WARPS = 32, 64, 4
 # a cap on the backward kernel's registers per thread (ptxas maxnreg; None: none). Its build on an H100
@@ -902,7 +890,7 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
         HAS_BIAS=has_bias, **options, ATOMIC_DBC=ATOMIC_DBC, HAS_DLAST=has_dlast,
         num_warps=NUM_WARPS, **({"maxnreg": BACKWARD_MAX_REGISTERS} if BACKWARD_MAX_REGISTERS else {}))
     if not ATOMIC_DBC:
-        dB, dC = _sum_partials(dBC)
+        dB, dC = dBC.sum(0)
     dD, dbias = dDbias.view(2, n_segs * splits, directions, batch, channels).sum((1, 3))
     dA = dA.view(n_segs, directions, batch, n, channels).sum((0, 2)).transpose(1, 2).contiguous()
     return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), _finish(dz, dtypes[2]) if dz is not None else None,
@@ -932,16 +920,6 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
         dout, dlast, u, None, delta, None, A[None], B, None, C, None, _stacked(D), z, _stacked(delta_bias),
         delta_softplus, order, ckpt, chunk)
     return du, ddelta, dA[0], dB, dC, None if dD is None else dD[0], dz, None if dbias is None else dbias[0]
-
-
-def _sum_partials(partials: torch.Tensor) -> torch.Tensor:
-    """The sum over the first axis of a contiguous fp32 buffer of per-block partial sums (the backward's dB and
-    dC), in one pass that reads each partial once (it replaces ``torch.sum`` over that axis)."""
-    size = partials[0].numel()
-    total = torch.empty(partials.shape[1:], device=partials.device, dtype=torch.float32)
-    _sum_partials_kernel[(triton.cdiv(size, SUM_BLOCK),)](partials, total, partials.shape[0], size, BLOCK=SUM_BLOCK,
-                                                         num_warps=4)
-    return total
 
 
 def _gate_grid(like: torch.Tensor) -> tuple[int, int, int]:
