@@ -4,7 +4,7 @@ fp32 inputs in (b, L, d) memory order as the mixer passes them): segments of the
 warps, pipeline stages, chunk, the dB/dC reductions), the backward's recompute window and the summary
 blocks of the segment-parallel first pass.
 Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [summaries] [windows] [tiles]
-[conv] [paired] [groups] [layouts] [blocks] [registers] [tuning] [tuning2]
+[conv] [paired] [groups] [layouts] [blocks] [registers] [tuning] [tuning2] [short]
 (paired: both directions in one launch, ``selective_scan_pair``, with the forward and backward passes'
 segments forced apart; groups: the same paired scan with each kernel's lanes laid out differently,
 ``CHANNEL_GROUPS``, and where its GPU time goes; layouts: the same with each kernel's accesses vectorised
@@ -61,6 +61,9 @@ TUNING_SETTINGS = [{}, {"SEGMENTS": (None, 4)}, {"SEGMENTS": (None, 6)}, {"SEGME
 TUNING_SETTINGS_2 = [{}, {"BACKWARD_WINDOW": 4}, {"CHUNK": 32}, {"CHUNK": 32, "BACKWARD_WINDOW": 4},
                      {"SUMMARY_CHUNKS": 1}, {"GATE_BLOCK_L": 16, "GATE_BLOCK_D": 128},
                      {"GATE_BLOCK_L": 64, "GATE_BLOCK_D": 64, "GATE_WARPS": 8}]
+# the checkpoint interval of short sequences: defaults (32 below 1024 steps), 16, the sequence length below
+# which it applies (0: never, 64 throughout)
+SHORT_SETTINGS = [{}, {"SHORT_CHUNK": 16}, {"SHORT_SEQUENCE": 0}, {"SHORT_SEQUENCE": 2048}]
 # the backward's recompute window inside the checkpoint interval: (CHUNK, BACKWARD_WINDOW); None: the whole chunk
 WINDOW_FIELDS = ("CHUNK", "BACKWARD_WINDOW")
 WINDOW_SETTINGS = [(64, None), (64, 32), (64, 16), (64, 8), (32, 16), (32, 8)]
@@ -91,7 +94,7 @@ def sweep(fields: tuple[str, ...], settings: list, shapes) -> None:
         for setting in settings:
             for field, value in zip(fields, setting):
                 setattr(ts, field, value if value is not None or field != "PROGRAMS_PER_SM" else defaults[field])
-            chunks = -(-L // ts.CHUNK)
+            chunks = -(-L // ts.checkpoint_interval(L))
             used = "/".join(str(ts._segments(b, 768, chunks, x["u"].device, backward)[1]) for backward in (False, True))
             fwd = lambda: selective_scan(**x, delta_softplus=True, backend="triton")  # noqa: E731
             grad = torch.randn_like(fwd())
@@ -133,7 +136,7 @@ def paired_sweep(shapes=((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (
         fwd, grad, leaves = _paired_call(b, L)
         for setting in PAIRED_SETTINGS:
             ts.SEGMENTS = setting
-            chunks = -(-L // ts.CHUNK)
+            chunks = -(-L // ts.checkpoint_interval(L))
             used = "/".join(str(ts._segments(2 * b, 768, chunks, grad.device, backward)[1]) for backward in (False, True))
             fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50, return_mode="median",
                                          grad_to_none=leaves)
@@ -213,7 +216,7 @@ def paired_settings_sweep(settings: list[dict], shapes=SHAPES["all"], profiled=(
         for setting in settings:
             use(setting)
             fb, graphed = timed(fwd, grad, leaves)
-            chunks = -(-L // ts.CHUNK)
+            chunks = -(-L // ts.checkpoint_interval(L))
             used = "/".join(str(ts._segments(2 * b, 768, chunks, grad.device, backward)[1]) for backward in (False, True))
             print(f"| {b} | {L} | {label(setting)} | {used} | {fb:.3f} | {graphed:.3f} |", flush=True)
         torch.cuda.empty_cache()
@@ -318,6 +321,10 @@ def main() -> None:
         print("\n## recompute window, checkpoint interval, gate and partial-sum tiles, both directions in one launch\n")
         paired_settings_sweep(TUNING_SETTINGS_2, shapes=((8, 785), (8, 1569), (32, 785), (8, 3137)),
                               profiled=((8, 1569), (32, 785)), profiled_settings=1)
+    if "short" in parts:
+        print("\n## the checkpoint interval of short sequences, both directions in one launch\n")
+        paired_settings_sweep(SHORT_SETTINGS, shapes=((8, 785), (32, 785), (8, 1569), (32, 1569)),
+                              profiled=((8, 785),), profiled_settings=3)
     if "blocks" in parts:
         print("\n## channels per program (BLOCK_D), programs per SM in the segment rule, pipeline stages, both "
               "directions in one launch\n")
