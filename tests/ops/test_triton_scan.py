@@ -245,23 +245,24 @@ def test_segment_rule_fills_the_gpu_without_overfilling_it(monkeypatch):
 
     monkeypatch.setattr(ts, "_sm_count", lambda device: 132)  # an H100
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    chunks = -(-6273 // ts.CHUNK)  # 64 frames of VideoMamba-S
-    assert [ts._segments(8, 768, chunks, cuda, backward)[1] for backward in (False, True)] == [8, 5]
-    assert [ts._segments(32, 768, chunks, cuda, backward)[1] for backward in (False, True)] == [2, 1]
+    chunks = -(-6273 // ts.checkpoint_interval(6273))  # 64 frames of VideoMamba-S
+    assert [ts._segments(8, 768, chunks, cuda, backward)[1] for backward in (False, True)] == [11, 5]
+    assert [ts._segments(32, 768, chunks, cuda, backward)[1] for backward in (False, True)] == [5, 1]
     assert ts._segments(8, 768, 3, cuda, False) == (3, 1)  # too short to cut
     assert ts._segments(8, 768, chunks, cpu, False)[1] == 1
     for backward in (False, True):  # one direction of batch 8: one wave, never more programs than fit
         seg_chunks, segments = ts._segments(8, 768, chunks, cuda, backward)
         assert 8 * 24 * segments <= 132 * ts.PROGRAMS_PER_SM[backward] and seg_chunks * segments >= chunks
     # both directions in one launch (a batch of 2 x 8): 2 backward segments would fill 73 % of one wave,
-    # 5 run in two waves and measured faster; 2 x 32 is more than one wave already, and 2 segments beat 1
-    assert [ts._segments(16, 768, chunks, cuda, backward)[1] for backward in (False, True)] == [4, 5]
+    # 5 run in two waves and measured faster; 5 forward segments fill one wave of 16 programs an SM (1 %
+    # faster than 4 on the H100); 2 x 32 is more than one wave already, and 2 backward segments beat 1
+    assert [ts._segments(16, 768, chunks, cuda, backward)[1] for backward in (False, True)] == [5, 5]
     assert [ts._segments(64, 768, chunks, cuda, backward)[1] for backward in (False, True)] == [1, 2]
     assert ts._segments(16, 768, 4, cuda, True)[1] == 2  # never below MIN_SEGMENT_CHUNKS chunks a segment
     monkeypatch.setattr(ts, "SEGMENTS", 7)
     assert ts._segments(1, 64, 20, cpu, True) == (3, 7)
     monkeypatch.setattr(ts, "SEGMENTS", (None, 4))
-    assert ts._segments(8, 768, chunks, cuda, True)[1] == 4 and ts._segments(8, 768, chunks, cuda, False)[1] == 8
+    assert ts._segments(8, 768, chunks, cuda, True)[1] == 4 and ts._segments(8, 768, chunks, cuda, False)[1] == 11
 
 
 def test_bf16_is_read_as_words_only_where_every_word_lies_in_the_storage():
@@ -275,3 +276,15 @@ def test_bf16_is_read_as_words_only_where_every_word_lies_in_the_storage():
     assert ts._as_float(storage.transpose(1, 2)).dtype == torch.bfloat16
     odd = storage.view(-1)[1:].view(1, 79)[:, :8].unsqueeze(-1)  # converted instead, in its memory order
     assert ts._as_float(odd).dtype == torch.float32
+
+
+def test_short_sequences_checkpoint_twice_as_often():
+    """Below SHORT_SEQUENCE steps the forward checkpoints every SHORT_CHUNK steps (more programs for the
+    parallel passes, measured faster at L 785 on an H100); a given chunk wins; the fake implementation's
+    checkpoint shape follows the same rule."""
+    import videomamba.ops.triton_scan as ts
+
+    assert ts.checkpoint_interval(785) == 32 and ts.checkpoint_interval(1569) == 64
+    assert ts.checkpoint_interval(785, 16) == 16 and ts.checkpoint_interval(6273, 128) == 128
+    assert ts.checkpoint_shape(2, 768, 16, 785) == (2, 25, 16, 768)
+    assert ts.checkpoint_shape(2, 768, 16, 1569) == (2, 25, 16, 768)
