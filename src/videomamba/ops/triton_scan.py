@@ -33,7 +33,9 @@ bidirectional mixer in one launch of each kernel. Grid axis 0 numbers (direction
 buffer the kernels own takes a batch of 2 x b, each direction reads its own u, Δ, B, C (a pointer
 each) and parameters (stacked), the two share z and the output gradient, and direction 1 reads the
 positions in the backward order. One launch holds twice the programs, so batch 8 needs fewer segments
-to fill the GPU, and the host issues half the launches.
+to fill the GPU, and the host issues half the launches. The gate, linear in the scan's output, is
+applied once to the two directions' sum by an elementwise kernel (``_pair_gate_fwd_kernel``), and its
+backward gives the scan kernels dy = g · silu(z): the paired kernels run without z.
 """
 
 from __future__ import annotations
