@@ -1,10 +1,11 @@
 """Selective scan in Triton (GPU; runs on the CPU under TRITON_INTERPRET=1 for tests).
 
 One program per (batch, block of BLOCK_D channels, segment of the sequence); the state, an (N, BLOCK_D)
-tile with channels fastest (whole channels per thread, or a few states of a few channels:
-``CHANNEL_GROUPS``), lives in registers and the loop over a segment's steps is sequential. The step loops are software-pipelined
-(``tl.range(num_stages=STAGES)``): the loads of the next steps, which do not depend on the state,
-are in flight while a step computes. softplus(delta + delta_bias), D and the SiLU(z) gate are fused.
+tile with channels fastest (on an H100 4 states of 4 channels a thread, the layout of the JIT's
+vectorised accesses: ``VECTOR_ACCESS``, ``CHANNEL_GROUPS``), lives in registers and the loop over a
+segment's steps is sequential. The step loops are software-pipelined (``tl.range(num_stages=STAGES)``):
+the loads of the next steps, which do not depend on the state, are in flight while a step computes.
+softplus(delta + delta_bias), D and the SiLU(z) gate are fused.
 u, delta, z, B and C are read in any strides, so the mixer hands over the views a linear layer
 produced, (b, L, d) in memory, without copies; bf16 u, delta, z and output gradients are read as
 the 4-byte words that hold them (``_load_f32``), other dtypes are converted to fp32 first, in the
@@ -172,13 +173,12 @@ if triton is not None:
                              VECTOR: tl.constexpr, PAIRED: tl.constexpr):
         """A program's (direction, batch) pair, block of channels, segment, state indices, and the channel
         parameters. A program's states form an (NS, G, BLOCK_D // G) tile: channel ``g * BLOCK_D // G + i`` of
-        the block at [:, g, i]; per-channel vectors are (G, BLOCK_D // G). Triton lays the tile on the warp's
-        lanes: BLOCK_D // G lanes across the channels, and with the card's Triton 3.6 the rest across the
-        states, each thread holding the G groups (Triton 3.8 puts them across the groups instead, the
-        same as G 1). With G 1 a thread holds whole channels (all N states of one channel), so the sums
-        over the states (C·h, B·g) need no shuffles; with G 4 it holds 4 states of 4 channels and reads 4
-        of B's 16 values a step (``CHANNEL_GROUPS``). A is returned pre-scaled by log2 e (the kernels use
-        exp2).
+        the block at [:, g, i]; per-channel vectors are (G, BLOCK_D // G). How Triton lays the tile on the
+        warp's lanes follows the accesses (``VECTOR_ACCESS``): with the JIT's 16-byte accesses along the
+        channels, 8 lanes across the channels (4 channels a thread) and 4 across the states for G 1; with
+        scalar accesses, BLOCK_D // G lanes across the channels and the rest across the states (G 1: whole
+        channels per thread, no shuffles for the sums over the states). A is returned pre-scaled by log2 e
+        (the kernels use exp2).
 
         Axis 0 of the grid numbers (direction, batch) pairs, direction-major: ``pid_e`` indexes every
         buffer the kernels own (states, checkpoints, summaries, results: an extended batch of
@@ -252,8 +252,8 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["opaque_zero"])
     def _segment_fwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, bias_ptr, ends_ptr, dtsum_ptr,
-                            Dm, L, batch, opaque_zero, block_len, n_blocks, S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l,
-                            sB_b, sB_n, sB_l,
+                            Dm, L, batch, opaque_zero, block_len, n_blocks, S, P, su_b, su_d, su_l, sdt_b, sdt_d,
+                            sdt_l, sB_b, sB_n, sB_l,
                             N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                             STAGES: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr,
                             VECTOR: tl.constexpr, PAIRED: tl.constexpr):
@@ -279,8 +279,8 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["opaque_zero"])
     def _segment_bwd_kernel(dt_ptr, dt2_ptr, A_ptr, C_ptr, C2_ptr, z_ptr, bias_ptr, dout_ptr, ends_ptr, dtsum_ptr,
-                            Dm, L, batch, opaque_zero, block_len, n_blocks, first_block, S, P, sdt_b, sdt_d, sdt_l,
-                            sz_b, sz_d, sz_l, sg_b, sg_d, sg_l, sC_b, sC_n, sC_l,
+                            Dm, L, batch, opaque_zero, block_len, n_blocks, first_block, S, P, sdt_b, sdt_d,
+                            sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l, sC_b, sC_n, sC_l,
                             N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                             STAGES: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                             MODE: tl.constexpr, VECTOR: tl.constexpr, PAIRED: tl.constexpr):
@@ -315,13 +315,14 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["opaque_zero"])
     def _scan_fwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr, bias_ptr,
-                         out_ptr, last_ptr, ckpt_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, opaque_zero, n_chunks, seg_chunks, n_segs,
-                         n_blocks, seg_blocks, S, P,
+                         out_ptr, last_ptr, ckpt_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, opaque_zero, n_chunks,
+                         seg_chunks, n_segs, n_blocks, seg_blocks, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, so_s, so_b, so_d, so_l,
                          sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                          CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, VECTOR: tl.constexpr, TILE_STORES: tl.constexpr, PAIRED: tl.constexpr):
+                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, VECTOR: tl.constexpr,
+                         TILE_STORES: tl.constexpr, PAIRED: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
@@ -353,8 +354,8 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["opaque_zero"])
     def _window_entries_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, bias_ptr, ckpt_ptr, entries_ptr,
-                               Dm, L, batch, opaque_zero, n_chunks, n_windows, S, P, su_b, su_d, su_l, sdt_b, sdt_d, sdt_l,
-                               sB_b, sB_n, sB_l,
+                               Dm, L, batch, opaque_zero, n_chunks, n_windows, S, P, su_b, su_d, su_l, sdt_b, sdt_d,
+                               sdt_l, sB_b, sB_n, sB_l,
                                N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                                CHUNK: tl.constexpr, WINDOW: tl.constexpr, STAGES: tl.constexpr, HAS_BIAS: tl.constexpr,
                                SOFTPLUS: tl.constexpr, MODE: tl.constexpr, VECTOR: tl.constexpr, PAIRED: tl.constexpr):
@@ -382,14 +383,15 @@ if triton is not None:
     @triton.jit(do_not_specialize=["opaque_zero"])
     def _scan_bwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr, bias_ptr,
                          ckpt_ptr, dout_ptr, dlast_ptr, scratch_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr,
-                         dz_ptr, dbias_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, opaque_zero, n_chunks, seg_chunks, n_segs, n_blocks,
-                         seg_blocks, part_stride, S, P,
+                         dz_ptr, dbias_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, opaque_zero, n_chunks, seg_chunks,
+                         n_segs, n_blocks, seg_blocks, part_stride, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                          so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                          CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr,
-                         HAS_DLAST: tl.constexpr, VECTOR: tl.constexpr, TILE_STORES: tl.constexpr, PAIRED: tl.constexpr):
+                         HAS_DLAST: tl.constexpr, VECTOR: tl.constexpr, TILE_STORES: tl.constexpr,
+                         PAIRED: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
@@ -442,7 +444,8 @@ if triton is not None:
                     z = _load_f32(z_ptr, z_row + t * sz_l, dmask)
                     sg = tl.sigmoid(z)
                     y = _sum_states(h_t * Ct) + Dv * u
-                    _store_channels(dz_ptr, o_row + t * so_l, go * y * sg * (1.0 + z * (1.0 - sg)), dmask, NS, TILE_STORES)
+                    _store_channels(dz_ptr, o_row + t * so_l, go * y * sg * (1.0 + z * (1.0 - sg)), dmask, NS,
+                                    TILE_STORES)
                     dy = go * z * sg
                 else:
                     dy = go
@@ -603,6 +606,11 @@ GATE_BLOCK_L, GATE_BLOCK_D, GATE_WARPS = 32, 64, 4
 # takes 168-186 (Triton 3.6), so 10-12 programs fit an SM; caps of 160 and 128 (12 and 16 programs) were
 # slower at every shape but b 8, L 785 (docs/benchmarks.md)
 BACKWARD_MAX_REGISTERS: int | None = None
+
+
+def _layout(role: str) -> dict:
+    """The tile-layout constexprs of the kernel in ``role`` ("forward", "backward summary", ...)."""
+    return dict(G=CHANNEL_GROUPS[role], VECTOR=VECTOR_ACCESS[role])
 
 
 def _window(chunk: int) -> int:
@@ -823,15 +831,17 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
     ends, dtsum = _segment_summaries(extended, channels, n, n_blocks, u.device)
     if n_segs > 1:  # every block before the last segment
         _segment_fwd_kernel[(*grid, splits * (n_segs - 1) * seg_blocks)](
-            u, u2, delta, delta2, A, B, B2, bias, ends, dtsum, channels, length, batch, 0, block_chunks * chunk, n_blocks,
-            order.frame_tokens, order.prefix, *_strides(u, delta, B), N=n, NS=n // splits, BLOCK_D=BLOCK_D,
-            G=CHANNEL_GROUPS["forward summary"], VECTOR=VECTOR_ACCESS["forward summary"], STAGES=STAGES, HAS_BIAS=delta_bias is not None, **options, num_warps=NUM_WARPS)
+            u, u2, delta, delta2, A, B, B2, bias, ends, dtsum, channels, length, batch, 0, block_chunks * chunk,
+            n_blocks, order.frame_tokens, order.prefix, *_strides(u, delta, B), N=n, NS=n // splits, BLOCK_D=BLOCK_D,
+            **_layout("forward summary"), STAGES=STAGES, HAS_BIAS=delta_bias is not None, **options,
+            num_warps=NUM_WARPS)
     _scan_fwd_kernel[(*grid, splits * n_segs)](
         u, u2, delta, delta2, A, B, B2, C, C2, D if D is not None else u, zs, bias,
         out, last, ckpt, ends, dtsum, channels, length, batch, 0, ckpt.shape[1], seg_chunks, n_segs, n_blocks,
         seg_blocks, order.frame_tokens, order.prefix, *_strides(u, delta, zs, out, B, C),
-        N=n, NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["forward"], VECTOR=VECTOR_ACCESS["forward"], TILE_STORES=TILE_STORES, CHUNK=chunk, STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None,
-        HAS_BIAS=delta_bias is not None, **options, num_warps=NUM_WARPS)
+        N=n, NS=n // splits, BLOCK_D=BLOCK_D, **_layout("forward"), TILE_STORES=TILE_STORES, CHUNK=chunk,
+        STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, **options,
+        num_warps=NUM_WARPS)
     return _finish(out, dtype), last, ckpt
 
 
@@ -881,8 +891,8 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
         _window_entries_kernel[(extended, n_dblocks, splits * ckpt.shape[1])](
             u, u2, delta, delta2, A, B, B2, delta_bias if has_bias else u, ckpt, entries, channels, length, batch, 0,
             ckpt.shape[1], entries.shape[1], order.frame_tokens, order.prefix, *_strides(u, delta, B), N=n,
-            NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["window entries"], VECTOR=VECTOR_ACCESS["window entries"], CHUNK=chunk, WINDOW=window, STAGES=STAGES, HAS_BIAS=has_bias,
-            **options, num_warps=NUM_WARPS)
+            NS=n // splits, BLOCK_D=BLOCK_D, **_layout("window entries"), CHUNK=chunk, WINDOW=window, STAGES=STAGES,
+            HAS_BIAS=has_bias, **options, num_warps=NUM_WARPS)
         starts, seg_windows = entries, seg_chunks * (chunk // window)
     else:
         starts, seg_windows = ckpt, seg_chunks
@@ -895,15 +905,16 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
         _segment_bwd_kernel[(extended, n_dblocks, splits * (n_blocks - seg_blocks))](
             delta, delta2, A, C, C2, zs, bias, dout, ends, dtsum, channels, length, batch, 0, block_chunks * chunk,
             n_blocks, seg_blocks, order.frame_tokens, order.prefix, *_strides(delta, zs, dout, C), N=n,
-            NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["backward summary"], VECTOR=VECTOR_ACCESS["backward summary"], STAGES=STAGES, HAS_Z=z is not None, HAS_BIAS=has_bias, **options,
-            num_warps=NUM_WARPS)
+            NS=n // splits, BLOCK_D=BLOCK_D, **_layout("backward summary"), STAGES=STAGES, HAS_Z=z is not None,
+            HAS_BIAS=has_bias, **options, num_warps=NUM_WARPS)
     _scan_bwd_kernel[(extended, n_dblocks, splits * n_segs)](
         u, u2, delta, delta2, A, B, B2, C, C2, D if has_D else u, zs, bias,
         starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
         channels, length, batch, 0, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
         2 * extended * n * length, order.frame_tokens, order.prefix, *_strides(u, delta, zs, dout, du, B, C),
-        N=n, NS=n // splits, BLOCK_D=BLOCK_D, G=CHANNEL_GROUPS["backward"], VECTOR=VECTOR_ACCESS["backward"], TILE_STORES=TILE_STORES, CHUNK=window, STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None,
-        HAS_BIAS=has_bias, **options, ATOMIC_DBC=ATOMIC_DBC, HAS_DLAST=has_dlast,
+        N=n, NS=n // splits, BLOCK_D=BLOCK_D, **_layout("backward"), TILE_STORES=TILE_STORES, CHUNK=window,
+        STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None, HAS_BIAS=has_bias, **options, ATOMIC_DBC=ATOMIC_DBC,
+        HAS_DLAST=has_dlast,
         num_warps=NUM_WARPS, **({"maxnreg": BACKWARD_MAX_REGISTERS} if BACKWARD_MAX_REGISTERS else {}))
     if not ATOMIC_DBC:
         dB, dC = dBC.sum(0)
