@@ -417,6 +417,8 @@ if triton is not None:
         g = _carried_in(g, ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask, Dm, n_blocks, n_blocks - 1,
                         n_blocks - (seg + 1) * seg_blocks, N, -1)
         dA = tl.zeros((NS, G, BLOCK_D // G), tl.float32)
+        if TILE_STORES:  # D in the layout of the sums over the states, so that D·dy and dD are computed there
+            Dv = _sum_states(_per_channel(Dv) * (_per_state(tl.arange(0, NS)) == 0))
         dD = tl.zeros((G, BLOCK_D // G), tl.float32)
         dbias = tl.zeros((G, BLOCK_D // G), tl.float32)
         last_chunk = tl.minimum(n_chunks, (seg + 1) * seg_chunks) - 1
@@ -478,8 +480,8 @@ if triton is not None:
                 g = g * a
         # per (segment, split) partial sums, added afterwards
         tl.store(dA_ptr + state + seg * tl.num_programs(0) * N * Dm, dA, mask=_per_channel(dmask))
-        tl.store(dD_ptr + (pid_2 * tl.num_programs(0) + pid_e) * Dm + d, dD, mask=dmask)
-        tl.store(dbias_ptr + (pid_2 * tl.num_programs(0) + pid_e) * Dm + d, dbias, mask=dmask)
+        _store_channels(dD_ptr, (pid_2 * tl.num_programs(0) + pid_e) * Dm + d, dD, dmask, NS, TILE_STORES)
+        _store_channels(dbias_ptr, (pid_2 * tl.num_programs(0) + pid_e) * Dm + d, dbias, dmask, NS, TILE_STORES)
 
 
     @triton.jit
