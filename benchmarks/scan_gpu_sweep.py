@@ -102,11 +102,7 @@ def sweep(fields: tuple[str, ...], settings: list, shapes) -> None:
                 f = triton.testing.do_bench(fwd, rep=50, return_mode="median")
             fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50, return_mode="median",
                                          grad_to_none=list(x.values()))
-            def step():
-                for v in x.values():
-                    v.grad = None  # the graph then writes fresh gradients instead of adding to the captured ones
-                fwd().backward(grad)
-            graphed = _graph_ms(step, replays=20)  # GPU time, without the host's
+            graphed = _graph_ms(_fresh_step(fwd, grad, list(x.values())), replays=20)  # GPU time, without the host's
             cells = " | ".join("auto" if v is None else str(v) for v in setting)
             print(f"| {b} | {L} | {cells} | {used} | {f:.3f} | {fb:.3f} | {graphed:.3f} |", flush=True)
         for field, value in defaults.items():
@@ -125,31 +121,26 @@ def _paired_call(b: int, L: int):
     return fwd, torch.randn_like(fwd()), [v for x in directions for v in x.values()]
 
 
+def _fresh_step(fwd, grad, leaves):
+    """One forward+backward that writes fresh gradients (none accumulated: no extra kernels, and a CUDA
+    graph writes them instead of adding to the captured ones)."""
+    def step():
+        for v in leaves:
+            v.grad = None
+        fwd().backward(grad)
+    return step
+
+
+def _paired_segments(b: int, L: int, device) -> str:
+    """The forward's and backward's segment counts of a paired scan of batch ``b`` and length ``L``."""
+    chunks = -(-L // ts.checkpoint_interval(L))
+    return "/".join(str(ts._segments(2 * b, 768, chunks, device, backward)[1]) for backward in (False, True))
+
+
 def paired_sweep(shapes=((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (32, 1569))) -> None:
     """Both directions of a mixer in one launch (the backward one reversed), forward+backward, for each
     (forward, backward) segment count of PAIRED_SETTINGS: eager and in a CUDA graph."""
-    default = ts.SEGMENTS
-    print("| b | L | segments forced (fwd, bwd) | segments fwd/bwd | fwd+bwd ms | fwd+bwd in a CUDA graph ms |")
-    print("|---|---|---|---|---|---|")
-    warm_up_gpu()
-    for b, L in shapes:
-        fwd, grad, leaves = _paired_call(b, L)
-        for setting in PAIRED_SETTINGS:
-            ts.SEGMENTS = setting
-            chunks = -(-L // ts.checkpoint_interval(L))
-            used = "/".join(str(ts._segments(2 * b, 768, chunks, grad.device, backward)[1]) for backward in (False, True))
-            fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50, return_mode="median",
-                                         grad_to_none=leaves)
-
-            def step():
-                for v in leaves:
-                    v.grad = None
-                fwd().backward(grad)
-            graphed = _graph_ms(step, replays=20)
-            cells = ", ".join("auto" if v is None else str(v) for v in setting)
-            print(f"| {b} | {L} | {cells} | {used} | {fb:.3f} | {graphed:.3f} |", flush=True)
-        ts.SEGMENTS = default
-        torch.cuda.empty_cache()
+    paired_settings_sweep([{"SEGMENTS": setting} for setting in PAIRED_SETTINGS], shapes=shapes, profiled=())
 
 
 def report_compiled() -> None:
@@ -202,32 +193,21 @@ def paired_settings_sweep(settings: list[dict], shapes=SHAPES["all"], profiled=(
     print("\n| b | L | setting | segments fwd/bwd | fwd+bwd ms | fwd+bwd in a CUDA graph ms |")
     print("|---|---|---|---|---|---|")
 
-    def timed(fwd, grad, leaves):
-        fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50, return_mode="median", grad_to_none=leaves)
-
-        def step():
-            for v in leaves:
-                v.grad = None
-            fwd().backward(grad)
-        return fb, _graph_ms(step, replays=20)
-
     for b, L in shapes:
         fwd, grad, leaves = _paired_call(b, L)
         for setting in settings:
             use(setting)
-            fb, graphed = timed(fwd, grad, leaves)
-            chunks = -(-L // ts.checkpoint_interval(L))
-            used = "/".join(str(ts._segments(2 * b, 768, chunks, grad.device, backward)[1]) for backward in (False, True))
-            print(f"| {b} | {L} | {label(setting)} | {used} | {fb:.3f} | {graphed:.3f} |", flush=True)
+            fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50, return_mode="median",
+                                         grad_to_none=leaves)
+            graphed = _graph_ms(_fresh_step(fwd, grad, leaves), replays=20)
+            print(f"| {b} | {L} | {label(setting)} | {_paired_segments(b, L, grad.device)} | {fb:.3f} | "
+                  f"{graphed:.3f} |", flush=True)
         torch.cuda.empty_cache()
     for b, L in profiled:
         fwd, grad, leaves = _paired_call(b, L)
         for setting in settings[:profiled_settings]:
             use(setting)
-            def step():
-                for v in leaves:
-                    v.grad = None  # fresh gradients: no accumulation kernels in the profile
-                fwd().backward(grad)
+            step = _fresh_step(fwd, grad, leaves)
             for _ in range(3):
                 step()
             torch.cuda.synchronize()
@@ -272,11 +252,7 @@ def conv_sweep(shapes=((8, 1569), (8, 6273))) -> None:
                 f = triton.testing.do_bench(fwd, rep=50, return_mode="median")
             fb = triton.testing.do_bench(lambda: fwd().backward(grad), rep=50, return_mode="median",
                                          grad_to_none=[x, weight, bias])
-
-            def step():
-                x.grad = weight.grad = bias.grad = None
-                fwd().backward(grad)
-            graphed = _graph_ms(step, replays=20)
+            graphed = _graph_ms(_fresh_step(fwd, grad, [x, weight, bias]), replays=20)
             cells = " | ".join(str(v) for v in setting)
             print(f"| {b} | {L} | {cells} | {f:.3f} | {fb:.3f} | {graphed:.3f} | {floor_fwd:.3f} / "
                   f"{floor_fwd + floor_bwd:.3f} |", flush=True)

@@ -124,8 +124,9 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
             variants = ((False, False), (True, False)) if mode == 0 and not kernels \
                 else ((False, False), (False, True)) if mode == 1 else ((False, False),)
             for bf16, paired in variants:
-                # a pair never takes a last-state gradient (HAS_DLAST False, as in every model)
-                variant = {**options, "PAIRED": paired, **({"HAS_DLAST": False} if paired else {})}
+                # a pair never takes a last-state gradient (HAS_DLAST False, as in every model) and runs without
+                # z (the gate is applied once to the directions' sum, ``triton_forward_pair``)
+                variant = {**options, "PAIRED": paired, **({"HAS_DLAST": False, "HAS_Z": False} if paired else {})}
                 chosen = {k: v for k, v in variant.items() if k in fn.arg_names}
                 results.append(_compile(fn, chosen, triton_scan.NUM_WARPS, capability,
                                         f"{label}{' paired' if paired else _MODE_NAMES[mode]}{' bf16' if bf16 else ''}",

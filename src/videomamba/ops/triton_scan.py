@@ -579,7 +579,7 @@ ATOMIC_DBC = False
 # G), G channel groups. Where the accesses are scalar (VECTOR_ACCESS False) Triton lays BLOCK_D // G lanes
 # across the channels and the rest across the states (G 1: a thread holds whole channels). With the JIT's
 # vectorised accesses the layout follows them instead: G 1 gives 4 lanes across the states and 8 across the
-# channels (4 states of 4 channels a thread; 48 shuffles a backward step), G 4 16 lanes across the states.
+# channels (4 states of 4 channels a thread; 48 shuffles in the backward's SASS), G 4 16 lanes across the states.
 # On an H100 (Triton 3.6, docs/benchmarks.md) G 4 makes the passes that only run the recurrence (the
 # forward's summaries, the window entries) 7-8 % faster and the backward 1.5-1.6x slower (its summary pass
 # 1.6x); G 2 there makes the whole forward+backward 6-8 % slower; in the forward G 2 and 4 add 1.5 and 7-9 %.
@@ -599,8 +599,8 @@ CHANNEL_GROUPS = {"forward": 1, "forward summary": 4, "window entries": 4, "back
 VECTOR_ACCESS = {"forward": True, "forward summary": True, "window entries": True, "backward summary": False,
                  "backward": True}
 # the forward's output and the backward's du, Δ's and the gate's gradients stored through tile-shaped
-# pointers (``_store_channels``): three conversions fewer in the backward step and one in the forward's;
-# the forward 3 % faster, forward+backward 0.5-2 % (H100)
+# pointers (``_store_channels``): one shared-memory conversion fewer in each backward step (9 to 8 in a
+# local sm_90 compile) and one in the forward's; the forward 3 % faster, forward+backward 0.5-2 % (H100)
 TILE_STORES = True
 # the gate's elementwise kernels (``_pair_gate_fwd_kernel``): steps and channels per program, warps
 GATE_BLOCK_L, GATE_BLOCK_D, GATE_WARPS = 32, 64, 4
@@ -969,9 +969,7 @@ def _gate_forward(y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch
 def _gate_backward(dout: torch.Tensor, total: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(dy = dout · silu(z) in dout's dtype, dz = dout · (y_0 + y_1) · silu'(z) in z's dtype), in the memory
     order of ``total`` (the directions' summed ungated output)."""
-    dy, dz = empty_like_layout(total, dout.dtype), empty_like_layout(total, z.dtype)
-    if dy.stride() != dz.stride():
-        raise ValueError("the gate's gradients must share their strides")
+    dy, dz = empty_like_layout(total, dout.dtype), empty_like_layout(total, z.dtype)  # the same strides
     _pair_gate_bwd_kernel[_gate_grid(z)](dout, total, z, dy, dz, z.shape[1], z.shape[2], *_strides(dout, total, z, dy),
                                          BLOCK_L=GATE_BLOCK_L, BLOCK_D=GATE_BLOCK_D, num_warps=GATE_WARPS)
     return dy, dz
