@@ -4,7 +4,7 @@ fp32 inputs in (b, L, d) memory order as the mixer passes them): segments of the
 warps, pipeline stages, chunk, the dB/dC reductions), the backward's recompute window and the summary
 blocks of the segment-parallel first pass.
 Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [summaries] [windows] [tiles]
-[conv] [paired] [groups] [layouts] [blocks] [registers] [tuning] [tuning2] [short]
+[conv] [paired] [groups] [layouts] [blocks] [registers] [tuning] [tuning2] [short] [short-window]
 (paired: both directions in one launch, ``selective_scan_pair``, with the forward and backward passes'
 segments forced apart; groups: the same paired scan with each kernel's lanes laid out differently,
 ``CHANNEL_GROUPS``, and where its GPU time goes; layouts: the same with each kernel's accesses vectorised
@@ -64,6 +64,10 @@ TUNING_SETTINGS_2 = [{}, {"BACKWARD_WINDOW": 4}, {"CHUNK": 32}, {"CHUNK": 32, "B
 # the checkpoint interval of short sequences: defaults (32 below 1024 steps), 16, the sequence length below
 # which it applies (0: never, 64 throughout)
 SHORT_SETTINGS = [{}, {"SHORT_CHUNK": 16}, {"SHORT_SEQUENCE": 0}, {"SHORT_SEQUENCE": 2048}]
+# short sequences checkpointed at the recompute window (8 steps: the backward needs no window-entries pass),
+# with summary blocks of 2 (the default) or 8 chunks, up to 2048 steps; the dB/dC block sums added with atomics
+SHORT_WINDOW_SETTINGS = [{}, {"SHORT_CHUNK": 8}, {"SHORT_CHUNK": 8, "SUMMARY_CHUNKS": 8}, {"ATOMIC_DBC": True},
+                         {"SHORT_CHUNK": 8, "ATOMIC_DBC": True}, {"SHORT_CHUNK": 8, "SHORT_SEQUENCE": 2048}]
 # the backward's recompute window inside the checkpoint interval: (CHUNK, BACKWARD_WINDOW); None: the whole chunk
 WINDOW_FIELDS = ("CHUNK", "BACKWARD_WINDOW")
 WINDOW_SETTINGS = [(64, None), (64, 32), (64, 16), (64, 8), (32, 16), (32, 8)]
@@ -301,6 +305,10 @@ def main() -> None:
         print("\n## the checkpoint interval of short sequences, both directions in one launch\n")
         paired_settings_sweep(SHORT_SETTINGS, shapes=((8, 785), (32, 785), (8, 1569), (32, 1569)),
                               profiled=((8, 785),), profiled_settings=3)
+    if "short-window" in parts:
+        print("\n## short sequences checkpointed every recompute window, atomic dB/dC, both directions in one launch\n")
+        paired_settings_sweep(SHORT_WINDOW_SETTINGS, shapes=((8, 785), (32, 785), (8, 1569), (32, 1569)),
+                              profiled=((8, 785), (32, 785)), profiled_settings=3)
     if "blocks" in parts:
         print("\n## channels per program (BLOCK_D), programs per SM in the segment rule, pipeline stages, both "
               "directions in one launch\n")

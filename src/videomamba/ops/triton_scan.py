@@ -335,21 +335,24 @@ if triton is not None:
         # the state entering this segment: the summaries of the blocks before it (first pass) folded in
         h = _carried_in(tl.zeros((NS, G, BLOCK_D // G), tl.float32), ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask,
                         Dm, n_blocks, 0, seg * seg_blocks, N, 1)
-        for c in range(seg * seg_chunks, tl.minimum(n_chunks, (seg + 1) * seg_chunks)):
-            tl.store(ckpt_ptr + state + (pid_e * (n_chunks - 1) + c) * N * Dm, h, mask=_per_channel(dmask))
-            t0 = c * CHUNK
-            # num_stages on the inner range: the loads of the next steps are issued ahead (software
-            # pipelining); their addresses depend on the step only, not on the state
-            for k in tl.range(0, tl.minimum(CHUNK, L - t0), num_stages=STAGES):
-                tm = _position(t0 + k, direction, L, S, P, MODE, PAIRED)  # the scan step's position in memory
-                h, dt, u = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, tm, su_l, sdt_l, sB_l, A, bias,
-                                       dmask, SOFTPLUS)
-                Ct = _load_f32(C_ptr, C_row + tm * sC_l, None)
-                y = _sum_states(h * _per_state(Ct)) + Dv * u
-                if HAS_Z:
-                    z = _load_f32(z_ptr, z_row + tm * sz_l, dmask)
-                    y = y * z * tl.sigmoid(z)
-                _store_channels(out_ptr, o_row + tm * so_l, y, dmask, NS, TILE_STORES)
+        # one loop over the segment's steps, the checkpoints stored by a predicated store at every chunk's first
+        # step: a loop per chunk would refill the software pipeline (below) at each chunk, and the backward of a
+        # short sequence checkpoints every few steps (``SHORT_CHUNK``)
+        ckpt = ckpt_ptr + state + (pid_e * (n_chunks - 1)) * N * Dm
+        # num_stages: the loads of the next steps are issued ahead (software pipelining); their addresses
+        # depend on the step only, not on the state
+        for step in tl.range(seg * seg_chunks * CHUNK, tl.minimum(L, (seg + 1) * seg_chunks * CHUNK),
+                             num_stages=STAGES):
+            tl.store(ckpt + (step // CHUNK) * N * Dm, h, mask=_per_channel(dmask) & (step % CHUNK == 0))
+            tm = _position(step, direction, L, S, P, MODE, PAIRED)  # the scan step's position in memory
+            h, dt, u = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, tm, su_l, sdt_l, sB_l, A, bias,
+                                   dmask, SOFTPLUS)
+            Ct = _load_f32(C_ptr, C_row + tm * sC_l, None)
+            y = _sum_states(h * _per_state(Ct)) + Dv * u
+            if HAS_Z:
+                z = _load_f32(z_ptr, z_row + tm * sz_l, dmask)
+                y = y * z * tl.sigmoid(z)
+            _store_channels(out_ptr, o_row + tm * so_l, y, dmask, NS, TILE_STORES)
         tl.store(last_ptr + state, h, mask=_per_channel(dmask) & (seg == n_segs - 1))
 
     @triton.jit(do_not_specialize=["opaque_zero"])
