@@ -4,7 +4,7 @@ fp32 inputs in (b, L, d) memory order as the mixer passes them): segments of the
 warps, pipeline stages, chunk, the dB/dC reductions), the backward's recompute window and the summary
 blocks of the segment-parallel first pass.
 Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [summaries] [windows] [tiles]
-[conv] [paired] [groups] [layouts] [blocks] [registers] [tuning] [tuning2] [short] [short-window]
+[conv] [paired] [groups] [layouts] [blocks] [registers] [tuning] [tuning2] [short] [short-window] [short-window-2]
 (paired: both directions in one launch, ``selective_scan_pair``, with the forward and backward passes'
 segments forced apart; groups: the same paired scan with each kernel's lanes laid out differently,
 ``CHANNEL_GROUPS``, and where its GPU time goes; layouts: the same with each kernel's accesses vectorised
@@ -309,6 +309,11 @@ def main() -> None:
         print("\n## short sequences checkpointed every recompute window, atomic dB/dC, both directions in one launch\n")
         paired_settings_sweep(SHORT_WINDOW_SETTINGS, shapes=((8, 785), (32, 785), (8, 1569), (32, 1569)),
                               profiled=((8, 785), (32, 785)), profiled_settings=3)
+    if "short-window-2" in parts:
+        print("\n## short sequences checkpointed every recompute window (8 steps, summary blocks of 8 chunks), both "
+              "directions in one launch\n")
+        paired_settings_sweep([{}, {"SHORT_CHUNK": 8, "SUMMARY_CHUNKS": 8}],
+                              shapes=((8, 785), (32, 785), (8, 1569), (32, 1569)), profiled=((8, 785), (32, 785)))
     if "blocks" in parts:
         print("\n## channels per program (BLOCK_D), programs per SM in the segment rule, pipeline stages, both "
               "directions in one launch\n")

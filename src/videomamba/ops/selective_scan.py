@@ -140,8 +140,9 @@ def _scan_backward_fake(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias,
     like = lambda t: torch.empty_like(t) if t is not None else u.new_empty(0)  # noqa: E731
     if backend == "triton":  # gradients of u, delta, z in u's memory order and their own dtypes; the rest fp32
         f32 = lambda t: torch.empty(t.shape, device=t.device, dtype=torch.float32) if t is not None else u.new_empty(0)  # noqa: E731
+        sums = lambda t: triton_scan.empty_state_sums(t.shape[0], t.shape[1], t.shape[2], t.device)  # noqa: E731
         return [triton_scan.empty_like_layout(u, u.dtype), triton_scan.empty_like_layout(u, delta.dtype), f32(A),
-                f32(B), f32(C), f32(D),
+                sums(B), sums(C), f32(D),
                 triton_scan.empty_like_layout(u, z.dtype) if z is not None else u.new_empty(0), f32(delta_bias)]
     return [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
             torch.empty_like(C), like(D), like(z), like(delta_bias)]
@@ -151,6 +152,8 @@ def _setup_context(ctx, inputs, output):
     u, delta, A, B, C, D, z, delta_bias, delta_softplus, mode, frame_tokens, prefix, backend = inputs
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
     ctx.mark_non_differentiable(output[2])
+    # no zero-filled gradients for the outputs nobody differentiates (the checkpoints: a pass over them)
+    ctx.set_materialize_grads(False)
     ctx.delta_softplus, ctx.order, ctx.backend = delta_softplus, (mode, frame_tokens, prefix), backend
 
 
@@ -369,7 +372,8 @@ def _pair_backward_fake(saved, total, dout, u, u_bwd, delta, delta_bwd, A, B, B_
     directions = lambda dtype: triton_scan.empty_like_layout(u, dtype, 2 * batch).unflatten(0, (2, batch))  # noqa: E731
     f32 = lambda *shape: u.new_empty(shape, dtype=torch.float32)  # noqa: E731
     absent = u.new_empty(0)
-    return [directions(u.dtype), directions(delta.dtype), f32(*A.shape), f32(2, *B.shape), f32(2, *C.shape),
+    sums = lambda t: triton_scan.empty_state_sums(2 * batch, t.shape[1], t.shape[2], t.device).unflatten(0, (2, batch))  # noqa: E731
+    return [directions(u.dtype), directions(delta.dtype), f32(*A.shape), sums(B), sums(C),
             f32(*D.shape) if D is not None else absent,
             triton_scan.empty_like_layout(u, z.dtype) if z is not None else absent,
             f32(*delta_bias.shape) if delta_bias is not None else absent]
@@ -379,6 +383,8 @@ def _pair_setup_context(ctx, inputs, output):
     *tensors, delta_softplus, mode, frame_tokens, prefix = inputs
     ctx.save_for_backward(*tensors, output[1], output[2])
     ctx.mark_non_differentiable(output[1], output[2])
+    # no zero-filled gradients for the checkpoints and the saved sum (a pass over each per backward)
+    ctx.set_materialize_grads(False)
     ctx.delta_softplus, ctx.order = delta_softplus, (mode, frame_tokens, prefix)
 
 

@@ -406,7 +406,9 @@ if triton is not None:
         # linear in its sums), per direction
         g_row, o_row = pid_b * sg_b + d * sg_d, pid_s * so_s + pid_e * so_b + d * so_d
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
-        brow = pid_e * N * L + n * L  # dB, dC: (directions x b, N, L) contiguous
+        # dB, dC: (directions x b, L, N) in memory, the states fastest, so that each step's sums over the channels
+        # land in one 64-byte run (in (b, N, L) they were 16 scattered words: 16 sectors of L2 traffic for one)
+        brow = pid_e * N * L + n
         # a program's scratch: the window's states, each step's tile in the state's order
         pid_2 = tl.program_id(2)  # (segment, split) pairs
         scratch = scratch_ptr + ((pid_e * tl.num_programs(1) + pid_d) * tl.num_programs(2) + pid_2) \
@@ -471,11 +473,11 @@ if triton is not None:
                 dB_t = _sum_channels(g * _per_channel(dt * u))
                 dC_t = _sum_channels(h_t * _per_channel(dy))
                 if ATOMIC_DBC:
-                    tl.atomic_add(dB_ptr + brow + t, dB_t)
-                    tl.atomic_add(dC_ptr + brow + t, dC_t)
+                    tl.atomic_add(dB_ptr + brow + t * N, dB_t)
+                    tl.atomic_add(dC_ptr + brow + t * N, dC_t)
                 else:  # this block's partial sums; the blocks are added afterwards
-                    tl.store(dB_ptr + pid_d * part_stride + brow + t, dB_t)
-                    tl.store(dC_ptr + pid_d * part_stride + brow + t, dC_t)
+                    tl.store(dB_ptr + pid_d * part_stride + brow + t * N, dB_t)
+                    tl.store(dC_ptr + pid_d * part_stride + brow + t * N, dC_t)
                 if SOFTPLUS:
                     ddt = ddt * tl.sigmoid(raw)
                 dbias += ddt
@@ -668,6 +670,12 @@ def empty_state(batch: int, channels: int, n: int, device: torch.device) -> torc
     """An empty (b, d, N) fp32 state stored as (b, N, d), the kernels' order (channels fastest)."""
     return _poisoned(torch.empty_strided((batch, channels, n), (n * channels, 1, channels), device=device,
                                          dtype=torch.float32))
+
+
+def empty_state_sums(batch: int, n: int, length: int, device: torch.device) -> torch.Tensor:
+    """An empty (b, N, L) fp32 tensor stored as (b, L, N): how the backward returns dB and dC (the states
+    fastest, as the mixer's B and C lie in its x_proj output)."""
+    return torch.empty(batch, length, n, device=device, dtype=torch.float32).transpose(1, 2)
 
 
 def checkpoint_interval(length: int, chunk: int | None = None) -> int:
@@ -883,10 +891,10 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     # dB and dC (per block of channels unless atomic), dD and dbias (per segment and split) share a buffer
     # each: one allocation and one reduction for the pair
     if ATOMIC_DBC:
-        dBC = torch.zeros(2, extended, n, length, **f32)
+        dBC = torch.zeros(2, extended, length, n, **f32)
         dB, dC = dBC[0], dBC[1]
     else:
-        dBC = _poisoned(torch.empty(n_dblocks, 2, extended, n, length, **f32))
+        dBC = _poisoned(torch.empty(n_dblocks, 2, extended, length, n, **f32))
         dB, dC = dBC[:, 0], dBC[:, 1]
     dDbias = _poisoned(torch.empty(2, n_segs * splits, extended, channels, **f32))
     dD, dbias = dDbias[0], dDbias[1]
@@ -923,6 +931,7 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
         num_warps=NUM_WARPS, **({"maxnreg": BACKWARD_MAX_REGISTERS} if BACKWARD_MAX_REGISTERS else {}))
     if not ATOMIC_DBC:
         dB, dC = dBC.sum(0)
+    dB, dC = dB.transpose(1, 2), dC.transpose(1, 2)  # (directions x b, N, L) views, as ``empty_state_sums``
     dD, dbias = dDbias.view(2, n_segs * splits, directions, batch, channels).sum((1, 3))
     dA = dA.view(n_segs, directions, batch, n, channels).sum((0, 2)).transpose(1, 2).contiguous()
     return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), _finish(dz, dtypes[2]) if dz is not None else None,
