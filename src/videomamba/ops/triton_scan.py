@@ -383,6 +383,62 @@ if triton is not None:
                                       _position(k, direction, L, S, P, MODE, PAIRED), su_l, sdt_l, sB_l, A, bias,
                                       dmask, SOFTPLUS)
 
+    @triton.jit
+    def _adjoint_inputs(u_ptr, dt_ptr, B_ptr, C_ptr, dout_ptr, u_row, dt_row, B_row, C_row, g_row, t, su_l, sdt_l,
+                        sB_l, sC_l, sg_l, bias, dmask, SOFTPLUS: tl.constexpr):
+        """What the backward reads at position t: u, Δ before and after softplus, B and C (per state, shaped to
+        broadcast over the tile) and the output gradient."""
+        u = _load_f32(u_ptr, u_row + t * su_l, dmask)
+        raw = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
+        dt = _softplus(raw, SOFTPLUS) if SOFTPLUS else raw
+        Bt = _per_state(_load_f32(B_ptr, B_row + t * sB_l, None))
+        Ct = _per_state(_load_f32(C_ptr, C_row + t * sC_l, None))
+        go = _load_f32(dout_ptr, g_row + t * sg_l, dmask)
+        return u, raw, dt, Bt, Ct, go
+
+    @triton.jit
+    def _adjoint_step(g, dA, dD, dbias, h_t, a_hprev, a, u, raw, dt, Bt, Ct, go, A, Dv, t, valid, z_ptr, z_row, sz_l,
+                      du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow, pid_d, part_stride, pid_s, dmask,
+                      N: tl.constexpr, NS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
+                      ATOMIC_DBC: tl.constexpr, TILE_STORES: tl.constexpr):
+        """One step of the adjoint recurrence at position t, from the state h_t, a_t h_{t-1} and the decay a_t:
+        stores the step's du, dΔ (dz) and its block's shares of dB and dC (where ``valid``), and returns the
+        adjoint handed to the step before, g a_t, with dA, dD and the bias gradient accumulated."""
+        if HAS_Z:
+            z = _load_f32(z_ptr, z_row + t * sz_l, dmask)
+            sg = tl.sigmoid(z)
+            y = _sum_states(h_t * Ct) + Dv * u
+            _store_channels(dz_ptr, o_row + t * so_l, go * y * sg * (1.0 + z * (1.0 - sg)), dmask & valid, NS,
+                            TILE_STORES)
+            dy = go * z * sg
+        else:
+            dy = go
+        g = g + Ct * _per_channel(dy)
+        gB = _sum_states(g * Bt)
+        g_a_hprev = g * a_hprev
+        # A (scaled by log2 e for exp2) stands in for the natural A: one tile fewer in registers, and the factor
+        # ln 2 is applied once per channel
+        ddt = gB * u + 0.6931471805599453 * _sum_states(A * g_a_hprev)
+        dA += _per_channel(dt) * g_a_hprev
+        dD += dy * u * (pid_s == 0)
+        _store_channels(du_ptr, o_row + t * so_l, gB * dt + Dv * dy, dmask & valid, NS, TILE_STORES)
+        # this block's shares of dB and dC; channels past Dm add zeros (their loads were masked, so their u, the
+        # output gradient, g and h are zero)
+        dB_t = _sum_channels(g * _per_channel(dt * u))
+        dC_t = _sum_channels(h_t * _per_channel(dy))
+        if ATOMIC_DBC:
+            tl.atomic_add(dB_ptr + brow + t * N, dB_t, mask=valid)
+            tl.atomic_add(dC_ptr + brow + t * N, dC_t, mask=valid)
+        else:  # this block's partial sums; the blocks are added afterwards
+            tl.store(dB_ptr + pid_d * part_stride + brow + t * N, dB_t, mask=valid)
+            tl.store(dC_ptr + pid_d * part_stride + brow + t * N, dC_t, mask=valid)
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(raw)
+        ddt = tl.where(valid, ddt, 0.0)
+        dbias += ddt
+        _store_channels(ddt_ptr, o_row + t * so_l, ddt, dmask & valid, NS, TILE_STORES)
+        return g * a, dA, dD, dbias
+
     @triton.jit(do_not_specialize=["opaque_zero"])
     def _scan_bwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr, bias_ptr,
                          ckpt_ptr, dout_ptr, dlast_ptr, scratch_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr,
@@ -394,7 +450,7 @@ if triton is not None:
                          CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr,
                          HAS_DLAST: tl.constexpr, VECTOR: tl.constexpr, TILE_STORES: tl.constexpr,
-                         PAIRED: tl.constexpr):
+                         PAIRS: tl.constexpr, PAIRED: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
@@ -432,57 +488,58 @@ if triton is not None:
             t0 = c * CHUNK
             steps = tl.minimum(CHUNK, L - t0)
             h = tl.load(ckpt_ptr + state + (pid_e * (n_chunks - 1) + c) * N * Dm, mask=_per_channel(dmask), other=0.0)
-            for k in tl.range(0, steps, num_stages=STAGES):  # recompute the chunk's states
+            # recompute the chunk's states into the scratch: every state, or with PAIRS every other one (the
+            # state after each pair's first step; the backward derives the second's)
+            for k in tl.range(0, 2 * ((steps + 1) // 2) - 1 if PAIRS else steps, num_stages=STAGES):
                 h, _, _ = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row,
                                       _position(t0 + k, direction, L, S, P, MODE, PAIRED), su_l, sdt_l, sB_l, A, bias,
                                       dmask, SOFTPLUS)
-                tl.store(scratch + k * BLOCK_D * NS + tile, h)
-            for kk in tl.range(0, steps, num_stages=STAGES):  # the adjoint, backwards through the chunk
-                k = steps - 1 - kk
-                t = _position(t0 + k, direction, L, S, P, MODE, PAIRED)
-                u = _load_f32(u_ptr, u_row + t * su_l, dmask)
-                raw = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
-                dt = _softplus(raw, SOFTPLUS) if SOFTPLUS else raw
-                Bt = _per_state(_load_f32(B_ptr, B_row + t * sB_l, None))
-                Ct = _per_state(_load_f32(C_ptr, C_row + t * sC_l, None))
-                h_t = tl.load(scratch + k * BLOCK_D * NS + tile)
-                go = _load_f32(dout_ptr, g_row + t * sg_l, dmask)
-                if HAS_Z:
-                    z = _load_f32(z_ptr, z_row + t * sz_l, dmask)
-                    sg = tl.sigmoid(z)
-                    y = _sum_states(h_t * Ct) + Dv * u
-                    _store_channels(dz_ptr, o_row + t * so_l, go * y * sg * (1.0 + z * (1.0 - sg)), dmask, NS,
-                                    TILE_STORES)
-                    dy = go * z * sg
+                if PAIRS:
+                    tl.store(scratch + (k // 2) * BLOCK_D * NS + tile, h, mask=(tile >= 0) & (k % 2 == 0))
                 else:
-                    dy = go
-                a = tl.exp2(_per_channel(dt) * A)
-                b = Bt * _per_channel(dt * u)
-                g = g + Ct * _per_channel(dy)
-                gB = _sum_states(g * Bt)
-                # a_t h_{t-1} = h_t - b_t: no second scratch read for the previous state
-                g_a_hprev = g * (h_t - b)
-                # A (scaled by log2 e for exp2) stands in for the natural A: one tile fewer in registers, and
-                # the factor ln 2 is applied once per channel
-                ddt = gB * u + 0.6931471805599453 * _sum_states(A * g_a_hprev)
-                dA += _per_channel(dt) * g_a_hprev
-                dD += dy * u * (pid_s == 0)
-                _store_channels(du_ptr, o_row + t * so_l, gB * dt + Dv * dy, dmask, NS, TILE_STORES)
-                # this block's shares of dB and dC; channels past Dm add zeros (their loads were masked, so
-                # their u, the output gradient, g and h are zero)
-                dB_t = _sum_channels(g * _per_channel(dt * u))
-                dC_t = _sum_channels(h_t * _per_channel(dy))
-                if ATOMIC_DBC:
-                    tl.atomic_add(dB_ptr + brow + t * N, dB_t)
-                    tl.atomic_add(dC_ptr + brow + t * N, dC_t)
-                else:  # this block's partial sums; the blocks are added afterwards
-                    tl.store(dB_ptr + pid_d * part_stride + brow + t * N, dB_t)
-                    tl.store(dC_ptr + pid_d * part_stride + brow + t * N, dC_t)
-                if SOFTPLUS:
-                    ddt = ddt * tl.sigmoid(raw)
-                dbias += ddt
-                _store_channels(ddt_ptr, o_row + t * so_l, ddt, dmask, NS, TILE_STORES)
-                g = g * a
+                    tl.store(scratch + k * BLOCK_D * NS + tile, h)
+            if PAIRS:  # the adjoint, backwards through the chunk, two steps an iteration: (2j, 2j + 1)
+                for jj in tl.range(0, (steps + 1) // 2, num_stages=STAGES):
+                    j = (steps + 1) // 2 - 1 - jj
+                    second = 2 * j + 1 < steps  # an odd chunk's last pair has one step
+                    t = _position(t0 + tl.minimum(2 * j + 1, steps - 1), direction, L, S, P, MODE, PAIRED)
+                    h_first = tl.load(scratch + j * BLOCK_D * NS + tile)
+                    u, raw, dt, Bt, Ct, go = _adjoint_inputs(u_ptr, dt_ptr, B_ptr, C_ptr, dout_ptr, u_row, dt_row,
+                                                             B_row, C_row, g_row, t, su_l, sdt_l, sB_l, sC_l, sg_l,
+                                                             bias, dmask, SOFTPLUS)
+                    # a missing second step decays nothing and adds nothing (Δ = 0, no output gradient)
+                    dt, go = tl.where(second, dt, 0.0), tl.where(second, go, 0.0)
+                    a = tl.exp2(_per_channel(dt) * A)
+                    a_hprev = a * h_first  # the second step from the stored state: its h_t and a_t h_{t-1}
+                    b = Bt * _per_channel(dt * u)
+                    g, dA, dD, dbias = _adjoint_step(
+                        g, dA, dD, dbias, a_hprev + b, a_hprev, a, u, raw, dt, Bt, Ct, go, A, Dv, t, second, z_ptr,
+                        z_row, sz_l, du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow, pid_d, part_stride,
+                        pid_s, dmask, N, NS, HAS_Z, SOFTPLUS, ATOMIC_DBC, TILE_STORES)
+                    t = _position(t0 + 2 * j, direction, L, S, P, MODE, PAIRED)
+                    u, raw, dt, Bt, Ct, go = _adjoint_inputs(u_ptr, dt_ptr, B_ptr, C_ptr, dout_ptr, u_row, dt_row,
+                                                             B_row, C_row, g_row, t, su_l, sdt_l, sB_l, sC_l, sg_l,
+                                                             bias, dmask, SOFTPLUS)
+                    a = tl.exp2(_per_channel(dt) * A)
+                    # a_t h_{t-1} = h_t - b_t: the previous state is not needed
+                    g, dA, dD, dbias = _adjoint_step(
+                        g, dA, dD, dbias, h_first, h_first - Bt * _per_channel(dt * u), a, u, raw, dt, Bt, Ct, go, A,
+                        Dv, t, True, z_ptr, z_row, sz_l, du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow,
+                        pid_d, part_stride, pid_s, dmask, N, NS, HAS_Z, SOFTPLUS, ATOMIC_DBC, TILE_STORES)
+            else:  # the adjoint, backwards through the chunk
+                for kk in tl.range(0, steps, num_stages=STAGES):
+                    k = steps - 1 - kk
+                    t = _position(t0 + k, direction, L, S, P, MODE, PAIRED)
+                    u, raw, dt, Bt, Ct, go = _adjoint_inputs(u_ptr, dt_ptr, B_ptr, C_ptr, dout_ptr, u_row, dt_row,
+                                                             B_row, C_row, g_row, t, su_l, sdt_l, sB_l, sC_l, sg_l,
+                                                             bias, dmask, SOFTPLUS)
+                    h_t = tl.load(scratch + k * BLOCK_D * NS + tile)
+                    a = tl.exp2(_per_channel(dt) * A)
+                    # a_t h_{t-1} = h_t - b_t: no second scratch read for the previous state
+                    g, dA, dD, dbias = _adjoint_step(
+                        g, dA, dD, dbias, h_t, h_t - Bt * _per_channel(dt * u), a, u, raw, dt, Bt, Ct, go, A, Dv, t,
+                        True, z_ptr, z_row, sz_l, du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow, pid_d,
+                        part_stride, pid_s, dmask, N, NS, HAS_Z, SOFTPLUS, ATOMIC_DBC, TILE_STORES)
         # per (segment, split) partial sums, added afterwards
         tl.store(dA_ptr + state + seg * tl.num_programs(0) * N * Dm, dA, mask=_per_channel(dmask))
         _store_channels(dD_ptr, (pid_2 * tl.num_programs(0) + pid_e) * Dm + d, dD, dmask, NS, TILE_STORES)
@@ -609,6 +666,11 @@ VECTOR_ACCESS = {"forward": True, "forward summary": True, "window entries": Tru
 TILE_STORES = True
 # the gate's elementwise kernels (``_pair_gate_fwd_kernel``): steps and channels per program, warps
 GATE_BLOCK_L, GATE_BLOCK_D, GATE_WARPS = 32, 64, 4
+# the backward's adjoint loop takes two steps an iteration and its recompute keeps every other state (the
+# state after each pair's first step; the second's h_t and a_t h_{t-1} follow from it in registers): half
+# the scratch round trip through L2, which bounded the backward (ncu at b 8, L 785: L2 the most used unit,
+# 73 %), and one recompute step fewer in every 8
+BACKWARD_STEP_PAIRS = True
 # a cap on the backward kernel's registers per thread (ptxas maxnreg; None: none). Its build on an H100
 # takes 168-186 (Triton 3.6), so 10-12 programs fit an SM; caps of 160 and 128 (12 and 16 programs) were
 # slower at every shape but b 8, L 785 (docs/benchmarks.md)
@@ -927,6 +989,7 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
         2 * extended * n * length, order.frame_tokens, order.prefix, *_strides(u, delta, zs, dout, du, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, **_layout("backward"), TILE_STORES=TILE_STORES, CHUNK=window,
         STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None, HAS_BIAS=has_bias, **options, ATOMIC_DBC=ATOMIC_DBC,
+        PAIRS=BACKWARD_STEP_PAIRS,
         HAS_DLAST=has_dlast,
         num_warps=NUM_WARPS, **({"maxnreg": BACKWARD_MAX_REGISTERS} if BACKWARD_MAX_REGISTERS else {}))
     if not ATOMIC_DBC:
