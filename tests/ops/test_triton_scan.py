@@ -17,6 +17,7 @@ CHECK = textwrap.dedent("""
     from videomamba.ops import ScanOrder
     import videomamba.ops.triton_scan as ts
     device = sys.argv[1]
+    ts.SHORT_SEQUENCE = 0  # the cases' own checkpoint intervals (the short-sequence rule has a test of its own)
     failures = []
     # shape (b, d, L, n), softplus, optional inputs, chunk, scan order, atomic dB/dC, memory layout, dtype,
     # state splits, segments
@@ -120,6 +121,7 @@ CHECK_PAIR = textwrap.dedent("""
     from tests.ops.test_selective_scan import make_inputs, placed, opcheck_failures
     import videomamba.ops.triton_scan as ts
     device = sys.argv[1]
+    ts.SHORT_SEQUENCE = 0  # the cases' own checkpoint intervals (the short-sequence rule has a test of its own)
     failures = []
     f32, bf16 = torch.float32, torch.bfloat16
     # both directions in one launch against the two scans by the float64 reference: shape (b, d, L, n), the
@@ -187,6 +189,7 @@ COMPILE_PAIR = textwrap.dedent("""
     from tests.ops.test_selective_scan import make_inputs
     import videomamba.ops.triton_scan as ts
     device = sys.argv[1]
+    ts.SHORT_SEQUENCE = 0  # the cases' own checkpoint intervals (the short-sequence rule has a test of its own)
     ts.CHUNK = 16
     directions = [{k: v.detach().to(device).requires_grad_() if v is not None else None
                    for k, v in make_inputs(1, 8, 20, 4, torch.float32, seed=seed).items()} for seed in (0, 1)]
@@ -285,13 +288,15 @@ def test_bf16_is_read_as_words_only_where_every_word_lies_in_the_storage():
     assert ts._as_float(odd).dtype == torch.float32
 
 
-def test_short_sequences_checkpoint_twice_as_often():
-    """Below SHORT_SEQUENCE steps the forward checkpoints every SHORT_CHUNK steps (more programs for the
-    parallel passes, measured faster at L 785 on an H100); a given chunk wins; the fake implementation's
-    checkpoint shape follows the same rule."""
+def test_short_sequences_checkpoint_every_recompute_window():
+    """Below SHORT_SEQUENCE steps the forward checkpoints every SHORT_CHUNK steps, the backward's recompute
+    window (no window-entries pass; measured faster at L 785 on an H100); a given chunk wins; the fake
+    implementation's checkpoint shape follows the same rule; the summary blocks keep their length in steps."""
     import videomamba.ops.triton_scan as ts
 
-    assert ts.checkpoint_interval(785) == 32 and ts.checkpoint_interval(1569) == 64
+    assert ts.checkpoint_interval(785) == 8 == ts._window(8) and ts.checkpoint_interval(1569) == 64
+    assert ts._summary_blocks(20, 99, 8) == (4, 5, 25) and ts._summary_blocks(5, 25, 64) == (1, 5, 25)
+    assert ts._summary_blocks(50, 99, 8) == (2, 25, 50) and ts._summary_blocks(12, 99, 64) == (2, 6, 50)
     assert ts.checkpoint_interval(785, 16) == 16 and ts.checkpoint_interval(6273, 128) == 128
-    assert ts.checkpoint_shape(2, 768, 16, 785) == (2, 25, 16, 768)
+    assert ts.checkpoint_shape(2, 768, 16, 785) == (2, 99, 16, 768)
     assert ts.checkpoint_shape(2, 768, 16, 1569) == (2, 25, 16, 768)

@@ -402,7 +402,8 @@ if triton is not None:
                       N: tl.constexpr, NS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
                       ATOMIC_DBC: tl.constexpr, TILE_STORES: tl.constexpr):
         """One step of the adjoint recurrence at position t, from the state h_t, a_t h_{t-1} and the decay a_t:
-        stores the step's du, dΔ (dz) and its block's shares of dB and dC (where ``valid``), and returns the
+        stores the step's du, dΔ (dz) and its block's shares of dB and dC where ``valid`` (a runtime flag: the
+        atomic adds take no constant mask), and returns the
         adjoint handed to the step before, g a_t, with dA, dD and the bias gradient accumulated."""
         if HAS_Z:
             z = _load_f32(z_ptr, z_row + t * sz_l, dmask)
@@ -524,7 +525,7 @@ if triton is not None:
                     # a_t h_{t-1} = h_t - b_t: the previous state is not needed
                     g, dA, dD, dbias = _adjoint_step(
                         g, dA, dD, dbias, h_first, h_first - Bt * _per_channel(dt * u), a, u, raw, dt, Bt, Ct, go, A,
-                        Dv, t, True, z_ptr, z_row, sz_l, du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow,
+                        Dv, t, t >= 0, z_ptr, z_row, sz_l, du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow,
                         pid_d, part_stride, pid_s, dmask, N, NS, HAS_Z, SOFTPLUS, ATOMIC_DBC, TILE_STORES)
             else:  # the adjoint, backwards through the chunk
                 for kk in tl.range(0, steps, num_stages=STAGES):
@@ -538,7 +539,7 @@ if triton is not None:
                     # a_t h_{t-1} = h_t - b_t: no second scratch read for the previous state
                     g, dA, dD, dbias = _adjoint_step(
                         g, dA, dD, dbias, h_t, h_t - Bt * _per_channel(dt * u), a, u, raw, dt, Bt, Ct, go, A, Dv, t,
-                        True, z_ptr, z_row, sz_l, du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow, pid_d,
+                        t >= 0, z_ptr, z_row, sz_l, du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow, pid_d,
                         part_stride, pid_s, dmask, N, NS, HAS_Z, SOFTPLUS, ATOMIC_DBC, TILE_STORES)
         # per (segment, split) partial sums, added afterwards
         tl.store(dA_ptr + state + seg * tl.num_programs(0) * N * Dm, dA, mask=_per_channel(dmask))
@@ -585,12 +586,14 @@ if triton is not None:
 
 BLOCK_D = 32  # channels per program (one per thread at one warp); tuned on an H100, docs/benchmarks.md
 CHUNK = 64  # steps between the forward's state checkpoints (and the backward's recompute window)
-# sequences shorter than SHORT_SEQUENCE steps checkpoint every min(CHUNK, SHORT_CHUNK) steps: twice the
-# chunks give the parallel passes (window entries, summaries) twice the programs where a short sequence
-# leaves the GPU idle. On an H100 (both directions, d_inner 768): b 8, L 785 11 % faster (0.962 against
-# 1.077 ms), b 32, L 785 unchanged, at twice the checkpoint memory (20 MB a layer there); at L 1569 no
-# gain, at L 3137 1 % slower (docs/benchmarks.md)
-SHORT_SEQUENCE, SHORT_CHUNK = 1024, 32
+# sequences shorter than SHORT_SEQUENCE steps checkpoint every min(CHUNK, SHORT_CHUNK) steps. 8, the backward's
+# recompute window: the backward starts every window from a checkpoint and needs no window-entries pass,
+# which a short sequence leaves latency-bound. On an H100 (both directions, d_inner 768, fp32; sixth session
+# of docs/benchmarks.md): b 8, L 785 0.890 -> 0.820 ms, b 32, L 785 2.911 -> 2.660 ms (32 steps, the earlier
+# rule, had been 11 % faster than 64 at b 8). The price is memory: fp32 states every 8 steps are 8 bytes per
+# (batch, step, channel) and direction, 4x what 32 cost; videomamba_small at 8 frames, batch 8, peaks at
+# 4.7 GiB in training against 3.4 (the mamba_ssm model: 3.8). At L 1569 8 steps gained 0.6 % and are not used
+SHORT_SEQUENCE, SHORT_CHUNK = 1024, 8
 NUM_WARPS = 1
 STAGES = 4  # software-pipelining depth of the step loops: loads issued this many steps ahead
 # programs sharing one block of channels, each with N / N_SPLIT states (partial sums); None: 2 where
@@ -616,8 +619,8 @@ PROGRAMS_PER_SM = (16, 8)
 # 8 and 32) and picks the best swept for both directions in one launch (docs/benchmarks.md)
 SEGMENT_COST = 0.05
 MIN_SEGMENT_CHUNKS = 2
-# the first pass summarises blocks of this many chunks (a divisor of the segment length; the gcd is
-# taken), not whole segments: its programs then number blocks, not segments, and fill the GPU where
+# the first pass summarises blocks of this many CHUNK-step chunks (SUMMARY_CHUNKS x CHUNK steps, also where a
+# short sequence checkpoints more often; a divisor of the segment length: the gcd is taken), not whole segments: its programs then number blocks, not segments, and fill the GPU where
 # one program per segment ran latency-bound at a few warps per SM; each main-pass program folds
 # the summaries of all the blocks before its segment (a few FMAs and exps per block)
 SUMMARY_CHUNKS = 2
@@ -816,10 +819,10 @@ def _state_splits(batch: int, channels: int, n: int, device: torch.device, segme
     return 2 if programs < 2 * _sm_count(device) and n >= 2 else 1
 
 
-def _summary_blocks(seg_chunks: int, n_chunks: int) -> tuple[int, int, int]:
-    """(chunks per summary block, blocks per segment, blocks) for segments of ``seg_chunks`` chunks
-    (``SUMMARY_CHUNKS``)."""
-    block_chunks = math.gcd(seg_chunks, SUMMARY_CHUNKS)
+def _summary_blocks(seg_chunks: int, n_chunks: int, chunk: int) -> tuple[int, int, int]:
+    """(chunks per summary block, blocks per segment, blocks) for segments of ``seg_chunks`` chunks of ``chunk``
+    steps (``SUMMARY_CHUNKS``)."""
+    block_chunks = math.gcd(seg_chunks, max(1, SUMMARY_CHUNKS * CHUNK // chunk))
     return block_chunks, seg_chunks // block_chunks, -(-n_chunks // block_chunks)
 
 
@@ -902,7 +905,7 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
     bias = delta_bias if delta_bias is not None else u
     options = dict(_kernel_options(u.device, delta_softplus, order), PAIRED=directions == 2)
     grid = (extended, triton.cdiv(channels, BLOCK_D))
-    block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1])
+    block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1], chunk)
     ends, dtsum = _segment_summaries(extended, channels, n, n_blocks, u.device)
     if n_segs > 1:  # every block before the last segment
         _segment_fwd_kernel[(*grid, splits * (n_segs - 1) * seg_blocks)](
@@ -974,7 +977,7 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     scratch = torch.empty(extended * n_dblocks * n_segs * splits * window * BLOCK_D * (n // splits), **f32)
     zs = z if z is not None else u
     bias = delta_bias if has_bias else u
-    block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1])
+    block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1], chunk)
     ends, dtsum = _segment_summaries(extended, channels, n, n_blocks, u.device)
     if n_segs > 1:  # every block after the first segment
         _segment_bwd_kernel[(extended, n_dblocks, splits * (n_blocks - seg_blocks))](
