@@ -398,7 +398,7 @@ if triton is not None:
 
     @triton.jit
     def _adjoint_step(g, dA, dD, dbias, h_t, a_hprev, a, u, raw, dt, Bt, Ct, go, A, Dv, t, valid, z_ptr, z_row, sz_l,
-                      du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow, pid_d, part_stride, pid_s, dmask,
+                      du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow, sbc_l, pid_d, part_stride, pid_s, dmask,
                       N: tl.constexpr, NS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
                       ATOMIC_DBC: tl.constexpr, TILE_STORES: tl.constexpr):
         """One step of the adjoint recurrence at position t, from the state h_t, a_t h_{t-1} and the decay a_t:
@@ -428,11 +428,11 @@ if triton is not None:
         dB_t = _sum_channels(g * _per_channel(dt * u))
         dC_t = _sum_channels(h_t * _per_channel(dy))
         if ATOMIC_DBC:
-            tl.atomic_add(dB_ptr + brow + t * N, dB_t, mask=valid)
-            tl.atomic_add(dC_ptr + brow + t * N, dC_t, mask=valid)
+            tl.atomic_add(dB_ptr + brow + t * sbc_l, dB_t, mask=valid)
+            tl.atomic_add(dC_ptr + brow + t * sbc_l, dC_t, mask=valid)
         else:  # this block's partial sums; the blocks are added afterwards
-            tl.store(dB_ptr + pid_d * part_stride + brow + t * N, dB_t, mask=valid)
-            tl.store(dC_ptr + pid_d * part_stride + brow + t * N, dC_t, mask=valid)
+            tl.store(dB_ptr + pid_d * part_stride + brow + t * sbc_l, dB_t, mask=valid)
+            tl.store(dC_ptr + pid_d * part_stride + brow + t * sbc_l, dC_t, mask=valid)
         if SOFTPLUS:
             ddt = ddt * tl.sigmoid(raw)
         ddt = tl.where(valid, ddt, 0.0)
@@ -444,7 +444,7 @@ if triton is not None:
     def _scan_bwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr, bias_ptr,
                          ckpt_ptr, dout_ptr, dlast_ptr, scratch_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr,
                          dz_ptr, dbias_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, opaque_zero, n_chunks, seg_chunks,
-                         n_segs, n_blocks, seg_blocks, part_stride, S, P,
+                         n_segs, n_blocks, seg_blocks, part_stride, sbc_n, sbc_l, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                          so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
@@ -463,9 +463,8 @@ if triton is not None:
         # linear in its sums), per direction
         g_row, o_row = pid_b * sg_b + d * sg_d, pid_s * so_s + pid_e * so_b + d * so_d
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
-        # dB, dC: (directions x b, L, N) in memory, the states fastest, so that each step's sums over the channels
-        # land in one 64-byte run (in (b, N, L) they were 16 scattered words: 16 sectors of L2 traffic for one)
-        brow = pid_e * N * L + n
+        # dB, dC: (directions x b, N, L) with strides (sbc_n, sbc_l) (``STATE_SUMS_STATES_FASTEST``)
+        brow = pid_e * N * L + n * sbc_n
         # a program's scratch: the window's states, each step's tile in the state's order
         pid_2 = tl.program_id(2)  # (segment, split) pairs
         scratch = scratch_ptr + ((pid_e * tl.num_programs(1) + pid_d) * tl.num_programs(2) + pid_2) \
@@ -515,7 +514,7 @@ if triton is not None:
                     b = Bt * _per_channel(dt * u)
                     g, dA, dD, dbias = _adjoint_step(
                         g, dA, dD, dbias, a_hprev + b, a_hprev, a, u, raw, dt, Bt, Ct, go, A, Dv, t, second, z_ptr,
-                        z_row, sz_l, du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow, pid_d, part_stride,
+                        z_row, sz_l, du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow, sbc_l, pid_d, part_stride,
                         pid_s, dmask, N, NS, HAS_Z, SOFTPLUS, ATOMIC_DBC, TILE_STORES)
                     t = _position(t0 + 2 * j, direction, L, S, P, MODE, PAIRED)
                     u, raw, dt, Bt, Ct, go = _adjoint_inputs(u_ptr, dt_ptr, B_ptr, C_ptr, dout_ptr, u_row, dt_row,
@@ -526,7 +525,7 @@ if triton is not None:
                     g, dA, dD, dbias = _adjoint_step(
                         g, dA, dD, dbias, h_first, h_first - Bt * _per_channel(dt * u), a, u, raw, dt, Bt, Ct, go, A,
                         Dv, t, t >= 0, z_ptr, z_row, sz_l, du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow,
-                        pid_d, part_stride, pid_s, dmask, N, NS, HAS_Z, SOFTPLUS, ATOMIC_DBC, TILE_STORES)
+                        sbc_l, pid_d, part_stride, pid_s, dmask, N, NS, HAS_Z, SOFTPLUS, ATOMIC_DBC, TILE_STORES)
             else:  # the adjoint, backwards through the chunk
                 for kk in tl.range(0, steps, num_stages=STAGES):
                     k = steps - 1 - kk
@@ -539,8 +538,8 @@ if triton is not None:
                     # a_t h_{t-1} = h_t - b_t: no second scratch read for the previous state
                     g, dA, dD, dbias = _adjoint_step(
                         g, dA, dD, dbias, h_t, h_t - Bt * _per_channel(dt * u), a, u, raw, dt, Bt, Ct, go, A, Dv, t,
-                        t >= 0, z_ptr, z_row, sz_l, du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow, pid_d,
-                        part_stride, pid_s, dmask, N, NS, HAS_Z, SOFTPLUS, ATOMIC_DBC, TILE_STORES)
+                        t >= 0, z_ptr, z_row, sz_l, du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow, sbc_l,
+                        pid_d, part_stride, pid_s, dmask, N, NS, HAS_Z, SOFTPLUS, ATOMIC_DBC, TILE_STORES)
         # per (segment, split) partial sums, added afterwards
         tl.store(dA_ptr + state + seg * tl.num_programs(0) * N * Dm, dA, mask=_per_channel(dmask))
         _store_channels(dD_ptr, (pid_2 * tl.num_programs(0) + pid_e) * Dm + d, dD, dmask, NS, TILE_STORES)
@@ -671,9 +670,16 @@ TILE_STORES = True
 GATE_BLOCK_L, GATE_BLOCK_D, GATE_WARPS = 32, 64, 4
 # the backward's adjoint loop takes two steps an iteration and its recompute keeps every other state (the
 # state after each pair's first step; the second's h_t and a_t h_{t-1} follow from it in registers): half
-# the scratch round trip through L2, which bounded the backward (ncu at b 8, L 785: L2 the most used unit,
-# 73 %), and one recompute step fewer in every 8
-BACKWARD_STEP_PAIRS = True
+# the scratch round trip through L2 and one recompute step fewer in every 8. On an H100 with fp32 inputs 1-2 %
+# faster (L2 throughput 53 -> 39 %: no longer what bounded the kernel); with bf16 inputs, the model's, the paired
+# build needs 255 registers and spills (a local sm_90 compile), and the 32- and 64-frame training steps were
+# 11-12 % slower (sixth session, docs/benchmarks.md). Off by default
+BACKWARD_STEP_PAIRS = False
+# dB and dC (sums over the channels, per state and step) stored with the states fastest, (b, L, N) in memory:
+# each step's 16 sums land in one 64-byte run, where in (b, N, L) they were 16 scattered words (16 L2 sectors;
+# ncu counted 13 % of the backward's sectors excessive). H100, fp32, both directions: the backward kernel
+# 6-12 % faster (b 32, L 785: 1.893 -> 1.674 ms), L2 throughput 73 -> 53 % (sixth session, docs/benchmarks.md)
+STATE_SUMS_STATES_FASTEST = True
 # a cap on the backward kernel's registers per thread (ptxas maxnreg; None: none). Its build on an H100
 # takes 168-186 (Triton 3.6), so 10-12 programs fit an SM; caps of 160 and 128 (12 and 16 programs) were
 # slower at every shape but b 8, L 785 (docs/benchmarks.md)
@@ -738,9 +744,12 @@ def empty_state(batch: int, channels: int, n: int, device: torch.device) -> torc
 
 
 def empty_state_sums(batch: int, n: int, length: int, device: torch.device) -> torch.Tensor:
-    """An empty (b, N, L) fp32 tensor stored as (b, L, N): how the backward returns dB and dC (the states
-    fastest, as the mixer's B and C lie in its x_proj output)."""
-    return torch.empty(batch, length, n, device=device, dtype=torch.float32).transpose(1, 2)
+    """An empty (b, N, L) fp32 tensor in the memory order the backward returns dB and dC in: stored as (b, L,
+    N), the states fastest, as the mixer's B and C lie in its x_proj output (``STATE_SUMS_STATES_FASTEST``),
+    or contiguous."""
+    if STATE_SUMS_STATES_FASTEST:
+        return torch.empty(batch, length, n, device=device, dtype=torch.float32).transpose(1, 2)
+    return torch.empty(batch, n, length, device=device, dtype=torch.float32)
 
 
 def checkpoint_interval(length: int, chunk: int | None = None) -> int:
@@ -955,11 +964,13 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     dA = _poisoned(torch.empty(n_segs, extended, n, channels, **f32))
     # dB and dC (per block of channels unless atomic), dD and dbias (per segment and split) share a buffer
     # each: one allocation and one reduction for the pair
+    sums_shape = (extended, length, n) if STATE_SUMS_STATES_FASTEST else (extended, n, length)
+    sums_strides = (1, n) if STATE_SUMS_STATES_FASTEST else (length, 1)  # of a state and of a step
     if ATOMIC_DBC:
-        dBC = torch.zeros(2, extended, length, n, **f32)
+        dBC = torch.zeros(2, *sums_shape, **f32)
         dB, dC = dBC[0], dBC[1]
     else:
-        dBC = _poisoned(torch.empty(n_dblocks, 2, extended, length, n, **f32))
+        dBC = _poisoned(torch.empty(n_dblocks, 2, *sums_shape, **f32))
         dB, dC = dBC[:, 0], dBC[:, 1]
     dDbias = _poisoned(torch.empty(2, n_segs * splits, extended, channels, **f32))
     dD, dbias = dDbias[0], dDbias[1]
@@ -989,7 +1000,8 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
         u, u2, delta, delta2, A, B, B2, C, C2, D if has_D else u, zs, bias,
         starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
         channels, length, batch, 0, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
-        2 * extended * n * length, order.frame_tokens, order.prefix, *_strides(u, delta, zs, dout, du, B, C),
+        2 * extended * n * length, *sums_strides, order.frame_tokens, order.prefix,
+        *_strides(u, delta, zs, dout, du, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, **_layout("backward"), TILE_STORES=TILE_STORES, CHUNK=window,
         STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None, HAS_BIAS=has_bias, **options, ATOMIC_DBC=ATOMIC_DBC,
         PAIRS=BACKWARD_STEP_PAIRS,
@@ -997,7 +1009,8 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
         num_warps=NUM_WARPS, **({"maxnreg": BACKWARD_MAX_REGISTERS} if BACKWARD_MAX_REGISTERS else {}))
     if not ATOMIC_DBC:
         dB, dC = dBC.sum(0)
-    dB, dC = dB.transpose(1, 2), dC.transpose(1, 2)  # (directions x b, N, L) views, as ``empty_state_sums``
+    if STATE_SUMS_STATES_FASTEST:  # (directions x b, N, L) views, as ``empty_state_sums``
+        dB, dC = dB.transpose(1, 2), dC.transpose(1, 2)
     dD, dbias = dDbias.view(2, n_segs * splits, directions, batch, channels).sum((1, 3))
     dA = dA.view(n_segs, directions, batch, n, channels).sum((0, 2)).transpose(1, 2).contiguous()
     return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), _finish(dz, dtypes[2]) if dz is not None else None,
