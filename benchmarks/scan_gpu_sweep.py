@@ -4,7 +4,7 @@ fp32 inputs in (b, L, d) memory order as the mixer passes them): segments of the
 warps, pipeline stages, chunk, the dB/dC reductions), the backward's recompute window and the summary
 blocks of the segment-parallel first pass.
 Usage: PYTHONPATH=src python3 benchmarks/scan_gpu_sweep.py [segments] [summaries] [windows] [tiles]
-[conv] [paired] [groups] [layouts] [blocks] [registers] [tuning] [tuning2] [short] [short-window] [short-window-2] [pairs]
+[conv] [paired] [groups] [layouts] [blocks] [registers] [tuning] [tuning2] [short] [short-window] [short-window-2]
 (paired: both directions in one launch, ``selective_scan_pair``, with the forward and backward passes'
 segments forced apart; groups: the same paired scan with each kernel's lanes laid out differently,
 ``CHANNEL_GROUPS``, and where its GPU time goes; layouts: the same with each kernel's accesses vectorised
@@ -314,10 +314,6 @@ def main() -> None:
               "directions in one launch\n")
         paired_settings_sweep([{}, {"SHORT_CHUNK": 8, "SUMMARY_CHUNKS": 8}],
                               shapes=((8, 785), (32, 785), (8, 1569), (32, 1569)), profiled=((8, 785), (32, 785)))
-    if "pairs" in parts:
-        print("\n## the backward two steps an iteration (every other state in the scratch) against one, and short "
-              "sequences checkpointed every 8 steps, both directions in one launch\n")
-        paired_settings_sweep([{}, {"BACKWARD_STEP_PAIRS": False}, {"SHORT_CHUNK": 8, "SUMMARY_CHUNKS": 8}])
     if "blocks" in parts:
         print("\n## channels per program (BLOCK_D), programs per SM in the segment rule, pipeline stages, both "
               "directions in one launch\n")

@@ -63,8 +63,6 @@ CHECK = textwrap.dedent("""
         # plainly in the rest: both paths against float64 (the tile path costs the interpreter 15 % more;
         # the paired checks below run it throughout)
         ts.TILE_STORES = index % 2 == 0
-        # the backward two steps an iteration (the default) in two cases of three, one step in the rest
-        ts.BACKWARD_STEP_PAIRS = index % 3 != 0
         inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=optional)
         if dtype == bf16:  # the truth sees the same rounded values
             inputs = {k: (v.to(bf16).float() if v is not None and v.dim() == 3 else v) for k, v in inputs.items()}
@@ -96,12 +94,12 @@ CHECK = textwrap.dedent("""
             err = ((got - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
             if not err < tolerance:
                 failures.append(f"{shape} order={rev} atomic={atomic} {layout} {dtype} splits={splits} segments={segments} "
-                                f"groups={groups} fast_softplus={fast} tile_stores={ts.TILE_STORES} pairs={ts.BACKWARD_STEP_PAIRS} "
+                                f"groups={groups} fast_softplus={fast} tile_stores={ts.TILE_STORES} "
                                 f"{name}: {err:.2e}")
     # the fake (meta) implementation gives the real outputs' shapes, strides (channels-last in, channels-last
     # out) and dtypes, which torch.compile relies on
     from videomamba.ops.selective_scan import _scan_op
-    ts.CHUNK, ts.N_SPLIT, ts.SEGMENTS, ts.TILE_STORES, ts.BACKWARD_STEP_PAIRS = 16, None, 2, True, True
+    ts.CHUNK, ts.N_SPLIT, ts.SEGMENTS, ts.TILE_STORES = 16, None, 2, True
     for dtype in (f32, bf16):
         x = make_inputs(2, 8, 20, 4, torch.float32, seed=3)
         seq = lambda v: v.detach().to(dtype).transpose(1, 2).contiguous().transpose(1, 2).to(device).requires_grad_()

@@ -56,8 +56,8 @@ _SEQUENCE_POINTERS = {"u_ptr", "u2_ptr", "dt_ptr", "dt2_ptr", "z_ptr", "dout_ptr
 # aligned, and these integers are multiples of 16. The JIT marks all that (``tt.divisibility``), and it
 # decides the layouts: with aligned channel offsets the accesses along the channels are vectorised
 # (``triton_scan.VECTOR_ACCESS``), so a compile without it reports a different kernel than the GPU runs.
-_UNIT_STRIDES = {"su_d", "sdt_d", "sz_d", "sg_d", "so_d", "sB_n", "sC_n", "sbc_n"}
-_ALIGNED_INTEGERS = {"Dm", "part_stride", "sbc_l", "su_b", "su_l", "sdt_b", "sdt_l", "sz_b", "sz_l", "sg_b", "sg_l", "so_s",
+_UNIT_STRIDES = {"su_d", "sdt_d", "sz_d", "sg_d", "so_d", "sB_n", "sC_n"}
+_ALIGNED_INTEGERS = {"Dm", "part_stride", "su_b", "su_l", "sdt_b", "sdt_l", "sz_b", "sz_l", "sg_b", "sg_l", "so_s",
                      "so_b", "so_l", "sB_b", "sB_l", "sC_b", "sC_l", "sx_b", "sx_l", "sd_b", "sd_l"}
 
 
@@ -108,7 +108,7 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
         constexprs = {"N": 16, "NS": states, "CHUNK": triton_scan.CHUNK,
                       "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES, "HAS_D": True, "HAS_Z": True,
                       "HAS_BIAS": True, "ATOMIC_DBC": triton_scan.ATOMIC_DBC, "TILE_STORES": triton_scan.TILE_STORES,
-                      "PAIRS": triton_scan.BACKWARD_STEP_PAIRS, "HAS_DLAST": True,
+                      "HAS_DLAST": True, "ONE_LOOP": triton_scan.CHUNK < triton_scan.ONE_LOOP_BELOW,
                       "WINDOW": triton_scan._window(triton_scan.CHUNK)}
         for label, fn, role in (("forward", triton_scan._scan_fwd_kernel, "forward"),
                                 ("backward", triton_scan._scan_bwd_kernel, "backward"),

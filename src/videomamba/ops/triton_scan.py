@@ -313,6 +313,21 @@ if triton is not None:
         tl.store(ends_ptr + state + (pid_e * (n_blocks - 1) + blk) * N * Dm, g, mask=_per_channel(dmask))
         tl.store(dtsum_ptr + (pid_e * n_blocks + blk) * Dm + d, dtsum, mask=dmask & (pid_s == 0))
 
+    @triton.jit
+    def _output_step(h, u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, out_ptr, u_row, dt_row, B_row, C_row, z_row, o_row, tm,
+                     su_l, sdt_l, sB_l, sC_l, sz_l, so_l, A, bias, Dv, dmask, NS: tl.constexpr, HAS_Z: tl.constexpr,
+                     SOFTPLUS: tl.constexpr, TILE_STORES: tl.constexpr):
+        """One step of the forward at memory position ``tm``: the state, and the output stored (gated with z)."""
+        h, dt, u = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, tm, su_l, sdt_l, sB_l, A, bias, dmask,
+                               SOFTPLUS)
+        Ct = _load_f32(C_ptr, C_row + tm * sC_l, None)
+        y = _sum_states(h * _per_state(Ct)) + Dv * u
+        if HAS_Z:
+            z = _load_f32(z_ptr, z_row + tm * sz_l, dmask)
+            y = y * z * tl.sigmoid(z)
+        _store_channels(out_ptr, o_row + tm * so_l, y, dmask, NS, TILE_STORES)
+        return h
+
     @triton.jit(do_not_specialize=["opaque_zero"])
     def _scan_fwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr, bias_ptr,
                          out_ptr, last_ptr, ckpt_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, opaque_zero, n_chunks,
@@ -322,7 +337,7 @@ if triton is not None:
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                          CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, VECTOR: tl.constexpr,
-                         TILE_STORES: tl.constexpr, PAIRED: tl.constexpr):
+                         TILE_STORES: tl.constexpr, ONE_LOOP: tl.constexpr, PAIRED: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
@@ -335,24 +350,34 @@ if triton is not None:
         # the state entering this segment: the summaries of the blocks before it (first pass) folded in
         h = _carried_in(tl.zeros((NS, G, BLOCK_D // G), tl.float32), ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask,
                         Dm, n_blocks, 0, seg * seg_blocks, N, 1)
-        # one loop over the segment's steps, the checkpoints stored by a predicated store at every chunk's first
-        # step: a loop per chunk would refill the software pipeline (below) at each chunk, and the backward of a
-        # short sequence checkpoints every few steps (``SHORT_CHUNK``)
-        ckpt = ckpt_ptr + state + (pid_e * (n_chunks - 1)) * N * Dm
-        # num_stages: the loads of the next steps are issued ahead (software pipelining); their addresses
-        # depend on the step only, not on the state
-        for step in tl.range(seg * seg_chunks * CHUNK, tl.minimum(L, (seg + 1) * seg_chunks * CHUNK),
-                             num_stages=STAGES):
-            tl.store(ckpt + (step // CHUNK) * N * Dm, h, mask=_per_channel(dmask) & (step % CHUNK == 0))
-            tm = _position(step, direction, L, S, P, MODE, PAIRED)  # the scan step's position in memory
-            h, dt, u = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, tm, su_l, sdt_l, sB_l, A, bias,
-                                   dmask, SOFTPLUS)
-            Ct = _load_f32(C_ptr, C_row + tm * sC_l, None)
-            y = _sum_states(h * _per_state(Ct)) + Dv * u
-            if HAS_Z:
-                z = _load_f32(z_ptr, z_row + tm * sz_l, dmask)
-                y = y * z * tl.sigmoid(z)
-            _store_channels(out_ptr, o_row + tm * so_l, y, dmask, NS, TILE_STORES)
+        if ONE_LOOP:
+            # one loop over the segment's steps, the checkpoints stored by a predicated store at every chunk's
+            # first step: a loop per chunk of a few steps (``SHORT_CHUNK``) would refill the software pipeline
+            # (below) every few steps. Not for long chunks: with bf16 inputs this loop made the forward kernel
+            # 20 % slower in the 32-frame model (13.6 -> 16.4 ms a step; sixth session, docs/benchmarks.md)
+            ckpt = ckpt_ptr + state + (pid_e * (n_chunks - 1)) * N * Dm
+            for step in tl.range(seg * seg_chunks * CHUNK, tl.minimum(L, (seg + 1) * seg_chunks * CHUNK),
+                                 num_stages=STAGES):
+                tl.store(ckpt + (step // CHUNK) * N * Dm, h, mask=_per_channel(dmask) & (step % CHUNK == 0))
+                h = _output_step(h, u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, out_ptr, u_row, dt_row, B_row, C_row, z_row,
+                                 o_row, _position(step, direction, L, S, P, MODE, PAIRED), su_l, sdt_l, sB_l, sC_l,
+                                 sz_l, so_l, A, bias, Dv, dmask, NS, HAS_Z, SOFTPLUS, TILE_STORES)
+        else:
+            for c in range(seg * seg_chunks, tl.minimum(n_chunks, (seg + 1) * seg_chunks)):
+                tl.store(ckpt_ptr + state + (pid_e * (n_chunks - 1) + c) * N * Dm, h, mask=_per_channel(dmask))
+                t0 = c * CHUNK
+                # num_stages on the inner range: the loads of the next steps are issued ahead (software
+                # pipelining); their addresses depend on the step only, not on the state
+                for k in tl.range(0, tl.minimum(CHUNK, L - t0), num_stages=STAGES):
+                    tm = _position(t0 + k, direction, L, S, P, MODE, PAIRED)  # the scan step's position in memory
+                    h, dt, u = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, tm, su_l, sdt_l, sB_l, A,
+                                           bias, dmask, SOFTPLUS)
+                    Ct = _load_f32(C_ptr, C_row + tm * sC_l, None)
+                    y = _sum_states(h * _per_state(Ct)) + Dv * u
+                    if HAS_Z:
+                        z = _load_f32(z_ptr, z_row + tm * sz_l, dmask)
+                        y = y * z * tl.sigmoid(z)
+                    _store_channels(out_ptr, o_row + tm * so_l, y, dmask, NS, TILE_STORES)
         tl.store(last_ptr + state, h, mask=_per_channel(dmask) & (seg == n_segs - 1))
 
     @triton.jit(do_not_specialize=["opaque_zero"])
@@ -383,75 +408,18 @@ if triton is not None:
                                       _position(k, direction, L, S, P, MODE, PAIRED), su_l, sdt_l, sB_l, A, bias,
                                       dmask, SOFTPLUS)
 
-    @triton.jit
-    def _adjoint_inputs(u_ptr, dt_ptr, B_ptr, C_ptr, dout_ptr, u_row, dt_row, B_row, C_row, g_row, t, su_l, sdt_l,
-                        sB_l, sC_l, sg_l, bias, dmask, SOFTPLUS: tl.constexpr):
-        """What the backward reads at position t: u, Δ before and after softplus, B and C (per state, shaped to
-        broadcast over the tile) and the output gradient."""
-        u = _load_f32(u_ptr, u_row + t * su_l, dmask)
-        raw = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
-        dt = _softplus(raw, SOFTPLUS) if SOFTPLUS else raw
-        Bt = _per_state(_load_f32(B_ptr, B_row + t * sB_l, None))
-        Ct = _per_state(_load_f32(C_ptr, C_row + t * sC_l, None))
-        go = _load_f32(dout_ptr, g_row + t * sg_l, dmask)
-        return u, raw, dt, Bt, Ct, go
-
-    @triton.jit
-    def _adjoint_step(g, dA, dD, dbias, h_t, a_hprev, a, u, raw, dt, Bt, Ct, go, A, Dv, t, valid, z_ptr, z_row, sz_l,
-                      du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow, sbc_l, pid_d, part_stride, pid_s, dmask,
-                      N: tl.constexpr, NS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
-                      ATOMIC_DBC: tl.constexpr, TILE_STORES: tl.constexpr):
-        """One step of the adjoint recurrence at position t, from the state h_t, a_t h_{t-1} and the decay a_t:
-        stores the step's du, dΔ (dz) and its block's shares of dB and dC where ``valid`` (a runtime flag: the
-        atomic adds take no constant mask), and returns the
-        adjoint handed to the step before, g a_t, with dA, dD and the bias gradient accumulated."""
-        if HAS_Z:
-            z = _load_f32(z_ptr, z_row + t * sz_l, dmask)
-            sg = tl.sigmoid(z)
-            y = _sum_states(h_t * Ct) + Dv * u
-            _store_channels(dz_ptr, o_row + t * so_l, go * y * sg * (1.0 + z * (1.0 - sg)), dmask & valid, NS,
-                            TILE_STORES)
-            dy = go * z * sg
-        else:
-            dy = go
-        g = g + Ct * _per_channel(dy)
-        gB = _sum_states(g * Bt)
-        g_a_hprev = g * a_hprev
-        # A (scaled by log2 e for exp2) stands in for the natural A: one tile fewer in registers, and the factor
-        # ln 2 is applied once per channel
-        ddt = gB * u + 0.6931471805599453 * _sum_states(A * g_a_hprev)
-        dA += _per_channel(dt) * g_a_hprev
-        dD += dy * u * (pid_s == 0)
-        _store_channels(du_ptr, o_row + t * so_l, gB * dt + Dv * dy, dmask & valid, NS, TILE_STORES)
-        # this block's shares of dB and dC; channels past Dm add zeros (their loads were masked, so their u, the
-        # output gradient, g and h are zero)
-        dB_t = _sum_channels(g * _per_channel(dt * u))
-        dC_t = _sum_channels(h_t * _per_channel(dy))
-        if ATOMIC_DBC:
-            tl.atomic_add(dB_ptr + brow + t * sbc_l, dB_t, mask=valid)
-            tl.atomic_add(dC_ptr + brow + t * sbc_l, dC_t, mask=valid)
-        else:  # this block's partial sums; the blocks are added afterwards
-            tl.store(dB_ptr + pid_d * part_stride + brow + t * sbc_l, dB_t, mask=valid)
-            tl.store(dC_ptr + pid_d * part_stride + brow + t * sbc_l, dC_t, mask=valid)
-        if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(raw)
-        ddt = tl.where(valid, ddt, 0.0)
-        dbias += ddt
-        _store_channels(ddt_ptr, o_row + t * so_l, ddt, dmask & valid, NS, TILE_STORES)
-        return g * a, dA, dD, dbias
-
     @triton.jit(do_not_specialize=["opaque_zero"])
     def _scan_bwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr, bias_ptr,
                          ckpt_ptr, dout_ptr, dlast_ptr, scratch_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr,
                          dz_ptr, dbias_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, opaque_zero, n_chunks, seg_chunks,
-                         n_segs, n_blocks, seg_blocks, part_stride, sbc_n, sbc_l, S, P,
+                         n_segs, n_blocks, seg_blocks, part_stride, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                          so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                          CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr,
                          HAS_DLAST: tl.constexpr, VECTOR: tl.constexpr, TILE_STORES: tl.constexpr,
-                         PAIRS: tl.constexpr, PAIRED: tl.constexpr):
+                         PAIRED: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
@@ -463,8 +431,9 @@ if triton is not None:
         # linear in its sums), per direction
         g_row, o_row = pid_b * sg_b + d * sg_d, pid_s * so_s + pid_e * so_b + d * so_d
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
-        # dB, dC: (directions x b, N, L) with strides (sbc_n, sbc_l) (``STATE_SUMS_STATES_FASTEST``)
-        brow = pid_e * N * L + n * sbc_n
+        # dB, dC: (directions x b, L, N) in memory, the states fastest, so that each step's sums over the channels
+        # land in one 64-byte run (in (b, N, L) they were 16 scattered words: 16 sectors of L2 traffic for one)
+        brow = pid_e * N * L + n
         # a program's scratch: the window's states, each step's tile in the state's order
         pid_2 = tl.program_id(2)  # (segment, split) pairs
         scratch = scratch_ptr + ((pid_e * tl.num_programs(1) + pid_d) * tl.num_programs(2) + pid_2) \
@@ -488,58 +457,57 @@ if triton is not None:
             t0 = c * CHUNK
             steps = tl.minimum(CHUNK, L - t0)
             h = tl.load(ckpt_ptr + state + (pid_e * (n_chunks - 1) + c) * N * Dm, mask=_per_channel(dmask), other=0.0)
-            # recompute the chunk's states into the scratch: every state, or with PAIRS every other one (the
-            # state after each pair's first step; the backward derives the second's)
-            for k in tl.range(0, 2 * ((steps + 1) // 2) - 1 if PAIRS else steps, num_stages=STAGES):
+            for k in tl.range(0, steps, num_stages=STAGES):  # recompute the chunk's states
                 h, _, _ = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row,
                                       _position(t0 + k, direction, L, S, P, MODE, PAIRED), su_l, sdt_l, sB_l, A, bias,
                                       dmask, SOFTPLUS)
-                if PAIRS:
-                    tl.store(scratch + (k // 2) * BLOCK_D * NS + tile, h, mask=(tile >= 0) & (k % 2 == 0))
+                tl.store(scratch + k * BLOCK_D * NS + tile, h)
+            for kk in tl.range(0, steps, num_stages=STAGES):  # the adjoint, backwards through the chunk
+                k = steps - 1 - kk
+                t = _position(t0 + k, direction, L, S, P, MODE, PAIRED)
+                u = _load_f32(u_ptr, u_row + t * su_l, dmask)
+                raw = _load_f32(dt_ptr, dt_row + t * sdt_l, dmask) + bias
+                dt = _softplus(raw, SOFTPLUS) if SOFTPLUS else raw
+                Bt = _per_state(_load_f32(B_ptr, B_row + t * sB_l, None))
+                Ct = _per_state(_load_f32(C_ptr, C_row + t * sC_l, None))
+                h_t = tl.load(scratch + k * BLOCK_D * NS + tile)
+                go = _load_f32(dout_ptr, g_row + t * sg_l, dmask)
+                if HAS_Z:
+                    z = _load_f32(z_ptr, z_row + t * sz_l, dmask)
+                    sg = tl.sigmoid(z)
+                    y = _sum_states(h_t * Ct) + Dv * u
+                    _store_channels(dz_ptr, o_row + t * so_l, go * y * sg * (1.0 + z * (1.0 - sg)), dmask, NS,
+                                    TILE_STORES)
+                    dy = go * z * sg
                 else:
-                    tl.store(scratch + k * BLOCK_D * NS + tile, h)
-            if PAIRS:  # the adjoint, backwards through the chunk, two steps an iteration: (2j, 2j + 1)
-                for jj in tl.range(0, (steps + 1) // 2, num_stages=STAGES):
-                    j = (steps + 1) // 2 - 1 - jj
-                    second = 2 * j + 1 < steps  # an odd chunk's last pair has one step
-                    t = _position(t0 + tl.minimum(2 * j + 1, steps - 1), direction, L, S, P, MODE, PAIRED)
-                    h_first = tl.load(scratch + j * BLOCK_D * NS + tile)
-                    u, raw, dt, Bt, Ct, go = _adjoint_inputs(u_ptr, dt_ptr, B_ptr, C_ptr, dout_ptr, u_row, dt_row,
-                                                             B_row, C_row, g_row, t, su_l, sdt_l, sB_l, sC_l, sg_l,
-                                                             bias, dmask, SOFTPLUS)
-                    # a missing second step decays nothing and adds nothing (Δ = 0, no output gradient)
-                    dt, go = tl.where(second, dt, 0.0), tl.where(second, go, 0.0)
-                    a = tl.exp2(_per_channel(dt) * A)
-                    a_hprev = a * h_first  # the second step from the stored state: its h_t and a_t h_{t-1}
-                    b = Bt * _per_channel(dt * u)
-                    g, dA, dD, dbias = _adjoint_step(
-                        g, dA, dD, dbias, a_hprev + b, a_hprev, a, u, raw, dt, Bt, Ct, go, A, Dv, t, second, z_ptr,
-                        z_row, sz_l, du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow, sbc_l, pid_d, part_stride,
-                        pid_s, dmask, N, NS, HAS_Z, SOFTPLUS, ATOMIC_DBC, TILE_STORES)
-                    t = _position(t0 + 2 * j, direction, L, S, P, MODE, PAIRED)
-                    u, raw, dt, Bt, Ct, go = _adjoint_inputs(u_ptr, dt_ptr, B_ptr, C_ptr, dout_ptr, u_row, dt_row,
-                                                             B_row, C_row, g_row, t, su_l, sdt_l, sB_l, sC_l, sg_l,
-                                                             bias, dmask, SOFTPLUS)
-                    a = tl.exp2(_per_channel(dt) * A)
-                    # a_t h_{t-1} = h_t - b_t: the previous state is not needed
-                    g, dA, dD, dbias = _adjoint_step(
-                        g, dA, dD, dbias, h_first, h_first - Bt * _per_channel(dt * u), a, u, raw, dt, Bt, Ct, go, A,
-                        Dv, t, t >= 0, z_ptr, z_row, sz_l, du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow,
-                        sbc_l, pid_d, part_stride, pid_s, dmask, N, NS, HAS_Z, SOFTPLUS, ATOMIC_DBC, TILE_STORES)
-            else:  # the adjoint, backwards through the chunk
-                for kk in tl.range(0, steps, num_stages=STAGES):
-                    k = steps - 1 - kk
-                    t = _position(t0 + k, direction, L, S, P, MODE, PAIRED)
-                    u, raw, dt, Bt, Ct, go = _adjoint_inputs(u_ptr, dt_ptr, B_ptr, C_ptr, dout_ptr, u_row, dt_row,
-                                                             B_row, C_row, g_row, t, su_l, sdt_l, sB_l, sC_l, sg_l,
-                                                             bias, dmask, SOFTPLUS)
-                    h_t = tl.load(scratch + k * BLOCK_D * NS + tile)
-                    a = tl.exp2(_per_channel(dt) * A)
-                    # a_t h_{t-1} = h_t - b_t: no second scratch read for the previous state
-                    g, dA, dD, dbias = _adjoint_step(
-                        g, dA, dD, dbias, h_t, h_t - Bt * _per_channel(dt * u), a, u, raw, dt, Bt, Ct, go, A, Dv, t,
-                        t >= 0, z_ptr, z_row, sz_l, du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_row, so_l, brow, sbc_l,
-                        pid_d, part_stride, pid_s, dmask, N, NS, HAS_Z, SOFTPLUS, ATOMIC_DBC, TILE_STORES)
+                    dy = go
+                a = tl.exp2(_per_channel(dt) * A)
+                b = Bt * _per_channel(dt * u)
+                g = g + Ct * _per_channel(dy)
+                gB = _sum_states(g * Bt)
+                # a_t h_{t-1} = h_t - b_t: no second scratch read for the previous state
+                g_a_hprev = g * (h_t - b)
+                # A (scaled by log2 e for exp2) stands in for the natural A: one tile fewer in registers, and
+                # the factor ln 2 is applied once per channel
+                ddt = gB * u + 0.6931471805599453 * _sum_states(A * g_a_hprev)
+                dA += _per_channel(dt) * g_a_hprev
+                dD += dy * u * (pid_s == 0)
+                _store_channels(du_ptr, o_row + t * so_l, gB * dt + Dv * dy, dmask, NS, TILE_STORES)
+                # this block's shares of dB and dC; channels past Dm add zeros (their loads were masked, so
+                # their u, the output gradient, g and h are zero)
+                dB_t = _sum_channels(g * _per_channel(dt * u))
+                dC_t = _sum_channels(h_t * _per_channel(dy))
+                if ATOMIC_DBC:
+                    tl.atomic_add(dB_ptr + brow + t * N, dB_t)
+                    tl.atomic_add(dC_ptr + brow + t * N, dC_t)
+                else:  # this block's partial sums; the blocks are added afterwards
+                    tl.store(dB_ptr + pid_d * part_stride + brow + t * N, dB_t)
+                    tl.store(dC_ptr + pid_d * part_stride + brow + t * N, dC_t)
+                if SOFTPLUS:
+                    ddt = ddt * tl.sigmoid(raw)
+                dbias += ddt
+                _store_channels(ddt_ptr, o_row + t * so_l, ddt, dmask, NS, TILE_STORES)
+                g = g * a
         # per (segment, split) partial sums, added afterwards
         tl.store(dA_ptr + state + seg * tl.num_programs(0) * N * Dm, dA, mask=_per_channel(dmask))
         _store_channels(dD_ptr, (pid_2 * tl.num_programs(0) + pid_e) * Dm + d, dD, dmask, NS, TILE_STORES)
@@ -618,6 +586,9 @@ PROGRAMS_PER_SM = (16, 8)
 # 8 and 32) and picks the best swept for both directions in one launch (docs/benchmarks.md)
 SEGMENT_COST = 0.05
 MIN_SEGMENT_CHUNKS = 2
+# the forward runs one loop over a segment's steps (checkpoints stored by a predicated store) where checkpoints
+# lie fewer than this many steps apart, else a loop per chunk (``_scan_fwd_kernel``)
+ONE_LOOP_BELOW = 32
 # the first pass summarises blocks of this many CHUNK-step chunks (SUMMARY_CHUNKS x CHUNK steps, also where a
 # short sequence checkpoints more often; a divisor of the segment length: the gcd is taken), not whole segments: its programs then number blocks, not segments, and fill the GPU where
 # one program per segment ran latency-bound at a few warps per SM; each main-pass program folds
@@ -668,18 +639,6 @@ VECTOR_ACCESS = {"forward": True, "forward summary": True, "window entries": Tru
 TILE_STORES = True
 # the gate's elementwise kernels (``_pair_gate_fwd_kernel``): steps and channels per program, warps
 GATE_BLOCK_L, GATE_BLOCK_D, GATE_WARPS = 32, 64, 4
-# the backward's adjoint loop takes two steps an iteration and its recompute keeps every other state (the
-# state after each pair's first step; the second's h_t and a_t h_{t-1} follow from it in registers): half
-# the scratch round trip through L2 and one recompute step fewer in every 8. On an H100 with fp32 inputs 1-2 %
-# faster (L2 throughput 53 -> 39 %: no longer what bounded the kernel); with bf16 inputs, the model's, the paired
-# build needs 255 registers and spills (a local sm_90 compile), and the 32- and 64-frame training steps were
-# 11-12 % slower (sixth session, docs/benchmarks.md). Off by default
-BACKWARD_STEP_PAIRS = False
-# dB and dC (sums over the channels, per state and step) stored with the states fastest, (b, L, N) in memory:
-# each step's 16 sums land in one 64-byte run, where in (b, N, L) they were 16 scattered words (16 L2 sectors;
-# ncu counted 13 % of the backward's sectors excessive). H100, fp32, both directions: the backward kernel
-# 6-12 % faster (b 32, L 785: 1.893 -> 1.674 ms), L2 throughput 73 -> 53 % (sixth session, docs/benchmarks.md)
-STATE_SUMS_STATES_FASTEST = True
 # a cap on the backward kernel's registers per thread (ptxas maxnreg; None: none). Its build on an H100
 # takes 168-186 (Triton 3.6), so 10-12 programs fit an SM; caps of 160 and 128 (12 and 16 programs) were
 # slower at every shape but b 8, L 785 (docs/benchmarks.md)
@@ -744,12 +703,9 @@ def empty_state(batch: int, channels: int, n: int, device: torch.device) -> torc
 
 
 def empty_state_sums(batch: int, n: int, length: int, device: torch.device) -> torch.Tensor:
-    """An empty (b, N, L) fp32 tensor in the memory order the backward returns dB and dC in: stored as (b, L,
-    N), the states fastest, as the mixer's B and C lie in its x_proj output (``STATE_SUMS_STATES_FASTEST``),
-    or contiguous."""
-    if STATE_SUMS_STATES_FASTEST:
-        return torch.empty(batch, length, n, device=device, dtype=torch.float32).transpose(1, 2)
-    return torch.empty(batch, n, length, device=device, dtype=torch.float32)
+    """An empty (b, N, L) fp32 tensor stored as (b, L, N): how the backward returns dB and dC (the states
+    fastest, as the mixer's B and C lie in its x_proj output)."""
+    return torch.empty(batch, length, n, device=device, dtype=torch.float32).transpose(1, 2)
 
 
 def checkpoint_interval(length: int, chunk: int | None = None) -> int:
@@ -927,6 +883,7 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
         out, last, ckpt, ends, dtsum, channels, length, batch, 0, ckpt.shape[1], seg_chunks, n_segs, n_blocks,
         seg_blocks, order.frame_tokens, order.prefix, *_strides(u, delta, zs, out, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, **_layout("forward"), TILE_STORES=TILE_STORES, CHUNK=chunk,
+        ONE_LOOP=chunk < ONE_LOOP_BELOW,
         STAGES=STAGES, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, **options,
         num_warps=NUM_WARPS)
     return _finish(out, dtype), last, ckpt
@@ -964,13 +921,11 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     dA = _poisoned(torch.empty(n_segs, extended, n, channels, **f32))
     # dB and dC (per block of channels unless atomic), dD and dbias (per segment and split) share a buffer
     # each: one allocation and one reduction for the pair
-    sums_shape = (extended, length, n) if STATE_SUMS_STATES_FASTEST else (extended, n, length)
-    sums_strides = (1, n) if STATE_SUMS_STATES_FASTEST else (length, 1)  # of a state and of a step
     if ATOMIC_DBC:
-        dBC = torch.zeros(2, *sums_shape, **f32)
+        dBC = torch.zeros(2, extended, length, n, **f32)
         dB, dC = dBC[0], dBC[1]
     else:
-        dBC = _poisoned(torch.empty(n_dblocks, 2, *sums_shape, **f32))
+        dBC = _poisoned(torch.empty(n_dblocks, 2, extended, length, n, **f32))
         dB, dC = dBC[:, 0], dBC[:, 1]
     dDbias = _poisoned(torch.empty(2, n_segs * splits, extended, channels, **f32))
     dD, dbias = dDbias[0], dDbias[1]
@@ -1000,17 +955,14 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
         u, u2, delta, delta2, A, B, B2, C, C2, D if has_D else u, zs, bias,
         starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
         channels, length, batch, 0, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
-        2 * extended * n * length, *sums_strides, order.frame_tokens, order.prefix,
-        *_strides(u, delta, zs, dout, du, B, C),
+        2 * extended * n * length, order.frame_tokens, order.prefix, *_strides(u, delta, zs, dout, du, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, **_layout("backward"), TILE_STORES=TILE_STORES, CHUNK=window,
         STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None, HAS_BIAS=has_bias, **options, ATOMIC_DBC=ATOMIC_DBC,
-        PAIRS=BACKWARD_STEP_PAIRS,
         HAS_DLAST=has_dlast,
         num_warps=NUM_WARPS, **({"maxnreg": BACKWARD_MAX_REGISTERS} if BACKWARD_MAX_REGISTERS else {}))
     if not ATOMIC_DBC:
         dB, dC = dBC.sum(0)
-    if STATE_SUMS_STATES_FASTEST:  # (directions x b, N, L) views, as ``empty_state_sums``
-        dB, dC = dB.transpose(1, 2), dC.transpose(1, 2)
+    dB, dC = dB.transpose(1, 2), dC.transpose(1, 2)  # (directions x b, N, L) views, as ``empty_state_sums``
     dD, dbias = dDbias.view(2, n_segs * splits, directions, batch, channels).sum((1, 3))
     dA = dA.view(n_segs, directions, batch, n, channels).sum((0, 2)).transpose(1, 2).contiguous()
     return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), _finish(dz, dtypes[2]) if dz is not None else None,
