@@ -369,15 +369,9 @@ if triton is not None:
                 # num_stages on the inner range: the loads of the next steps are issued ahead (software
                 # pipelining); their addresses depend on the step only, not on the state
                 for k in tl.range(0, tl.minimum(CHUNK, L - t0), num_stages=STAGES):
-                    tm = _position(t0 + k, direction, L, S, P, MODE, PAIRED)  # the scan step's position in memory
-                    h, dt, u = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, tm, su_l, sdt_l, sB_l, A,
-                                           bias, dmask, SOFTPLUS)
-                    Ct = _load_f32(C_ptr, C_row + tm * sC_l, None)
-                    y = _sum_states(h * _per_state(Ct)) + Dv * u
-                    if HAS_Z:
-                        z = _load_f32(z_ptr, z_row + tm * sz_l, dmask)
-                        y = y * z * tl.sigmoid(z)
-                    _store_channels(out_ptr, o_row + tm * so_l, y, dmask, NS, TILE_STORES)
+                    h = _output_step(h, u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, out_ptr, u_row, dt_row, B_row, C_row,
+                                     z_row, o_row, _position(t0 + k, direction, L, S, P, MODE, PAIRED), su_l, sdt_l,
+                                     sB_l, sC_l, sz_l, so_l, A, bias, Dv, dmask, NS, HAS_Z, SOFTPLUS, TILE_STORES)
         tl.store(last_ptr + state, h, mask=_per_channel(dmask) & (seg == n_segs - 1))
 
     @triton.jit(do_not_specialize=["opaque_zero"])
