@@ -35,8 +35,9 @@ buffer the kernels own takes a batch of 2 x b, each direction reads its own u, �
 each) and parameters (stacked), the two share z and the output gradient, and direction 1 reads the
 positions in the backward order. One launch holds twice the programs, so batch 8 needs fewer segments
 to fill the GPU, and the host issues half the launches. The gate, linear in the scan's output, is
-applied once to the two directions' sum by an elementwise kernel (``_pair_gate_fwd_kernel``), and its
-backward gives the scan kernels dy = g · silu(z): the paired kernels run without z.
+applied once to the two directions' sum by an elementwise kernel (``_pair_gate_fwd_kernel``; the forward
+kernels run without z), and saved; the backward kernels form dy = g · silu(z) themselves, and direction
+0's programs write dz = g · (y_0 + y_1) · silu'(z) from that sum (``GATE_IN_SCAN_BACKWARD``).
 """
 
 from __future__ import annotations
@@ -237,12 +238,13 @@ if triton is not None:
 
     @triton.jit
     def _carried_in(h, ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask, Dm, n_blocks, first, count,
-                    N: tl.constexpr, STEP: tl.constexpr):
+                    N: tl.constexpr, STEP: tl.constexpr, STAGES: tl.constexpr):
         """Fold ``count`` summary blocks into ``h``, from block ``first`` on, moving by STEP (+1: the
         forward state entering later blocks; -1: the adjoint entering earlier ones). A block's summary
         is what it makes of a zero input (its local end) and its total decay, exp2(A · Σ Δ):
-        ``h ← exp2(A · ΣΔ_s) h + end_s``."""
-        for i in range(count):
+        ``h ← exp2(A · ΣΔ_s) h + end_s``. The loads are pipelined (they do not depend on h): a program
+        folds up to tens of blocks, each an L2 round trip when they were loaded one after the other."""
+        for i in tl.range(0, count, num_stages=STAGES):
             s = first + i * STEP
             dtsum = tl.load(dtsum_ptr + (pid_e * n_blocks + s) * Dm + d, mask=dmask, other=0.0)
             end = tl.load(ends_ptr + state + (pid_e * (n_blocks - 1) + s) * N * Dm, mask=_per_channel(dmask),
@@ -349,7 +351,7 @@ if triton is not None:
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
         # the state entering this segment: the summaries of the blocks before it (first pass) folded in
         h = _carried_in(tl.zeros((NS, G, BLOCK_D // G), tl.float32), ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask,
-                        Dm, n_blocks, 0, seg * seg_blocks, N, 1)
+                        Dm, n_blocks, 0, seg * seg_blocks, N, 1, STAGES)
         if ONE_LOOP:
             # one loop over the segment's steps, the checkpoints stored by a predicated store at every chunk's
             # first step: a loop per chunk of a few steps (``SHORT_CHUNK``) would refill the software pipeline
@@ -405,10 +407,11 @@ if triton is not None:
     @triton.jit(do_not_specialize=["opaque_zero"])
     def _scan_bwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr, bias_ptr,
                          ckpt_ptr, dout_ptr, dlast_ptr, scratch_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr,
-                         dz_ptr, dbias_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, opaque_zero, n_chunks, seg_chunks,
-                         n_segs, n_blocks, seg_blocks, part_stride, S, P,
+                         dz_ptr, dbias_ptr, ends_ptr, dtsum_ptr, total_ptr, Dm, L, batch, opaque_zero, n_chunks,
+                         seg_chunks, n_segs, n_blocks, seg_blocks, part_stride, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
-                         so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
+                         so_s, so_b, so_d, so_l, sdz_s, sdz_b, sdz_d, sdz_l, st_b, st_d, st_l,
+                         sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                          CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr,
@@ -424,6 +427,8 @@ if triton is not None:
         # dout (shared by the directions); the gradients we write (a split's partial du, ddelta, dz: each is
         # linear in its sums), per direction
         g_row, o_row = pid_b * sg_b + d * sg_d, pid_s * so_s + pid_e * so_b + d * so_d
+        # dz: per direction and split (one direction), or the pair's (b, d, L), which direction 0 alone writes
+        dz_row, total_row = pid_s * sdz_s + pid_e * sdz_b + d * sdz_d, pid_b * st_b + d * st_d
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
         # dB, dC: (directions x b, L, N) in memory, the states fastest, so that each step's sums over the channels
         # land in one 64-byte run (in (b, N, L) they were 16 scattered words: 16 sectors of L2 traffic for one)
@@ -439,7 +444,7 @@ if triton is not None:
         else:  # the last state's gradient is zero (unused, as in a model)
             g = tl.zeros((NS, G, BLOCK_D // G), tl.float32)
         g = _carried_in(g, ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask, Dm, n_blocks, n_blocks - 1,
-                        n_blocks - (seg + 1) * seg_blocks, N, -1)
+                        n_blocks - (seg + 1) * seg_blocks, N, -1, STAGES)
         dA = tl.zeros((NS, G, BLOCK_D // G), tl.float32)
         if TILE_STORES:  # D in the layout of the sums over the states, so that D·dy and dD are computed there
             Dv = _sum_states(_per_channel(Dv) * (_per_state(tl.arange(0, NS)) == 0))
@@ -469,9 +474,12 @@ if triton is not None:
                 if HAS_Z:
                     z = _load_f32(z_ptr, z_row + t * sz_l, dmask)
                     sg = tl.sigmoid(z)
-                    y = _sum_states(h_t * Ct) + Dv * u
-                    _store_channels(dz_ptr, o_row + t * so_l, go * y * sg * (1.0 + z * (1.0 - sg)), dmask, NS,
-                                    TILE_STORES)
+                    if PAIRED:  # the gate of the two directions' sum (saved by the forward), direction 0's to write
+                        y = _load_f32(total_ptr, total_row + t * st_l, dmask & (direction == 0) & (pid_s == 0))
+                    else:  # this direction's output (a split's share: dz is linear in it)
+                        y = _sum_states(h_t * Ct) + Dv * u
+                    _store_channels(dz_ptr, dz_row + t * sdz_l, go * y * sg * (1.0 + z * (1.0 - sg)),
+                                    dmask & (direction == 0), NS, TILE_STORES)
                     dy = go * z * sg
                 else:
                     dy = go
@@ -502,10 +510,29 @@ if triton is not None:
                 dbias += ddt
                 _store_channels(ddt_ptr, o_row + t * so_l, ddt, dmask, NS, TILE_STORES)
                 g = g * a
-        # per (segment, split) partial sums, added afterwards
-        tl.store(dA_ptr + state + seg * tl.num_programs(0) * N * Dm, dA, mask=_per_channel(dmask))
-        _store_channels(dD_ptr, (pid_2 * tl.num_programs(0) + pid_e) * Dm + d, dD, dmask, NS, TILE_STORES)
-        _store_channels(dbias_ptr, (pid_2 * tl.num_programs(0) + pid_e) * Dm + d, dbias, dmask, NS, TILE_STORES)
+        # partial sums per (direction, segment, batch) for dA and per (direction, segment and split, batch) for
+        # dD and dbias, each direction's parts together: ``_sum_parts_kernel`` adds them afterwards
+        tl.store(dA_ptr + state + (direction * (n_segs - 1) + seg) * batch * N * Dm, dA, mask=_per_channel(dmask))
+        parts = pid_e + (direction * (tl.num_programs(2) - 1) + pid_2) * batch
+        _store_channels(dD_ptr, parts * Dm + d, dD, dmask, NS, TILE_STORES)
+        _store_channels(dbias_ptr, parts * Dm + d, dbias, dmask, NS, TILE_STORES)
+
+    @triton.jit
+    def _sum_parts_kernel(src_ptr, dst_ptr, n_parts, part_stride, group_stride, n_inner, rows,
+                          BLOCK: tl.constexpr, PARTS: tl.constexpr):
+        """dst[o, i] = Σ_p src[o · group_stride + p · part_stride + i] for i < n_inner, written transposed
+        where ``rows`` > 1 (i = r · n_inner / rows + c lands at c · rows + r). One program per (group o,
+        BLOCK elements); PARTS parts are loaded at a time, so that their loads are in flight together."""
+        pid_o, pid_i = tl.program_id(0), tl.program_id(1)
+        i = pid_i * BLOCK + tl.arange(0, BLOCK)
+        mask = i < n_inner
+        src = src_ptr + pid_o * group_stride + i[None, :]
+        acc = tl.zeros((BLOCK,), tl.float32)
+        for p0 in range(0, n_parts, PARTS):
+            p = p0 + tl.arange(0, PARTS)[:, None]
+            acc += tl.sum(tl.load(src + p * part_stride, mask=mask[None, :] & (p < n_parts), other=0.0), axis=0)
+        cols = n_inner // rows
+        tl.store(dst_ptr + pid_o * n_inner + (i % cols) * rows + i // cols, acc, mask=mask)
 
 
     @triton.jit
@@ -631,8 +658,14 @@ VECTOR_ACCESS = {"forward": True, "forward summary": True, "window entries": Tru
 # pointers (``_store_channels``): one shared-memory conversion fewer in each backward step (9 to 8 in a
 # local sm_90 compile) and one in the forward's; the forward 3 % faster, forward+backward 0.5-2 % (H100)
 TILE_STORES = True
+# a paired backward with z computes the gate's gradients in its scan kernels: every program reads dout and
+# z and forms dy = dout · silu(z) itself, and direction 0's write dz from the forward's saved sum of the two
+# directions' outputs (a pass over the sequence fewer than ``_pair_gate_bwd_kernel``, used when False)
+GATE_IN_SCAN_BACKWARD = True
 # the gate's elementwise kernels (``_pair_gate_fwd_kernel``): steps and channels per program, warps
 GATE_BLOCK_L, GATE_BLOCK_D, GATE_WARPS = 32, 64, 4
+# ``_sum_parts_kernel``'s elements per program, parts loaded together, warps
+SUM_BLOCK, SUM_PARTS, SUM_WARPS = 512, 8, 4
 # a cap on the backward kernel's registers per thread (ptxas maxnreg; None: none). Its build on an H100
 # takes 168-186 (Triton 3.6), so 10-12 programs fit an SM; caps of 160 and 128 (12 and 16 programs) were
 # slower at every shape but b 8, L 785 (docs/benchmarks.md)
@@ -884,11 +917,13 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
 
 
 def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta_softplus,
-                   order: ScanOrder, ckpt, chunk: int | None):
+                   order: ScanOrder, ckpt, chunk: int | None, total: torch.Tensor | None = None):
     """The backward kernels for one direction or a pair (as ``_scan_forward``; dout is shared by the pair).
-    Returns du, ddelta, dz (directions x b, d, L) in u's memory order and the dtypes of u, delta and z (dz
-    None without z), dB, dC (directions x b, N, L), dA (directions, d, N), dD and dbias (directions, d),
-    fp32. ``dlast``: (directions x b, d, N), or an empty tensor where the last states' gradient is zero."""
+    Returns du, ddelta (directions x b, d, L) in u's memory order and the dtypes of u and delta, dz (None
+    without z; z's dtype), dB, dC (directions x b, N, L), dA (directions, d, N), dD and dbias (directions, d),
+    fp32. ``dlast``: (directions x b, d, N), or an empty tensor where the last states' gradient is zero.
+    A pair with z: z gates the directions' sum, ``total`` (b, d, L), saved by the forward; dz is then the
+    pair's (b, d, L)."""
     chunk = checkpoint_interval(u.shape[-1], chunk)
     directions = 1 if u2 is None else 2
     batch, channels, length = u.shape
@@ -903,16 +938,20 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     splits = _state_splits(extended, channels, n, u.device, n_segs)
     dtypes = (u.dtype, delta.dtype, z.dtype if z is not None else None)
     du, ddelta = _result(u, dtypes[0], splits, extended), _result(u, dtypes[1], splits, extended)
-    dz = _result(u, dtypes[2], splits, extended) if z is not None else None
+    paired_gate = directions == 2 and z is not None
+    if paired_gate and total is None:
+        raise ValueError("a paired backward with z needs the forward's summed output (total)")
+    dz = _result(u, dtypes[2], splits, batch if paired_gate else extended) if z is not None else None
     (u, u2), (delta, delta2) = _pair(u, u2), _pair(delta, delta2)
     (B, B2), (C, C2) = _pair(B, B2, False), _pair(C, C2, False)
     z, dout = _as_float(z), _as_float(dout)
+    total = _as_float(total) if paired_gate else u
     has_D, has_bias = D is not None, delta_bias is not None
     A, D, delta_bias = _channel_parameters(A, D, delta_bias)
     options = dict(_kernel_options(u.device, delta_softplus, order), PAIRED=directions == 2)
     has_dlast = dlast.numel() > 0
     dlast = dlast.float().transpose(1, 2).contiguous() if has_dlast else A  # (directions x b, N, d)
-    dA = _poisoned(torch.empty(n_segs, extended, n, channels, **f32))
+    dA = _poisoned(torch.empty(directions, n_segs, batch, n, channels, **f32))
     # dB and dC (per block of channels unless atomic), dD and dbias (per segment and split) share a buffer
     # each: one allocation and one reduction for the pair
     if ATOMIC_DBC:
@@ -921,7 +960,7 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     else:
         dBC = _poisoned(torch.empty(n_dblocks, 2, extended, length, n, **f32))
         dB, dC = dBC[:, 0], dBC[:, 1]
-    dDbias = _poisoned(torch.empty(2, n_segs * splits, extended, channels, **f32))
+    dDbias = _poisoned(torch.empty(2, directions, n_segs * splits, batch, channels, **f32))
     dD, dbias = dDbias[0], dDbias[1]
     window = _window(chunk)
     if window < chunk:  # the states entering every window, from the checkpoints: the backward's starting points
@@ -948,19 +987,33 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     _scan_bwd_kernel[(extended, n_dblocks, splits * n_segs)](
         u, u2, delta, delta2, A, B, B2, C, C2, D if has_D else u, zs, bias,
         starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
-        channels, length, batch, 0, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
-        2 * extended * n * length, order.frame_tokens, order.prefix, *_strides(u, delta, zs, dout, du, B, C),
+        total, channels, length, batch, 0, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
+        2 * extended * n * length, order.frame_tokens, order.prefix,
+        *_strides(u, delta, zs, dout, du, dz if dz is not None else du, total, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, **_layout("backward"), TILE_STORES=TILE_STORES, CHUNK=window,
         STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None, HAS_BIAS=has_bias, **options, ATOMIC_DBC=ATOMIC_DBC,
         HAS_DLAST=has_dlast,
         num_warps=NUM_WARPS, **({"maxnreg": BACKWARD_MAX_REGISTERS} if BACKWARD_MAX_REGISTERS else {}))
     if not ATOMIC_DBC:
-        dB, dC = dBC.sum(0)
+        dB, dC = _sum_parts(dBC.view(1, n_dblocks, -1)).view(2, extended, length, n)
     dB, dC = dB.transpose(1, 2), dC.transpose(1, 2)  # (directions x b, N, L) views, as ``empty_state_sums``
-    dD, dbias = dDbias.view(2, n_segs * splits, directions, batch, channels).sum((1, 3))
-    dA = dA.view(n_segs, directions, batch, n, channels).sum((0, 2)).transpose(1, 2).contiguous()
+    dD, dbias = _sum_parts(dDbias.view(2 * directions, n_segs * splits * batch, channels)).view(2, directions, channels)
+    dA = _sum_parts(dA.view(directions, n_segs * batch, n * channels), rows=n).view(directions, channels, n)
     return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), _finish(dz, dtypes[2]) if dz is not None else None,
             dB, dC, dA, dD if has_D else None, dbias if has_bias else None)
+
+
+def _sum_parts(parts: torch.Tensor, rows: int = 1) -> torch.Tensor:
+    """(groups, n) fp32 sums of contiguous (groups, parts, n) partial sums (``_sum_parts_kernel``): one pass
+    where torch's reduction over the middle axis ran at about a third of the copy bandwidth (dB and dC of
+    24 channel blocks at b 8, L 785). ``rows`` > 1: each group's n = rows x cols sums stored transposed,
+    (cols, rows)."""
+    groups, n_parts, n_inner = parts.shape
+    out = torch.empty(groups, n_inner, device=parts.device, dtype=torch.float32)
+    _sum_parts_kernel[(groups, triton.cdiv(n_inner, SUM_BLOCK))](
+        parts, out, n_parts, parts.stride(1), parts.stride(0), n_inner, rows, BLOCK=SUM_BLOCK, PARTS=SUM_PARTS,
+        num_warps=SUM_WARPS)
+    return out
 
 
 def _stacked(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -1044,9 +1097,12 @@ def triton_backward_pair(dout, u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd
         if total is None or total.numel() == 0:
             _, _, ckpt, total = triton_forward_pair(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z,
                                                     delta_bias, delta_softplus, order, chunk)
-        dout, dz = _gate_backward(dout, total, z)
-    du, ddelta, _, dB, dC, dA, dD, dbias = _scan_backward(
-        dout, dout.new_empty(0), u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, None, delta_bias,
-        delta_softplus, order, ckpt, chunk)
+        if not GATE_IN_SCAN_BACKWARD:
+            dout, dz = _gate_backward(dout, total, z)
+            z = total = None
+    du, ddelta, dz_scan, dB, dC, dA, dD, dbias = _scan_backward(
+        dout, dout.new_empty(0), u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias,
+        delta_softplus, order, ckpt, chunk, total)
+    dz = dz_scan if dz is None else dz
     directions = lambda t: t.unflatten(0, (2, batch))  # noqa: E731
     return directions(du), directions(ddelta), dA, directions(dB), directions(dC), dD, dz, dbias
