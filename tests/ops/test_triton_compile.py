@@ -3,7 +3,7 @@ run the compiler)."""
 
 import pytest
 
-from videomamba.ops import triton_compile_check
+from videomamba.ops import triton_compile_check, triton_scan
 
 
 @pytest.mark.skipif(not triton_compile_check.available(), reason="Triton without its NVIDIA backend tools")
@@ -17,9 +17,14 @@ def test_every_kernel_compiles_for_hopper():
                          | {f"{k}{v}" for k in convs for v in ("", " paired")}
                          | {"pair gate forward", "pair gate backward"})
     # the default tiles fit the registers, also in the model's build (paired, bf16: where a backward taking two
-    # steps an iteration spilled, sixth session of docs/benchmarks.md); a spill costs local-memory traffic a step
+    # steps an iteration spilled, sixth session of docs/benchmarks.md); a spill costs local-memory traffic a
+    # step. The fp32 backward alone is capped on purpose (``BACKWARD_BUILDS``: 12 programs an SM, measured
+    # faster with its few spilled bytes); its cap holds and the spill stays small
+    cap = triton_scan.BACKWARD_BUILDS["fp32"][0]
     for row in rows.values():
-        assert 0 < row.registers <= 255 and row.spill_stack == 0 and row.shared >= 0, row
+        capped = cap if row.name.startswith("backward") and "bf16" not in row.name else None
+        assert 0 < row.registers <= (capped or 255) and row.shared >= 0, row
+        assert row.spill_stack <= (32 if capped else 0), row
     for kernel in scans:
         # the step loops' loads are issued ahead as asynchronous copies, also for bf16 inputs (read as words;
         # Triton leaves 2-byte loads synchronous)
@@ -42,8 +47,6 @@ def test_hidden_alignment_gives_whole_channels_per_thread():
     check reported until 2026-11-26) the backward's tile holds whole channels per thread and its dB/dC sums
     take 5 shuffle levels for each of the 2 x 16 states, against at most 64 shuffles in the vectorised
     build above."""
-    from videomamba.ops import triton_scan
-
     scalar = dict(triton_scan.VECTOR_ACCESS, backward=False)
     saved = triton_scan.VECTOR_ACCESS
     try:

@@ -246,27 +246,38 @@ def test_cuda_picks_triton():
 
 
 def test_segment_rule_fills_the_gpu_without_overfilling_it(monkeypatch):
-    """Segments bring batch x channel blocks up to PROGRAMS_PER_SM (forward, backward) on the card, or
-    past one wave where that is faster, each at least MIN_SEGMENT_CHUNKS chunks long; SEGMENTS forces a
-    count, or the forward's and backward's apart; the CPU (interpreter) uses one."""
+    """Segments bring batch x channel blocks up to the programs an SM holds (forward: PROGRAMS_PER_SM; the
+    backward: its build's, BACKWARD_BUILDS) on the card, or past one wave where that is faster, each at
+    least MIN_SEGMENT_CHUNKS chunks long; SEGMENTS forces a count, or the forward's and backward's apart;
+    the CPU (interpreter) uses one."""
     import videomamba.ops.triton_scan as ts
 
     monkeypatch.setattr(ts, "_sm_count", lambda device: 132)  # an H100
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     chunks = -(-6273 // ts.checkpoint_interval(6273))  # 64 frames of VideoMamba-S
-    assert [ts._segments(8, 768, chunks, cuda, backward)[1] for backward in (False, True)] == [11, 5]
-    assert [ts._segments(32, 768, chunks, cuda, backward)[1] for backward in (False, True)] == [5, 1]
+    # the model's bf16 build (read as words): 8 backward programs an SM
+    bf16 = [ts._segments(8, 768, chunks, cuda, backward, reads_words=True)[1] for backward in (False, True)]
+    assert bf16 == [11, 5]
+    assert [ts._segments(32, 768, chunks, cuda, backward, True)[1] for backward in (False, True)] == [5, 1]
     assert ts._segments(8, 768, 3, cuda, False) == (3, 1)  # too short to cut
     assert ts._segments(8, 768, chunks, cpu, False)[1] == 1
     for backward in (False, True):  # one direction of batch 8: one wave, never more programs than fit
-        seg_chunks, segments = ts._segments(8, 768, chunks, cuda, backward)
-        assert 8 * 24 * segments <= 132 * ts.PROGRAMS_PER_SM[backward] and seg_chunks * segments >= chunks
+        for words in (False, True):
+            seg_chunks, segments = ts._segments(8, 768, chunks, cuda, backward, words)
+            per_sm = ts._backward_build(words)[1] if backward else ts.PROGRAMS_PER_SM[0]
+            assert 8 * 24 * segments <= 132 * per_sm and seg_chunks * segments >= chunks
     # both directions in one launch (a batch of 2 x 8): 2 backward segments would fill 73 % of one wave,
     # 5 run in two waves and measured faster; 5 forward segments fill one wave of 16 programs an SM (1 %
     # faster than 4 on the H100); 2 x 32 is more than one wave already, and 2 backward segments beat 1
-    assert [ts._segments(16, 768, chunks, cuda, backward)[1] for backward in (False, True)] == [5, 5]
-    assert [ts._segments(64, 768, chunks, cuda, backward)[1] for backward in (False, True)] == [1, 2]
+    assert [ts._segments(16, 768, chunks, cuda, backward, True)[1] for backward in (False, True)] == [5, 5]
+    assert [ts._segments(64, 768, chunks, cuda, backward, True)[1] for backward in (False, True)] == [1, 2]
     assert ts._segments(16, 768, 4, cuda, True)[1] == 2  # never below MIN_SEGMENT_CHUNKS chunks a segment
+    # the fp32 build, capped at 12 backward programs an SM: both directions of batch 8 at L 785 (99 chunks of
+    # 8 steps) in 4 backward segments, one wave of 1536 programs on 1584 slots
+    assert ts._segments(16, 768, 99, cuda, True) == (25, 4) and ts._segments(16, 768, 99, cuda, True, True)[1] == 5
+    assert ts._backward_build(False) == ts.BACKWARD_BUILDS["fp32"]
+    monkeypatch.setattr(ts, "BACKWARD_MAX_REGISTERS", 200)
+    assert ts._backward_build(True) == (200, ts.BACKWARD_BUILDS["bf16"][1])
     monkeypatch.setattr(ts, "SEGMENTS", 7)
     assert ts._segments(1, 64, 20, cpu, True) == (3, 7)
     monkeypatch.setattr(ts, "SEGMENTS", (None, 4))
@@ -293,8 +304,10 @@ def test_short_sequences_checkpoint_every_recompute_window():
     import videomamba.ops.triton_scan as ts
 
     assert ts.checkpoint_interval(785) == 8 == ts._window(8) and ts.checkpoint_interval(1569) == 64
-    assert ts._summary_blocks(20, 99, 8) == (4, 5, 25) and ts._summary_blocks(5, 25, 64) == (1, 5, 25)
-    assert ts._summary_blocks(50, 99, 8) == (2, 25, 50) and ts._summary_blocks(12, 99, 64) == (2, 6, 50)
+    # the largest divisor of the segment's chunks up to SUMMARY_CHUNKS x CHUNK steps (16 chunks of 8, 2 of 64)
+    assert ts._summary_blocks(20, 99, 8) == (10, 2, 10) and ts._summary_blocks(5, 25, 64) == (1, 5, 25)
+    assert ts._summary_blocks(50, 99, 8) == (10, 5, 10) and ts._summary_blocks(12, 99, 64) == (2, 6, 50)
+    assert ts._summary_blocks(25, 99, 8) == (5, 5, 20) and ts._summary_blocks(13, 99, 8) == (13, 1, 8)
     assert ts.checkpoint_interval(785, 16) == 16 and ts.checkpoint_interval(6273, 128) == 128
     assert ts.checkpoint_shape(2, 768, 16, 785) == (2, 99, 16, 768)
     assert ts.checkpoint_shape(2, 768, 16, 1569) == (2, 25, 16, 768)

@@ -48,7 +48,7 @@ def available() -> bool:
 # the d_inner-wide tensors the scan kernels read and write in the inputs' dtype (bf16 rows of the report;
 # B and C reach the kernels in fp32)
 _SEQUENCE_POINTERS = {"u_ptr", "u2_ptr", "dt_ptr", "dt2_ptr", "z_ptr", "dout_ptr", "out_ptr", "du_ptr", "ddt_ptr",
-                      "dz_ptr", "total_ptr"}
+                      "dz_ptr"}
 
 
 # what Triton's JIT makes of the arguments of a model's call (the mixer's (b, L, d) activations, d_inner a
@@ -56,14 +56,13 @@ _SEQUENCE_POINTERS = {"u_ptr", "u2_ptr", "dt_ptr", "dt2_ptr", "z_ptr", "dout_ptr
 # aligned, and these integers are multiples of 16. The JIT marks all that (``tt.divisibility``), and it
 # decides the layouts: with aligned channel offsets the accesses along the channels are vectorised
 # (``triton_scan.VECTOR_ACCESS``), so a compile without it reports a different kernel than the GPU runs.
-_UNIT_STRIDES = {"su_d", "sdt_d", "sz_d", "sg_d", "so_d", "sdz_d", "st_d", "sB_n", "sC_n"}
+_UNIT_STRIDES = {"su_d", "sdt_d", "sz_d", "sg_d", "so_d", "sB_n", "sC_n"}
 _ALIGNED_INTEGERS = {"Dm", "part_stride", "su_b", "su_l", "sdt_b", "sdt_l", "sz_b", "sz_l", "sg_b", "sg_l", "so_s",
-                     "sdz_s", "sdz_b", "sdz_l", "st_b", "st_l",
                      "so_b", "so_l", "sB_b", "sB_l", "sC_b", "sC_l", "sx_b", "sx_l", "sd_b", "sd_l"}
 
 
-def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, bf16: bool = False
-             ) -> KernelResources:
+def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, bf16: bool = False,
+             max_registers: int | None = None) -> KernelResources:
     """``fn`` compiled for ``capability`` as the JIT compiles it for a model's call (``_UNIT_STRIDES``,
     ``_ALIGNED_INTEGERS``) and its resources as cuobjdump reports them: arguments named ``*_ptr`` are
     fp32 pointers (with ``bf16``, the sequence tensors bf16), the other non-constexpr arguments int32."""
@@ -83,7 +82,8 @@ def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, 
         return "i32"
 
     source = ASTSource(fn, {name: kind(name) for name in fn.arg_names}, constexprs=constexprs, attrs=attrs)
-    kernel = triton.compile(source, target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps})
+    options = {"num_warps": num_warps, **({"maxnreg": max_registers} if max_registers else {})}
+    kernel = triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "kernel.cubin")
@@ -127,15 +127,14 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
             variants = ((False, False), (True, False)) if mode == 0 and not kernels \
                 else ((False, False), (False, True), (True, True)) if mode == 1 else ((False, False),)
             for bf16, paired in variants:
-                # a pair never takes a last-state gradient (HAS_DLAST False, as in every model); its forward kernels
-                # run without z (the gate is applied once to the directions' sum, ``triton_forward_pair``), its
-                # backward ones with it where they compute the gate's gradients (``GATE_IN_SCAN_BACKWARD``)
-                gated = label in ("backward", "segment summary backward") and triton_scan.GATE_IN_SCAN_BACKWARD
-                variant = {**options, "PAIRED": paired, **({"HAS_DLAST": False, "HAS_Z": gated} if paired else {})}
+                # a pair never takes a last-state gradient (HAS_DLAST False, as in every model) and runs without
+                # z (the gate is applied once to the directions' sum, ``triton_forward_pair``)
+                variant = {**options, "PAIRED": paired, **({"HAS_DLAST": False, "HAS_Z": False} if paired else {})}
                 chosen = {k: v for k, v in variant.items() if k in fn.arg_names}
+                cap = triton_scan._backward_build(bf16)[0] if fn is triton_scan._scan_bwd_kernel else None
                 results.append(_compile(fn, chosen, triton_scan.NUM_WARPS, capability,
                                         f"{label}{' paired' if paired else _MODE_NAMES[mode]}{' bf16' if bf16 else ''}",
-                                        bf16))
+                                        bf16, cap))
     if kernels:
         return results
     conv = {"K": 4, "MODE": 2, "BLOCK_L": sequence_conv.BLOCK_L, "BLOCK_D": sequence_conv.BLOCK_D}

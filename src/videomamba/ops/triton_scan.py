@@ -35,15 +35,13 @@ buffer the kernels own takes a batch of 2 x b, each direction reads its own u, �
 each) and parameters (stacked), the two share z and the output gradient, and direction 1 reads the
 positions in the backward order. One launch holds twice the programs, so batch 8 needs fewer segments
 to fill the GPU, and the host issues half the launches. The gate, linear in the scan's output, is
-applied once to the two directions' sum by an elementwise kernel (``_pair_gate_fwd_kernel``; the forward
-kernels run without z), and saved; the backward kernels form dy = g · silu(z) themselves, and direction
-0's programs write dz = g · (y_0 + y_1) · silu'(z) from that sum (``GATE_IN_SCAN_BACKWARD``).
+applied once to the two directions' sum by an elementwise kernel (``_pair_gate_fwd_kernel``), and its
+backward gives the scan kernels dy = g · silu(z): the paired kernels run without z.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 
@@ -238,13 +236,12 @@ if triton is not None:
 
     @triton.jit
     def _carried_in(h, ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask, Dm, n_blocks, first, count,
-                    N: tl.constexpr, STEP: tl.constexpr, STAGES: tl.constexpr):
+                    N: tl.constexpr, STEP: tl.constexpr):
         """Fold ``count`` summary blocks into ``h``, from block ``first`` on, moving by STEP (+1: the
         forward state entering later blocks; -1: the adjoint entering earlier ones). A block's summary
         is what it makes of a zero input (its local end) and its total decay, exp2(A · Σ Δ):
-        ``h ← exp2(A · ΣΔ_s) h + end_s``. The loads are pipelined (they do not depend on h): a program
-        folds up to tens of blocks, each an L2 round trip when they were loaded one after the other."""
-        for i in tl.range(0, count, num_stages=STAGES):
+        ``h ← exp2(A · ΣΔ_s) h + end_s``."""
+        for i in range(count):
             s = first + i * STEP
             dtsum = tl.load(dtsum_ptr + (pid_e * n_blocks + s) * Dm + d, mask=dmask, other=0.0)
             end = tl.load(ends_ptr + state + (pid_e * (n_blocks - 1) + s) * N * Dm, mask=_per_channel(dmask),
@@ -351,7 +348,7 @@ if triton is not None:
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
         # the state entering this segment: the summaries of the blocks before it (first pass) folded in
         h = _carried_in(tl.zeros((NS, G, BLOCK_D // G), tl.float32), ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask,
-                        Dm, n_blocks, 0, seg * seg_blocks, N, 1, STAGES)
+                        Dm, n_blocks, 0, seg * seg_blocks, N, 1)
         if ONE_LOOP:
             # one loop over the segment's steps, the checkpoints stored by a predicated store at every chunk's
             # first step: a loop per chunk of a few steps (``SHORT_CHUNK``) would refill the software pipeline
@@ -407,11 +404,10 @@ if triton is not None:
     @triton.jit(do_not_specialize=["opaque_zero"])
     def _scan_bwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr, bias_ptr,
                          ckpt_ptr, dout_ptr, dlast_ptr, scratch_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr,
-                         dz_ptr, dbias_ptr, ends_ptr, dtsum_ptr, total_ptr, Dm, L, batch, opaque_zero, n_chunks,
-                         seg_chunks, n_segs, n_blocks, seg_blocks, part_stride, S, P,
+                         dz_ptr, dbias_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, opaque_zero, n_chunks, seg_chunks,
+                         n_segs, n_blocks, seg_blocks, part_stride, S, P,
                          su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
-                         so_s, so_b, so_d, so_l, sdz_s, sdz_b, sdz_d, sdz_l, st_b, st_d, st_l,
-                         sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
+                         so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                          CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr,
@@ -427,8 +423,6 @@ if triton is not None:
         # dout (shared by the directions); the gradients we write (a split's partial du, ddelta, dz: each is
         # linear in its sums), per direction
         g_row, o_row = pid_b * sg_b + d * sg_d, pid_s * so_s + pid_e * so_b + d * so_d
-        # dz: per direction and split (one direction), or the pair's (b, d, L), which direction 0 alone writes
-        dz_row, total_row = pid_s * sdz_s + pid_e * sdz_b + d * sdz_d, pid_b * st_b + d * st_d
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
         # dB, dC: (directions x b, L, N) in memory, the states fastest, so that each step's sums over the channels
         # land in one 64-byte run (in (b, N, L) they were 16 scattered words: 16 sectors of L2 traffic for one)
@@ -444,7 +438,7 @@ if triton is not None:
         else:  # the last state's gradient is zero (unused, as in a model)
             g = tl.zeros((NS, G, BLOCK_D // G), tl.float32)
         g = _carried_in(g, ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask, Dm, n_blocks, n_blocks - 1,
-                        n_blocks - (seg + 1) * seg_blocks, N, -1, STAGES)
+                        n_blocks - (seg + 1) * seg_blocks, N, -1)
         dA = tl.zeros((NS, G, BLOCK_D // G), tl.float32)
         if TILE_STORES:  # D in the layout of the sums over the states, so that D·dy and dD are computed there
             Dv = _sum_states(_per_channel(Dv) * (_per_state(tl.arange(0, NS)) == 0))
@@ -474,12 +468,9 @@ if triton is not None:
                 if HAS_Z:
                     z = _load_f32(z_ptr, z_row + t * sz_l, dmask)
                     sg = tl.sigmoid(z)
-                    if PAIRED:  # the gate of the two directions' sum (saved by the forward), direction 0's to write
-                        y = _load_f32(total_ptr, total_row + t * st_l, dmask & (direction == 0) & (pid_s == 0))
-                    else:  # this direction's output (a split's share: dz is linear in it)
-                        y = _sum_states(h_t * Ct) + Dv * u
-                    _store_channels(dz_ptr, dz_row + t * sdz_l, go * y * sg * (1.0 + z * (1.0 - sg)),
-                                    dmask & (direction == 0), NS, TILE_STORES)
+                    y = _sum_states(h_t * Ct) + Dv * u
+                    _store_channels(dz_ptr, o_row + t * so_l, go * y * sg * (1.0 + z * (1.0 - sg)), dmask, NS,
+                                    TILE_STORES)
                     dy = go * z * sg
                 else:
                     dy = go
@@ -597,11 +588,10 @@ N_SPLIT: int | None = None
 # least MIN_SEGMENT_CHUNKS chunks; an int forces that many (at most one per chunk), a pair (forward, backward)
 # forces either pass's (None: chosen).
 SEGMENTS: int | tuple[int | None, int | None] | None = None
-# (forward, backward). The forward's build takes 72-121 registers on an H100 since the gate left it (16 and
-# more fit an SM): 16 gives both directions of batch 8 five forward segments, 1 % faster than the four of
-# 12 (docs/benchmarks.md). The backward's takes 168-233, yet 8 beats 10 and 12 there (fewer, longer
-# segments, each with its full summary and recompute cost, lost more than the extra waves)
-PROGRAMS_PER_SM = (16, 8)
+# (forward, backward). The forward's build takes 72-128 registers on an H100 since the gate left it (16 fit
+# an SM): 16 gives both directions of batch 8 five forward segments, 1 % faster than the four of 12
+# (docs/benchmarks.md). Backward None: what its build fits (``BACKWARD_BUILDS``)
+PROGRAMS_PER_SM: tuple[int, int | None] = (16, None)
 # the relative cost of each segment (its share of the summary pass and the carries) in the choice of the
 # segment count (``_best_segments``); 0.05 keeps the counts the H100 sweeps chose for one direction (batch
 # 8 and 32) and picks the best swept for both directions in one launch (docs/benchmarks.md)
@@ -610,8 +600,10 @@ MIN_SEGMENT_CHUNKS = 2
 # the forward runs one loop over a segment's steps (checkpoints stored by a predicated store) where checkpoints
 # lie fewer than this many steps apart, else a loop per chunk (``_scan_fwd_kernel``)
 ONE_LOOP_BELOW = 32
-# the first pass summarises blocks of this many CHUNK-step chunks (SUMMARY_CHUNKS x CHUNK steps, also where a
-# short sequence checkpoints more often; a divisor of the segment length: the gcd is taken), not whole segments: its programs then number blocks, not segments, and fill the GPU where
+# the first pass summarises blocks of up to this many CHUNK-step chunks (SUMMARY_CHUNKS x CHUNK steps, also where
+# a short sequence checkpoints more often; the largest divisor of the segment's length in chunks up to that:
+# the gcd taken before made 4 backward segments of 25 chunks of 8 steps 99 blocks of 8 steps, each folded
+# by every program before it), not whole segments: its programs then number blocks, not segments, and fill the GPU where
 # one program per segment ran latency-bound at a few warps per SM; each main-pass program folds
 # the summaries of all the blocks before its segment (a few FMAs and exps per block)
 SUMMARY_CHUNKS = 2
@@ -658,18 +650,28 @@ VECTOR_ACCESS = {"forward": True, "forward summary": True, "window entries": Tru
 # pointers (``_store_channels``): one shared-memory conversion fewer in each backward step (9 to 8 in a
 # local sm_90 compile) and one in the forward's; the forward 3 % faster, forward+backward 0.5-2 % (H100)
 TILE_STORES = True
-# a paired backward with z computes the gate's gradients in its scan kernels: every program reads dout and
-# z and forms dy = dout · silu(z) itself, and direction 0's write dz from the forward's saved sum of the two
-# directions' outputs (a pass over the sequence fewer than ``_pair_gate_bwd_kernel``, used when False)
-GATE_IN_SCAN_BACKWARD = True
 # the gate's elementwise kernels (``_pair_gate_fwd_kernel``): steps and channels per program, warps
 GATE_BLOCK_L, GATE_BLOCK_D, GATE_WARPS = 32, 64, 4
 # ``_sum_parts_kernel``'s elements per program, parts loaded together, warps
 SUM_BLOCK, SUM_PARTS, SUM_WARPS = 512, 8, 4
-# a cap on the backward kernel's registers per thread (ptxas maxnreg; None: none). Its build on an H100
-# takes 168-186 (Triton 3.6), so 10-12 programs fit an SM; caps of 160 and 128 (12 and 16 programs) were
-# slower at every shape but b 8, L 785 (docs/benchmarks.md)
+# the backward kernel's build, by what it reads: (a cap on its registers per thread, ptxas maxnreg, None:
+# none; the programs an SM the segment rule then counts), for fp32 inputs and for bf16 ones read as words
+# (a model under autocast). Uncapped, both take 237-241 registers on an H100 (Triton 3.6), 8 programs an SM.
+# Capped at 168 (12 an SM) the fp32 build spills 2 bytes and the paired scan's forward+backward is 2-6 %
+# faster at every benchmark shape (b 8, L 785: 0.808 -> 0.769 ms; b 32, L 785: 2.626 -> 2.471); the bf16
+# build spills 26 bytes there and the model's training step was 12-13 % slower (32 frames 128.8 -> 145.5
+# ms, 64 frames 249.3 -> 279.6; seventh session, docs/benchmarks.md). With a 12-program count but no cap the
+# backward ran 1.2x slower (its segments did not fit), with a cap but an 8-program count 1.2x slower too
+BACKWARD_BUILDS = {"fp32": (168, 12), "bf16": (None, 8)}
+# a register cap forced on every build of the backward (None: ``BACKWARD_BUILDS``')
 BACKWARD_MAX_REGISTERS: int | None = None
+
+
+def _backward_build(reads_words: bool) -> tuple[int | None, int]:
+    """(register cap or None, programs an SM) of the backward kernel's build for inputs read as bf16 words
+    or not (``BACKWARD_BUILDS``; ``BACKWARD_MAX_REGISTERS`` and ``PROGRAMS_PER_SM`` override)."""
+    cap, per_sm = BACKWARD_BUILDS["bf16" if reads_words else "fp32"]
+    return BACKWARD_MAX_REGISTERS or cap, PROGRAMS_PER_SM[1] or per_sm
 
 
 def _layout(role: str) -> dict:
@@ -788,15 +790,18 @@ def _best_segments(programs: int, slots: int, limit: int, cost: float) -> int:
     return min(candidates, key=lambda s: -(-programs * s // slots) / s * (1 + cost * s))
 
 
-def _segments(batch: int, channels: int, n_chunks: int, device: torch.device, backward: bool) -> tuple[int, int]:
-    """(chunks per segment, segments) for a scan of ``n_chunks`` chunks (``SEGMENTS``)."""
+def _segments(batch: int, channels: int, n_chunks: int, device: torch.device, backward: bool,
+              reads_words: bool = False) -> tuple[int, int]:
+    """(chunks per segment, segments) for a scan of ``n_chunks`` chunks (``SEGMENTS``); the backward's count
+    depends on its build (``reads_words``: bf16 inputs read as words)."""
     forced = SEGMENTS[backward] if isinstance(SEGMENTS, tuple) else SEGMENTS
     if forced is not None:
         wanted = forced
     elif device.type != "cuda":
         wanted = 1
     else:
-        wanted = _best_segments(batch * triton.cdiv(channels, BLOCK_D), _sm_count(device) * PROGRAMS_PER_SM[backward],
+        per_sm = _backward_build(reads_words)[1] if backward else PROGRAMS_PER_SM[0]
+        wanted = _best_segments(batch * triton.cdiv(channels, BLOCK_D), _sm_count(device) * per_sm,
                                 max(1, n_chunks // MIN_SEGMENT_CHUNKS), SEGMENT_COST)
     seg_chunks = triton.cdiv(n_chunks, max(1, min(wanted, n_chunks)))
     return seg_chunks, triton.cdiv(n_chunks, seg_chunks)
@@ -814,7 +819,8 @@ def _state_splits(batch: int, channels: int, n: int, device: torch.device, segme
 def _summary_blocks(seg_chunks: int, n_chunks: int, chunk: int) -> tuple[int, int, int]:
     """(chunks per summary block, blocks per segment, blocks) for segments of ``seg_chunks`` chunks of ``chunk``
     steps (``SUMMARY_CHUNKS``)."""
-    block_chunks = math.gcd(seg_chunks, max(1, SUMMARY_CHUNKS * CHUNK // chunk))
+    limit = max(1, SUMMARY_CHUNKS * CHUNK // chunk)
+    block_chunks = max(k for k in range(1, min(limit, seg_chunks) + 1) if seg_chunks % k == 0)
     return block_chunks, seg_chunks // block_chunks, -(-n_chunks // block_chunks)
 
 
@@ -917,13 +923,11 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
 
 
 def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta_softplus,
-                   order: ScanOrder, ckpt, chunk: int | None, total: torch.Tensor | None = None):
+                   order: ScanOrder, ckpt, chunk: int | None):
     """The backward kernels for one direction or a pair (as ``_scan_forward``; dout is shared by the pair).
-    Returns du, ddelta (directions x b, d, L) in u's memory order and the dtypes of u and delta, dz (None
-    without z; z's dtype), dB, dC (directions x b, N, L), dA (directions, d, N), dD and dbias (directions, d),
-    fp32. ``dlast``: (directions x b, d, N), or an empty tensor where the last states' gradient is zero.
-    A pair with z: z gates the directions' sum, ``total`` (b, d, L), saved by the forward; dz is then the
-    pair's (b, d, L)."""
+    Returns du, ddelta, dz (directions x b, d, L) in u's memory order and the dtypes of u, delta and z (dz
+    None without z), dB, dC (directions x b, N, L), dA (directions, d, N), dD and dbias (directions, d),
+    fp32. ``dlast``: (directions x b, d, N), or an empty tensor where the last states' gradient is zero."""
     chunk = checkpoint_interval(u.shape[-1], chunk)
     directions = 1 if u2 is None else 2
     batch, channels, length = u.shape
@@ -934,18 +938,16 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
                                    chunk)
     n_dblocks = triton.cdiv(channels, BLOCK_D)
     f32 = dict(device=u.device, dtype=torch.float32)
-    seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, backward=True)
+    reads_words = any(t is not None and _reads_words(t) for t in (u, delta, dout, z))
+    max_registers, _ = _backward_build(reads_words)
+    seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, True, reads_words)
     splits = _state_splits(extended, channels, n, u.device, n_segs)
     dtypes = (u.dtype, delta.dtype, z.dtype if z is not None else None)
     du, ddelta = _result(u, dtypes[0], splits, extended), _result(u, dtypes[1], splits, extended)
-    paired_gate = directions == 2 and z is not None
-    if paired_gate and total is None:
-        raise ValueError("a paired backward with z needs the forward's summed output (total)")
-    dz = _result(u, dtypes[2], splits, batch if paired_gate else extended) if z is not None else None
+    dz = _result(u, dtypes[2], splits, extended) if z is not None else None
     (u, u2), (delta, delta2) = _pair(u, u2), _pair(delta, delta2)
     (B, B2), (C, C2) = _pair(B, B2, False), _pair(C, C2, False)
     z, dout = _as_float(z), _as_float(dout)
-    total = _as_float(total) if paired_gate else u
     has_D, has_bias = D is not None, delta_bias is not None
     A, D, delta_bias = _channel_parameters(A, D, delta_bias)
     options = dict(_kernel_options(u.device, delta_softplus, order), PAIRED=directions == 2)
@@ -987,13 +989,12 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     _scan_bwd_kernel[(extended, n_dblocks, splits * n_segs)](
         u, u2, delta, delta2, A, B, B2, C, C2, D if has_D else u, zs, bias,
         starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
-        total, channels, length, batch, 0, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
-        2 * extended * n * length, order.frame_tokens, order.prefix,
-        *_strides(u, delta, zs, dout, du, dz if dz is not None else du, total, B, C),
+        channels, length, batch, 0, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
+        2 * extended * n * length, order.frame_tokens, order.prefix, *_strides(u, delta, zs, dout, du, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, **_layout("backward"), TILE_STORES=TILE_STORES, CHUNK=window,
         STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None, HAS_BIAS=has_bias, **options, ATOMIC_DBC=ATOMIC_DBC,
         HAS_DLAST=has_dlast,
-        num_warps=NUM_WARPS, **({"maxnreg": BACKWARD_MAX_REGISTERS} if BACKWARD_MAX_REGISTERS else {}))
+        num_warps=NUM_WARPS, **({"maxnreg": max_registers} if max_registers and _nvidia(u.device) else {}))
     if not ATOMIC_DBC:
         dB, dC = _sum_parts(dBC.view(1, n_dblocks, -1)).view(2, extended, length, n)
     dB, dC = dB.transpose(1, 2), dC.transpose(1, 2)  # (directions x b, N, L) views, as ``empty_state_sums``
@@ -1004,14 +1005,18 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
 
 
 def _sum_parts(parts: torch.Tensor, rows: int = 1) -> torch.Tensor:
-    """(groups, n) fp32 sums of contiguous (groups, parts, n) partial sums (``_sum_parts_kernel``): one pass
-    where torch's reduction over the middle axis ran at about a third of the copy bandwidth (dB and dC of
-    24 channel blocks at b 8, L 785). ``rows`` > 1: each group's n = rows x cols sums stored transposed,
-    (cols, rows)."""
+    """(groups, n) fp32 sums of contiguous (groups, parts, n) partial sums (``_sum_parts_kernel``). The
+    backward's dB/dC, dA and dD/dbias sums took torch 19.9 + 10.2 + 9.0 µs and a 1.8 µs copy (dA transposed)
+    at b 8, L 785 on an H100, these 18.6 + 6.0 + 4.3 µs (seventh session, docs/benchmarks.md). ``rows`` > 1:
+    each group's n = rows x cols sums stored transposed, (cols, rows)."""
     groups, n_parts, n_inner = parts.shape
     out = torch.empty(groups, n_inner, device=parts.device, dtype=torch.float32)
-    _sum_parts_kernel[(groups, triton.cdiv(n_inner, SUM_BLOCK))](
-        parts, out, n_parts, parts.stride(1), parts.stride(0), n_inner, rows, BLOCK=SUM_BLOCK, PARTS=SUM_PARTS,
+    # small sums (dA, dD, dbias: tens of parts of a few thousand elements) take narrower programs, more of
+    # them, each with all its parts' loads in flight at once: they are latency-bound
+    small = groups * n_inner < 64 * SUM_BLOCK
+    block, together = (128, min(32, triton.next_power_of_2(n_parts))) if small else (SUM_BLOCK, SUM_PARTS)
+    _sum_parts_kernel[(groups, triton.cdiv(n_inner, block))](
+        parts, out, n_parts, parts.stride(1), parts.stride(0), n_inner, rows, BLOCK=block, PARTS=together,
         num_warps=SUM_WARPS)
     return out
 
@@ -1097,12 +1102,9 @@ def triton_backward_pair(dout, u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd
         if total is None or total.numel() == 0:
             _, _, ckpt, total = triton_forward_pair(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z,
                                                     delta_bias, delta_softplus, order, chunk)
-        if not GATE_IN_SCAN_BACKWARD:
-            dout, dz = _gate_backward(dout, total, z)
-            z = total = None
-    du, ddelta, dz_scan, dB, dC, dA, dD, dbias = _scan_backward(
-        dout, dout.new_empty(0), u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias,
-        delta_softplus, order, ckpt, chunk, total)
-    dz = dz_scan if dz is None else dz
+        dout, dz = _gate_backward(dout, total, z)
+    du, ddelta, _, dB, dC, dA, dD, dbias = _scan_backward(
+        dout, dout.new_empty(0), u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, None, delta_bias,
+        delta_softplus, order, ckpt, chunk)
     directions = lambda t: t.unflatten(0, (2, batch))  # noqa: E731
     return directions(du), directions(ddelta), dA, directions(dB), directions(dC), dD, dz, dbias
