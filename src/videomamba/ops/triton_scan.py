@@ -660,8 +660,8 @@ SUM_BLOCK, SUM_PARTS, SUM_WARPS = 512, 8, 4
 # Capped at 168 (12 an SM) the fp32 build spills 2 bytes and the paired scan's forward+backward is 2-6 %
 # faster at every benchmark shape (b 8, L 785: 0.808 -> 0.769 ms; b 32, L 785: 2.626 -> 2.471); the bf16
 # build spills 26 bytes there and the model's training step was 12-13 % slower (32 frames 128.8 -> 145.5
-# ms, 64 frames 249.3 -> 279.6; seventh session, docs/benchmarks.md). With a 12-program count but no cap the
-# backward ran 1.2x slower (its segments did not fit), with a cap but an 8-program count 1.2x slower too
+# ms, 64 frames 249.3 -> 279.6; seventh session, docs/benchmarks.md). The count matters as much as the cap:
+# capped, but with the rule counting 8, the backward kernel took 603 µs at b 8, L 785 against 421
 BACKWARD_BUILDS = {"fp32": (168, 12), "bf16": (None, 8)}
 # a register cap forced on every build of the backward (None: ``BACKWARD_BUILDS``')
 BACKWARD_MAX_REGISTERS: int | None = None
