@@ -516,6 +516,33 @@ def host_time(have_mamba: bool, repeats: int = 300) -> None:
     print()
 
 
+def graphed_step_ms(model: torch.nn.Module, frames: int) -> float:
+    """GPU time of ``model``'s training step (batch 8, 224x224, bf16 autocast, fused AdamW) captured whole in
+    one CUDA graph after three warm-up steps on a side stream: the median of 10 replays, in ms."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=True)
+    video = torch.randn(8, 3, frames, 224, 224, device=DEV)
+    labels = torch.randint(0, 400, (8,), device=DEV)
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            loss = torch.nn.functional.cross_entropy(model(video).float(), labels)
+        loss.backward()
+        opt.step()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        step()
+    return _median_ms(graph.replay, 10)
+
+
 def graphed_training_steps(have_mamba: bool, frame_counts: tuple[int, ...] = (32, 64)) -> None:
     """The training step of each model captured whole (forward, backward, fused AdamW) in one CUDA graph
     and replayed: its GPU time, with the host's Python and launches taken off every model alike (the
@@ -533,33 +560,11 @@ def graphed_training_steps(have_mamba: bool, frame_counts: tuple[int, ...] = (32
                 os.environ["VIDEOMAMBA_SCAN_BACKEND"] = "triton"
             with _MambaSsmScan() if backend == "mamba_ssm" else contextlib.nullcontext():
                 model = _model(backend, frames)
-                opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=True)
-                video = torch.randn(8, 3, frames, 224, 224, device=DEV)
-                labels = torch.randint(0, 400, (8,), device=DEV)
-
-                def step():
-                    with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
-                        loss = torch.nn.functional.cross_entropy(model(video).float(), labels)
-                    loss.backward()
-                    opt.step()
-
                 try:
-                    side = torch.cuda.Stream()
-                    side.wait_stream(torch.cuda.current_stream())
-                    with torch.cuda.stream(side):
-                        for _ in range(3):
-                            opt.zero_grad(set_to_none=True)
-                            step()
-                    torch.cuda.current_stream().wait_stream(side)
-                    graph = torch.cuda.CUDAGraph()
-                    opt.zero_grad(set_to_none=True)
-                    with torch.cuda.graph(graph):
-                        step()
-                    row[backend] = _median_ms(graph.replay, 10)
-                    del graph
+                    row[backend] = graphed_step_ms(model, frames)
                 except Exception as err:  # noqa: BLE001 - report and go on
                     print(f"({backend or 'vit'} at {frames} frames: not captured: {str(err)[:300]})")
-            model = opt = None  # free them before the next model
+            model = None  # free it before the next model
             torch.cuda.empty_cache()
         os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
         cells = [f"{row[k]:.1f}" if k in row else "-" for k in ("triton", "mamba_ssm", None)]

@@ -19,7 +19,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import videomamba.ops.triton_scan as ts
-from scan_gpu import DEV, _graph_ms, _median_ms, _model, warm_up_gpu  # benchmarks/ is on the path
+from scan_gpu import _graph_ms, _model, graphed_step_ms, warm_up_gpu  # benchmarks/ is on the path
 from scan_gpu_sweep import _fresh_step, _paired_call, report_compiled
 
 SHAPES = ((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (32, 1569), (32, 3137), (32, 6273))
@@ -64,30 +64,8 @@ def training_steps(configs: list) -> None:
         for label, settings in configs:
             use({**defaults, **settings})
             model = _model("triton", frames)
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=True)
-            video = torch.randn(8, 3, frames, 224, 224, device=DEV)
-            labels = torch.randint(0, 400, (8,), device=DEV)
-
-            def step():
-                with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
-                    loss = torch.nn.functional.cross_entropy(model(video).float(), labels)
-                loss.backward()
-                opt.step()
-
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    opt.zero_grad(set_to_none=True)
-                    step()
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            opt.zero_grad(set_to_none=True)
-            with torch.cuda.graph(graph):
-                step()
-            print(f"| {frames} | {label} | {_median_ms(graph.replay, 10):.1f} |", flush=True)
-            del graph
-            model = opt = None
+            print(f"| {frames} | {label} | {graphed_step_ms(model, frames):.1f} |", flush=True)
+            model = None
             torch.cuda.empty_cache()
     report_compiled()
 

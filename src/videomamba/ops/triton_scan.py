@@ -657,7 +657,7 @@ SUM_BLOCK, SUM_PARTS, SUM_WARPS = 512, 8, 4
 # the backward kernel's build, by what it reads: (a cap on its registers per thread, ptxas maxnreg, None:
 # none; the programs an SM the segment rule then counts), for fp32 inputs and for bf16 ones read as words
 # (a model under autocast). Uncapped, both take 237-241 registers on an H100 (Triton 3.6), 8 programs an SM.
-# Capped at 168 (12 an SM) the fp32 build spills 2 bytes and the paired scan's forward+backward is 2-6 %
+# Capped at 168 (12 an SM) the fp32 build spills 2 bytes and the paired scan's forward+backward is 1-6 %
 # faster at every benchmark shape (b 8, L 785: 0.808 -> 0.769 ms; b 32, L 785: 2.626 -> 2.471); the bf16
 # build spills 26 bytes there and the model's training step was 12-13 % slower (32 frames 128.8 -> 145.5
 # ms, 64 frames 249.3 -> 279.6; seventh session, docs/benchmarks.md). The count matters as much as the cap:
