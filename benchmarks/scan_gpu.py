@@ -45,14 +45,14 @@ def warm_up_gpu(seconds: float = 2.0) -> None:
     """Keep the GPU busy for a while before timing: an idle card starts at low clocks, and the first
     shape measured ran slower than the same kernels later."""
     a = torch.randn(4096, 4096, device=DEV)
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     while True:
         for _ in range(20):
             a = (a @ a).tanh_()
-        stop.record()
-        stop.synchronize()
-        if start.elapsed_time(stop) > seconds * 1e3:
+        end.record()
+        end.synchronize()
+        if start.elapsed_time(end) > seconds * 1e3:
             return
 
 
@@ -98,10 +98,9 @@ def correctness() -> None:
 
 
 def whole_model_check() -> None:
-    """Each scan order through a whole (small) model: the Triton path (conv and scan kernels, the
-    backward order read in place) in fp32 against the chunked scan in float64, the order gathered."""
+    """Each scan order through a whole (small) model: the Triton path (conv and scan kernels computing
+    the backward order's positions) in fp32 against the chunked scan in float64 (which gathers them)."""
     import videomamba
-    from videomamba.models.mixer import BiMambaMixer
 
     print("Error / max |reference| per tensor; a parameter whose float64 gradient is exactly zero (the last")
     print("layer's forward-direction A: the class token is read at position 0, before any decay) is")
@@ -114,13 +113,9 @@ def whole_model_check() -> None:
                                         scan_order=order).to(DEV)
         clip = torch.randn(2, 3, 8, 112, 112, device=DEV)
         results = []
-        for backend, dtype, in_place in (("triton", torch.float32, True), ("chunked", torch.float64, False)):
+        for backend, dtype in (("triton", torch.float32), ("chunked", torch.float64)):
             os.environ["VIDEOMAMBA_SCAN_BACKEND"] = backend
             model = model.to(dtype)
-            model.read_order_in_place = in_place
-            for module in model.modules():
-                if isinstance(module, BiMambaMixer):
-                    module.per_frame_in_place = in_place
             model.zero_grad()
             logits = model(clip.to(dtype))
             logits.square().sum().backward()
@@ -307,25 +302,34 @@ def both_directions(have_mamba: bool, shapes=((8, 785), (8, 1569), (8, 3137), (8
 
 class _MambaSsmScan:
     """Within this context the mixers call mamba_ssm's CUDA ``selective_scan_fn`` on contiguous
-    (B, d, L) copies and gather the backward order (flip-based, as Vim and OpenGVLab's VideoMamba do):
-    the mamba_ssm baseline."""
+    (B, d, L) copies, the backward direction on copies gathered into its order and its output gathered
+    back (flip-based, as Vim and OpenGVLab's VideoMamba do): the mamba_ssm baseline."""
 
     def __enter__(self):
         import videomamba.models.mixer as mixer
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
-        def scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False,
-                 order=None):
-            assert not reverse and order is None, "the baseline gathers; it never asks for another scan order"
+        def scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
             return selective_scan_fn(u.contiguous(), delta.contiguous(), A, B.contiguous(), C.contiguous(), D,
                                      z.contiguous() if z is not None else None, delta_bias, delta_softplus)
 
-        self.mixer, self.original = mixer, mixer.selective_scan
-        mixer.selective_scan = scan
+        def pair(forward, backward, z=None, order=None, delta_softplus=False):
+            if order.mode == "reverse":
+                to_steps = back = lambda t: t.flip(-1)  # noqa: E731
+            else:
+                positions = order.positions(z.shape[-1], z.device)
+                inverse = torch.argsort(positions)
+                to_steps, back = (lambda t: t[..., positions]), (lambda t: t[..., inverse])  # noqa: E731
+            gathered = {k: to_steps(v) if k in ("u", "delta", "B", "C") else v for k, v in backward._asdict().items()}
+            return (scan(**forward._asdict(), z=z, delta_softplus=delta_softplus)
+                    + back(scan(**gathered, z=to_steps(z), delta_softplus=delta_softplus)))
+
+        self.mixer, self.originals = mixer, (mixer.selective_scan, mixer.selective_scan_pair)
+        mixer.selective_scan, mixer.selective_scan_pair = scan, pair
         return self
 
     def __exit__(self, *exc):
-        self.mixer.selective_scan = self.original
+        self.mixer.selective_scan, self.mixer.selective_scan_pair = self.originals
         return False
 
 
@@ -378,8 +382,6 @@ def _model(backend: str | None, frames: int) -> torch.nn.Module:
 
     model = (videomamba.create_model("videomamba_small", num_frames=frames) if backend
              else ViTBaseline()).to(DEV)  # the ViT's positions are built for any length
-    if backend in ("mamba_ssm", "chunked"):  # the backward order gathered
-        model.read_order_in_place = False
     return model
 
 
@@ -632,24 +634,20 @@ def compiled_vs_eager(frames: int = 64, modes: tuple[str, ...] = ("eager", "defa
     print()
 
 
-def orders_in_place(frames: int = 16) -> None:
-    """Each scan order with the backward direction read in place (positions computed by the kernels)
-    against gathering permuted copies: videomamba_small, Triton path."""
+def scan_orders(frames: int = 16) -> None:
+    """Each backward scan order (the kernels compute its positions): videomamba_small, Triton path."""
     import videomamba
 
     os.environ["VIDEOMAMBA_SCAN_BACKEND"] = "triton"
-    print(f"## backward order read in place or gathered: videomamba_small, {frames} frames, Triton path\n")
-    print("| scan order | backward direction | train step ms (batch 8) | infer clips/s (batch 32) |\n|---|---|---|---|")
+    print(f"## backward scan orders: videomamba_small, {frames} frames, Triton path\n")
+    print("| scan order | train step ms (batch 8) | infer clips/s (batch 32) |\n|---|---|---|")
     for order in ("spatiotemporal", "spatial", "temporal"):
-        for in_place in (True, False):
-            model = videomamba.create_model("videomamba_small", num_frames=frames, scan_order=order).to(DEV)
-            model.read_order_in_place = in_place
-            ms = _median_ms(training_step(model, frames), 5)
-            infer_ms = _median_ms(inference(model, frames), 5)  # no dropout or drop-path by default
-            print(f"| {order} | {'read in place' if in_place else 'gathered'} | {ms:.1f} | "
-                  f"{32 / infer_ms * 1e3:.1f} |", flush=True)
-            del model
-            torch.cuda.empty_cache()
+        model = videomamba.create_model("videomamba_small", num_frames=frames, scan_order=order).to(DEV)
+        ms = _median_ms(training_step(model, frames), 5)
+        infer_ms = _median_ms(inference(model, frames), 5)  # no dropout or drop-path by default
+        print(f"| {order} | {ms:.1f} | {32 / infer_ms * 1e3:.1f} |", flush=True)
+        del model
+        torch.cuda.empty_cache()
     os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
     print()
 
@@ -687,7 +685,7 @@ def main() -> None:
         for frames in (32, 64):
             compiled_vs_eager(frames)
     if "orders" in parts:
-        orders_in_place()
+        scan_orders()
 
 
 if __name__ == "__main__":

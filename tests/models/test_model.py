@@ -175,16 +175,18 @@ def test_backward_through_model_matches_reference_scan(monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
 
 
-def test_scan_indices_give_the_order_to_compute():
-    """Besides the gather indices, the model hands the mixers the same order as positions to compute
-    (reading it in place against gathering: tests/models/test_scan_order.py)."""
+def test_scan_order_is_the_backward_order():
+    """The model hands the mixers the backward order as positions to compute (``ScanOrder``): the
+    reversal for the spatio-temporal mode, the per-frame modes with the class token read last."""
     import videomamba
+    from videomamba.models import backward_order
 
     model = videomamba.create_model("videomamba_nano", embed_dim=32, depth=1)
-    assert model.scan_indices((2, 2, 2), torch.device("cpu"))[2].mode == "reverse"  # spatio-temporal
-    temporal = videomamba.create_model("videomamba_nano", embed_dim=32, depth=1, scan_order="temporal")
-    index, _, computed = temporal.scan_indices((2, 2, 2), torch.device("cpu"))
-    assert computed.mode == "temporal" and torch.equal(computed.positions(9), index)  # the same order
+    assert model.scan_order((2, 2, 2)).mode == "reverse"
+    assert videomamba.create_model("videomamba_nano", embed_dim=32, depth=1, scan_order="none").scan_order((2, 2, 2)) is None
+    for mode in ("spatial", "temporal"):
+        order = videomamba.create_model("videomamba_nano", embed_dim=32, depth=1, scan_order=mode).scan_order((2, 2, 2))
+        assert order.mode == mode and torch.equal(order.positions(9), backward_order(mode, 2, 2, 2))
 
 
 def test_halves_projection_is_the_split_linear_forward_and_backward():

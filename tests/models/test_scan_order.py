@@ -40,36 +40,53 @@ def test_spatiotemporal_order_is_the_whole_sequence_reversed(cls_token):
     assert torch.equal(order, torch.arange(len(order) - 1, -1, -1))
 
 
-@pytest.mark.parametrize("scan_order", ["spatiotemporal", "spatial", "temporal", "none"])
-@pytest.mark.parametrize("cls_token", [True, False])
-def test_backward_order_read_in_place_gives_the_same_model(scan_order, cls_token):
-    """The backward direction reading the forward-order tensors in its own order (the GPU's path: the
-    conv and the scan address the positions) against gathering permuted copies (the CPU's path for
-    the per-frame orders): same outputs, gradients and Δ."""
-    from videomamba.models.mixer import BiMambaMixer
+def _mixer_on_gathered_copies(mixer, hidden, index):
+    """The mixer written the plain way: the backward direction runs on permuted copies of x and z
+    (``index`` from ``backward_order``) with the reference scan, and its output is permuted back."""
+    import torch.nn.functional as F
 
+    from videomamba.ops import selective_scan, sequence_conv_silu
+
+    x, z = (half.transpose(1, 2) for half in mixer.in_proj(hidden))
+    inverse = torch.argsort(index)
+
+    def direction(scan, x, z):
+        u = F.silu(F.conv1d(x, scan.conv1d.weight, scan.conv1d.bias, padding=scan.conv1d.padding[0],
+                            groups=x.shape[1])[..., :x.shape[-1]])
+        assert torch.allclose(u, sequence_conv_silu(x, scan.conv1d.weight, scan.conv1d.bias))
+        inputs = scan.project(u)
+        return selective_scan(**inputs._asdict(), z=z, delta_softplus=True, backend="reference")
+
+    y = direction(mixer.scan_fwd, x, z) + direction(mixer.scan_bwd, x[:, :, index], z[:, :, index])[:, :, inverse]
+    return mixer.out_proj(y.transpose(1, 2)) * (0.5 if mixer.combine == "mean" else 1.0)
+
+
+@pytest.mark.parametrize("scan_order", ["spatiotemporal", "spatial", "temporal"])
+@pytest.mark.parametrize("cls_token", [True, False])
+@pytest.mark.parametrize("combine", ["mean", "sum"])
+def test_mixer_equals_scanning_gathered_copies(scan_order, cls_token, combine):
+    """The mixer's one forward path (the backward order handed to the ops, which read the positions in
+    it) against gathering permuted copies and scanning those with the reference loop: same output and
+    same gradients of every parameter and of the input, float64."""
     torch.manual_seed(0)
-    model = videomamba.create_model("videomamba_nano", num_frames=4, img_size=32, num_classes=5, depth=2,
-                                    scan_order=scan_order, cls_token=cls_token).double()
-    clip = torch.randn(2, 3, 4, 32, 32, dtype=torch.float64)
+    model = videomamba.create_model("videomamba_nano", num_frames=4, img_size=32, num_classes=5, depth=1,
+                                    scan_order=scan_order, cls_token=cls_token, combine=combine).double()
+    mixer = model.layers[0].mixer
+    grid = model.cfg.grid
+    index = backward_order(scan_order, *grid, cls_token=cls_token)
+    hidden = torch.randn(2, len(index), model.cfg.embed_dim, dtype=torch.float64, requires_grad=True)
     results = []
-    for in_place in (False, True):
-        model.read_order_in_place = in_place
-        for module in model.modules():
-            if isinstance(module, BiMambaMixer):
-                module.per_frame_in_place = in_place
-        model.zero_grad()
-        logits, internals = model.forward_with_internals(clip)
-        logits.square().sum().backward()
-        results.append((logits.detach(), [p.grad.clone() for p in model.parameters()], internals.deltas))
-    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-12, atol=1e-12)
-    for a, b in zip(results[0][1], results[1][1]):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    for layer_a, layer_b in zip(results[0][2], results[1][2]):  # Δ of both directions, in forward order
-        for a, b in zip(layer_a, layer_b):
-            assert (a is None) == (b is None)
-            if a is not None:  # Δ is reported in float32 (its channel mean sums in each memory order)
-                torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+    for run in (lambda h: mixer(h, model.scan_order(grid)), lambda h: _mixer_on_gathered_copies(mixer, h, index)):
+        mixer.zero_grad()
+        hidden.grad = None
+        out = run(hidden)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        results.append((out.detach(), hidden.grad.clone(), [p.grad.clone() for p in mixer.parameters()]))
+    (out_a, dh_a, grads_a), (out_b, dh_b, grads_b) = results
+    torch.testing.assert_close(out_a, out_b, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(dh_a, dh_b, rtol=1e-10, atol=1e-12)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["spatiotemporal", "spatial", "temporal"])

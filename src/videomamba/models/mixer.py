@@ -4,9 +4,9 @@ in_proj and out_proj are shared; each direction has its own conv1d, x_proj, dt_p
 The mixer reads top to bottom as the equations:
 in_proj -> (x, z) -> per direction: conv1d -> SiLU -> x_proj -> (dt, B, C) -> dt_proj -> scan
 (with the SiLU(z) gate) -> back to forward order -> combine -> out_proj.
-Where the backward direction reads the forward-order tensors in place, the two directions' convs and
-scans each run as one call (``sequence_conv_silu_pair``, ``selective_scan_pair``: one launch of each
-kernel on the GPU).
+The backward direction reads the forward-order tensors in its own order (``ops.ScanOrder``): the two
+directions' convs and scans each run as one call (``sequence_conv_silu_pair``, ``selective_scan_pair``:
+one launch of each kernel on the GPU) and nothing is permuted here.
 """
 
 from __future__ import annotations
@@ -19,33 +19,6 @@ from torch import nn
 
 from ..ops import (ScanInputs, ScanOrder, selective_scan, selective_scan_pair, sequence_conv_silu,
                    sequence_conv_silu_pair)
-
-
-def _take_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x[:, :, index] for (B, C, L), kept in x's memory order: dense channels-last tensors gather rows."""
-    if x.stride(1) == 1 and x.stride(2) == x.shape[1] and x.shape[1] > 1:
-        return x.transpose(1, 2).index_select(1, index).transpose(1, 2)
-    return x.index_select(2, index)
-
-
-class _PermuteTokens(torch.autograd.Function):
-    """x[:, :, index] whose backward is a gather by the inverse permutation: autograd's default
-    backward of advanced indexing is a scatter (index_put), several times slower on CPU."""
-
-    @staticmethod
-    def forward(ctx, x, index, inverse):
-        ctx.save_for_backward(inverse)
-        return _take_tokens(x, index)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (inverse,) = ctx.saved_tensors
-        return _take_tokens(grad, inverse), None, None
-
-
-def permute_tokens(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-    """Reorder the sequence axis of (B, C, L) by ``index`` (``inverse`` is its inverse permutation)."""
-    return _PermuteTokens.apply(x, index, inverse)
 
 
 class ScaledInputLinear(nn.Linear):
@@ -93,10 +66,10 @@ class ScanDirection(nn.Module):
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1))
         self.D = nn.Parameter(torch.ones(d_inner))
 
-    def scan_inputs(self, x: torch.Tensor, order: ScanOrder | None = None) -> ScanInputs:
-        """This direction's scan inputs from the in_proj output x (B, d_inner, L): the conv (causal along
-        ``order``) and SiLU, then ``project``."""
-        return self.project(sequence_conv_silu(x, self.conv1d.weight, self.conv1d.bias, order=order))
+    def scan_inputs(self, x: torch.Tensor) -> ScanInputs:
+        """This direction's scan inputs from the in_proj output x (B, d_inner, L), read in forward order:
+        the causal conv and SiLU, then ``project``."""
+        return self.project(sequence_conv_silu(x, self.conv1d.weight, self.conv1d.bias))
 
     def project(self, x: torch.Tensor) -> ScanInputs:
         """The scan inputs from the conv + SiLU output x: x_proj, dt_proj (its bias goes to the scan, added
@@ -106,25 +79,14 @@ class ScanDirection(nn.Module):
         return ScanInputs(x, dt, -torch.exp(self.A_log.float()), B.transpose(1, 2), C.transpose(1, 2),
                           self.D.float(), self.dt_proj.bias.float())
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor, return_delta: bool = False, order: ScanOrder | None = None):
-        """x, z: (B, d_inner, L) in any memory order (on a GPU the conv writes channels-last and every
-        tensor down to the scan output stays (B, L, d) in memory). Returns y (B, d_inner, L) and,
-        when asked, Δ = softplus(dt_proj(x) + bias) (B, d_inner, L) in float32.
-
-        ``order``: x and z are in forward order and this direction reads them in ``order`` (reversed
-        for the spatio-temporal reversal, per frame for the spatial and temporal ones): the conv is
-        causal along that order and the scan reads the positions in it, each result written at its
-        own position. The result equals permuting x and z, running, and permuting back, without the
-        copies (on the GPU the kernels compute the positions).
-        """
-        inputs = self.scan_inputs(x, order)
-        y = selective_scan(**inputs._asdict(), z=z, delta_softplus=True, order=order)
-        delta = F.softplus(inputs.delta.float() + inputs.delta_bias[:, None]) if return_delta else None
-        return y, delta
+    @staticmethod
+    def channel_mean_delta(inputs: ScanInputs) -> torch.Tensor:
+        """Δ = softplus(dt_proj(x) + bias) averaged over channels: (B, L) in float32, memory order."""
+        return F.softplus(inputs.delta.float() + inputs.delta_bias[:, None]).mean(1)
 
 
 class BiMambaMixer(nn.Module):
-    """Forward scan in token order; backward scan in the order given by ``backward_index``.
+    """Forward scan in token order; backward scan in the order given by a ``ScanOrder``.
 
     ``combine``: 'mean' averages the two directions (Vim, our default), 'sum' adds them (OpenGVLab's
     VideoMamba). Without a backward direction (scan order 'none') only the forward scan runs.
@@ -142,53 +104,35 @@ class BiMambaMixer(nn.Module):
         self.scan_fwd = ScanDirection(self.d_inner, d_state, self.dt_rank, d_conv)
         self.scan_bwd = ScanDirection(self.d_inner, d_state, self.dt_rank, d_conv) if bidirectional else None
         self.out_proj = ScaledInputLinear(self.d_inner, dim, bias=False)
-        # read the per-frame backward orders (spatial, temporal) in place: None means on a GPU, whose
-        # kernels compute the positions; on the CPU the fallbacks would reorder copies, and gathering
-        # once is cheaper there. Set it to compare the two paths.
-        self.per_frame_in_place: bool | None = None
 
-    def forward(self, hidden: torch.Tensor, backward_index: torch.Tensor | None = None,
-                inverse_index: torch.Tensor | None = None, return_delta: bool = False,
-                backward_order: ScanOrder | None = None):
+    def forward(self, hidden: torch.Tensor, backward_order: ScanOrder | None = None, return_delta: bool = False):
         """hidden (B, L, dim) -> (B, L, dim); with ``return_delta`` also the channel-mean Δ of each
         direction, (B, L) in forward order (None for a missing direction).
 
-        ``backward_order``: the backward order as positions to compute (``ScanOrder``); that direction
-        then reads the forward-order tensors in it instead of gathering permuted copies
-        (``backward_index`` is not needed). The full reversal is always read this way; the per-frame
-        orders where ``per_frame_in_place`` says (by default on a GPU).
+        ``backward_order``: the order in which the backward direction reads the forward-order tensors
+        (``ops.ScanOrder``; required when bidirectional). The ops read the positions in that order and
+        write each result at the position it read, so nothing here is permuted: on the GPU the kernels
+        compute the positions, elsewhere the ops gather and scatter inside.
         """
         # (B, d_inner, L) views of (B, L, d_inner) projections, channels fastest in memory: the GPU
         # kernels (conv, scan) read them as they are and write channels-last results, so x_proj, the
         # scan and out_proj see (B, L, d) rows without transposed copies
         x, z = (half.transpose(1, 2) for half in self.in_proj(hidden))
-        per_frame = hidden.is_cuda if self.per_frame_in_place is None else self.per_frame_in_place
-        in_place = backward_order is not None and (backward_order.mode == "reverse" or per_frame)
-        if self.scan_bwd is not None and in_place and not return_delta:
-            # both directions in one conv call and one scan call (one launch of each kernel on the GPU)
+        if self.scan_bwd is None:
+            inputs = [self.scan_fwd.scan_inputs(x)]
+            y = selective_scan(**inputs[0]._asdict(), z=z, delta_softplus=True)
+        else:
+            if backward_order is None:
+                raise ValueError("a bidirectional mixer needs the backward direction's ScanOrder")
             directions = (self.scan_fwd, self.scan_bwd)
             convolved = sequence_conv_silu_pair(x, torch.stack([d.conv1d.weight for d in directions]),
                                                 torch.stack([d.conv1d.bias for d in directions]), backward_order)
             inputs = [d.project(u) for d, u in zip(directions, convolved)]
             y = selective_scan_pair(*inputs, z, backward_order, delta_softplus=True)
-            return self.out_proj(y.transpose(1, 2), input_scale=0.5 if self.combine == "mean" else 1.0)
-        y, delta_fwd = self.scan_fwd(x, z, return_delta)
-        deltas = [delta_fwd.mean(1) if return_delta else None, None]
-        if self.scan_bwd is not None:
-            if in_place:
-                y_bwd, delta_bwd = self.scan_bwd(x, z, return_delta, order=backward_order)
-            else:
-                if backward_index is None:
-                    raise ValueError("a bidirectional mixer needs the backward scan's token order")
-                y_bwd, delta_bwd = self.scan_bwd(permute_tokens(x, backward_index, inverse_index),
-                                                 permute_tokens(z, backward_index, inverse_index), return_delta)
-                y_bwd = permute_tokens(y_bwd, inverse_index, backward_index)
-                if return_delta:
-                    delta_bwd = delta_bwd[:, :, inverse_index]
-            y = y + y_bwd
-            if return_delta:
-                deltas[1] = delta_bwd.mean(1)
         # the mean's 1/2 goes on out_proj's weight: no (B, L, d_inner) multiply forward or backward
         mean = self.scan_bwd is not None and self.combine == "mean"
         out = self.out_proj(y.transpose(1, 2), input_scale=0.5 if mean else 1.0)
-        return (out, deltas) if return_delta else out
+        if not return_delta:
+            return out
+        deltas = [ScanDirection.channel_mean_delta(i) for i in inputs]
+        return out, deltas + [None] * (2 - len(deltas))

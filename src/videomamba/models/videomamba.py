@@ -21,7 +21,7 @@ from ..ops import ScanOrder
 from .mixer import BiMambaMixer
 from .pos_embed import (LEARNED_POS_EMBEDS, POS_EMBEDS, random_table, resample_table,
                         sinusoidal_table, video_table_from_image)
-from .scan_order import SCAN_ORDERS, backward_order
+from .scan_order import SCAN_ORDERS
 from .tokenizer import TubeletEmbed
 
 
@@ -118,9 +118,8 @@ class Block(nn.Module):
                                   d_conv=cfg.d_conv, bidirectional=cfg.scan_order != "none", combine=cfg.combine)
         self.drop_path_rate = drop_path_rate
 
-    def forward(self, residual: torch.Tensor, backward_index, inverse_index, return_delta: bool = False,
-                backward_order: ScanOrder | None = None):
-        out = self.mixer(self.norm(residual), backward_index, inverse_index, return_delta, backward_order)
+    def forward(self, residual: torch.Tensor, order: ScanOrder | None = None, return_delta: bool = False):
+        out = self.mixer(self.norm(residual), order, return_delta)
         out, deltas = out if return_delta else (out, None)
         residual = residual + drop_path(out.to(residual.dtype), self.drop_path_rate, self.training)
         return residual, deltas
@@ -163,12 +162,7 @@ class VideoMamba(nn.Module):
         self.norm_f = nn.RMSNorm(cfg.embed_dim, eps=cfg.norm_eps)
         self.head_drop = nn.Dropout(cfg.drop_rate)
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
-        self._order_cache: dict = {}
         self.grad_checkpointing = False
-        # the backward direction reads the forward-order tensors in its order (the reversal always,
-        # the per-frame orders on the GPU path) instead of gathering permuted copies; False gathers
-        # (tests and the mamba_ssm baseline compare the two)
-        self.read_order_in_place = True
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -197,19 +191,14 @@ class VideoMamba(nn.Module):
             return sinusoidal_table(math.prod(grid), self.cfg.embed_dim).to(self.patch_embed.proj.weight.device)
         return resample_table(self.pos_embed[0], self.cfg.grid, grid)
 
-    def scan_indices(self, grid: tuple[int, int, int], device: torch.device):
-        """(backward order, its inverse, the same order as positions to compute (``ScanOrder``)) for
-        the full sequence on ``device``; (None, None, None) for 'none'."""
-        key = (grid, str(device))
-        if key not in self._order_cache:
-            order = backward_order(self.cfg.scan_order, *grid, cls_token=self.cls_token is not None)
-            if order is None:
-                self._order_cache[key] = (None, None, None)
-            else:
-                computed = (ScanOrder("reverse") if self.cfg.scan_order == "spatiotemporal"
-                            else ScanOrder(self.cfg.scan_order, grid[1] * grid[2], self.prefix_tokens))
-                self._order_cache[key] = (order.to(device), torch.argsort(order).to(device), computed)
-        return self._order_cache[key]
+    def scan_order(self, grid: tuple[int, int, int]) -> ScanOrder | None:
+        """The backward direction's order of the full sequence as positions the ops compute (None for
+        'none'); the same permutation as ``backward_order`` returns as an index."""
+        if self.cfg.scan_order == "none":
+            return None
+        if self.cfg.scan_order == "spatiotemporal":  # the whole sequence reversed, class token last
+            return ScanOrder("reverse")
+        return ScanOrder(self.cfg.scan_order, grid[1] * grid[2], self.prefix_tokens)
 
     def forward_features(self, video: torch.Tensor, internals: Internals | None = None,
                          record: tuple[str, ...] = ()) -> torch.Tensor:
@@ -224,8 +213,7 @@ class VideoMamba(nn.Module):
             tokens = tokens + table.to(tokens.dtype)
         if self.cls_token is not None:
             tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
-        backward_index, inverse_index, in_place_order = self.scan_indices(grid, tokens.device)
-        in_place_order = in_place_order if self.read_order_in_place else None
+        order = self.scan_order(grid)
         if internals is not None:
             internals.grid, internals.prefix = grid, self.prefix_tokens
         want_delta = internals is not None and "delta" in record
@@ -233,10 +221,10 @@ class VideoMamba(nn.Module):
         checkpointing = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
             if checkpointing:  # recompute each block in the backward pass instead of storing it
-                residual, deltas = torch.utils.checkpoint.checkpoint(
-                    layer, residual, backward_index, inverse_index, want_delta, in_place_order, use_reentrant=False)
+                residual, deltas = torch.utils.checkpoint.checkpoint(layer, residual, order, want_delta,
+                                                                     use_reentrant=False)
             else:
-                residual, deltas = layer(residual, backward_index, inverse_index, want_delta, in_place_order)
+                residual, deltas = layer(residual, order, want_delta)
             if want_delta:
                 internals.deltas.append(tuple(deltas))
             if internals is not None and "features" in record:
