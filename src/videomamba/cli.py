@@ -100,6 +100,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                f"{summary['train_seconds']:.0f} s)"
         if "shuffle" in summary:
             line += "\nframe shuffle, top-1: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in summary["shuffle"].items())
+            if "run_folder" in summary:
+                from .analysis.shuffle import write_shuffle_report
+
+                write_shuffle_report({"model": summary["shuffle"]}, summary["run_folder"])
         print(line)
         print(f"run folder: {config.train.output}  (model.safetensors, last.pt, eval.json, curves.png)")
     return 0

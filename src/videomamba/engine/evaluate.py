@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..analysis.shuffle import shuffle_frames
+from ..data.frame_order import shuffle_frames
 from .distributed import DistInfo, gather_objects
 
 
@@ -104,7 +104,7 @@ def run_evaluation(config, checkpoint: str | Path, output: str | Path | None = N
     from .config import validate
     from .distributed import cleanup, init_distributed
     from .predict import load_model
-    from .train import autocast_dtype
+    from .step import autocast_dtype
 
     validate(config, need_train=False)
     info = init_distributed()
@@ -117,7 +117,7 @@ def run_evaluation(config, checkpoint: str | Path, output: str | Path | None = N
         loader, _ = build_loader(dataset, batch, info, False, config.data.num_workers, config.train.seed)
         results = {}
         for order in frame_orders:
-            _, labels, probs, skipped = predict_scores(model, loader, info, autocast_dtype(config, info.device),
+            _, labels, probs, skipped = predict_scores(model, loader, info, autocast_dtype(config.train.precision, info.device),
                                                        frame_order=order, unit=unit, progress=progress,
                                                        desc=f"eval {order or ''}".strip())
             result = metrics(labels, probs, dataset.class_names)

@@ -5,8 +5,8 @@ pipeline costs more than the model: decoding, worker start-up and host-to-device
 Here the whole dataset lives on the device as uint8 (N, T_stored, H, W, 3), frames are picked by
 index, and the augmentation (random resized crop, horizontal flip with a label map, temporal jitter)
 runs batched on the device through one ``affine_grid``/``grid_sample``. The optimiser, schedule and
-loss are the main engine's (``engine.optim``, ``soft_cross_entropy``); what is left out is what a
-short in-memory run does not need: checkpoints, DDP, logging files.
+training step are the main engine's (``engine.optim``, ``engine.step.TrainStep``); what is left out
+is what a short in-memory run does not need: checkpoints, DDP, logging files.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..analysis.shuffle import shuffle_frames
+from ..data.frame_order import shuffle_frames
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, SoftTargets
 from .optim import WarmupCosine, param_groups
-from .train import TrainingDiverged, soft_cross_entropy
+from .step import TrainingDiverged, TrainStep, autocast_dtype
 
 
 @dataclass
@@ -135,9 +135,8 @@ def augment(video: torch.Tensor, labels: torch.Tensor, scale: tuple[float, float
 
 
 def _amp(precision: str, device: torch.device):
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
+    dtype = autocast_dtype(precision, device)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 @torch.no_grad()
@@ -177,6 +176,8 @@ def train_on_tensors(model: nn.Module, train: TensorClips, val: TensorClips | No
     scheduler = WarmupCosine(optimizer, settings.lr, settings.min_lr, settings.warmup_lr,
                              round(settings.warmup_epochs * steps_per_epoch), settings.epochs * steps_per_epoch)
     soft_targets = SoftTargets(num_classes, settings.label_smoothing)
+    step_fn = TrainStep(model, optimizer, scheduler, settings.clip_grad,
+                        amp_dtype=autocast_dtype(settings.precision, device))
     result = RunResult(top1=float("nan"))
     start = time.perf_counter()
     for epoch in range(settings.epochs):
@@ -191,16 +192,8 @@ def train_on_tensors(model: nn.Module, train: TensorClips, val: TensorClips | No
             video, labels = augment(to_model_input(frames), train.labels[idx], settings.scale,
                                     settings.flip_label_map, num_classes, generator)
             video, targets = soft_targets(video, labels)
-            with _amp(settings.precision, device):
-                logits = model(video)
-            loss = soft_cross_entropy(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.clip_grad:
-                nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad)
-            optimizer.step()
-            scheduler.step()
-            total += loss.detach()
+            total += step_fn.forward_backward(model, video, targets)
+            step_fn.update()
         mean_loss = total.item() / steps_per_epoch
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(f"loss {mean_loss} in epoch {epoch + 1}")

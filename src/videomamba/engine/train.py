@@ -15,7 +15,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -26,23 +25,9 @@ from .config import ConfigError, RunConfig, validate
 from .distributed import DistInfo, all_reduce_mean, broadcast_flag, cleanup, gather_objects, init_distributed
 from .evaluate import metrics, predict_scores, write_report
 from .optim import ModelEma, WarmupCosine, param_groups
+from .step import TrainingDiverged, TrainStep, autocast_dtype
 
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; training stopped and the last good checkpoint stays."""
-
-
-def autocast_dtype(config: RunConfig, device: torch.device):
-    """bf16 on GPU (or when asked), none (float32) on CPU by default."""
-    precision = config.train.precision
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of -sum(targets * log_softmax(logits))."""
-    return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+__all__ = ["Trainer", "TrainingDiverged", "find_resume", "plot_curves", "run_training"]
 
 
 class MetricsLog:
@@ -143,7 +128,8 @@ class Trainer:
         self.wrapped = DistributedDataParallel(self.model) if info.enabled else self.model
         if train.compile:
             self.wrapped = torch.compile(self.wrapped, mode=train.compile_mode)
-        self.amp_dtype = autocast_dtype(config, info.device)
+        self.amp_dtype = autocast_dtype(train.precision, info.device)
+        self.step = TrainStep(self.model, self.optimizer, self.scheduler, optim.clip_grad, self.ema, self.amp_dtype)
         self.soft_targets = SoftTargets(len(self.class_names), train.label_smoothing, train.mixup, train.cutmix,
                                         train.mix_prob)
         self.epoch, self.batches_done, self.global_step = 0, 0, 0
@@ -214,13 +200,7 @@ class Trainer:
             return torch.zeros((), device=self.info.device), 0
         video, targets = self.soft_targets(video, labels)
         sync = nullcontext() if (last_of_step or not self.info.enabled) else self.wrapped.no_sync()
-        amp = torch.autocast(self.info.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-        with sync:
-            with amp:
-                logits = self.wrapped(video)
-            loss = soft_cross_entropy(logits, targets)
-            (loss / self.accum).backward()
-        return loss.detach(), len(labels)
+        return self.step.forward_backward(self.wrapped, video, targets, self.accum, sync), len(labels)
 
     def train_epoch(self) -> dict:
         config, info = self.config, self.info
@@ -249,18 +229,12 @@ class Trainer:
                 continue
             mean_loss = all_reduce_mean(step_loss / max(step_count, 1), info)
             if broadcast_flag(not bool(torch.isfinite(mean_loss)), info):
-                self.optimizer.zero_grad(set_to_none=True)
+                self.step.discard()
                 raise TrainingDiverged(
                     f"loss is {mean_loss.item()} at step {self.global_step + 1} (epoch {self.epoch + 1}); training "
                     f"stopped. The last good checkpoint is {self.folder / 'last.pt'} (if one was saved). Lower "
                     f"optim.lr, set optim.clip_grad, or check the data.")
-            if config.optim.clip_grad:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.clip_grad)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
-            if self.ema:
-                self.ema.update(self.model)
+            self.step.update()
             self.global_step += 1
             losses.append(mean_loss.item())
             step_loss, step_count = torch.zeros((), device=info.device), 0
@@ -331,7 +305,7 @@ class Trainer:
         return {"history": history}
 
     def finish(self) -> dict:
-        """Final evaluation, reports, release weights, the optional shuffle check, plots."""
+        """Final evaluation, reports, release weights, the optional shuffle check's accuracies, plots."""
         from ..models.convert import save_weights
 
         result = self.evaluate()
@@ -339,7 +313,7 @@ class Trainer:
         summary = {"top1": result["top1"], "top5": result["top5"], "steps": self.global_step,
                    "bad_files": sorted(self.bad_files)}
         if self.config.train.shuffle_check:
-            from ..analysis.shuffle import SHUFFLE_ORDERS
+            from ..data.frame_order import SHUFFLE_ORDERS
 
             summary["shuffle"] = {"sequential": result["top1"]}
             for order in SHUFFLE_ORDERS[1:]:
@@ -347,10 +321,7 @@ class Trainer:
         if self.info.is_main:
             write_report(result, self.class_names, self.folder)
             save_weights(self.evaluation_model(), self.folder / "model.safetensors")
-            if "shuffle" in summary:
-                from ..analysis.shuffle import write_shuffle_report
-
-                write_shuffle_report({"model": summary["shuffle"]}, self.folder)
+            summary["run_folder"] = str(self.folder)  # the main process's summary names its folder
             (self.folder / "summary.json").write_text(json.dumps(summary, indent=2))
             self.log.close()
             plot_curves(self.folder)

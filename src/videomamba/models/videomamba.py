@@ -316,18 +316,3 @@ def model_config(name: str, **overrides) -> VideoMambaConfig:
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for {name}; known: {sorted(known)}")
     return dataclasses.replace(cfg, **overrides)
-
-
-def create_model(name: str, pretrained: str | None = None, **overrides) -> VideoMamba:
-    """Build a registered VideoMamba, e.g. ``create_model('videomamba_small', num_classes=174)``.
-
-    ``overrides`` are ``VideoMambaConfig`` fields: num_classes, num_frames, img_size, tubelet
-    (an int sets the temporal extent only), scan_order, pos_embed, cls_token, drop_path_rate, ...
-    ``pretrained``: a local weights file (see ``videomamba.models.convert``); nothing is downloaded.
-    """
-    model = VideoMamba(model_config(name, **overrides))
-    if pretrained is not None:
-        from .convert import load_pretrained
-
-        load_pretrained(model, pretrained)
-    return model
