@@ -16,8 +16,8 @@ def test_every_kernel_compiles_for_hopper():
                          | {f"{k}{v}" for k in scans for v in (" bf16", " paired", " paired bf16")}
                          | {f"{k}{v}" for k in convs for v in ("", " paired")}
                          | {"pair gate forward", "pair gate backward"})
-    # the default tiles fit the registers, also in the model's build (paired, bf16: where a backward taking two
-    # steps an iteration spilled, sixth session of docs/benchmarks.md); a spill costs local-memory traffic a
+    # the default tiles fit the registers, also in the model's build (paired, bf16, the one closest to the
+    # limit); a spill costs local-memory traffic a
     # step. The fp32 backward alone is capped on purpose (``BACKWARD_BUILDS``: 12 programs an SM, measured
     # faster with its few spilled bytes); its cap holds and the spill stays small
     cap = triton_scan.BACKWARD_BUILDS["fp32"][0]

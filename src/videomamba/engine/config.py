@@ -104,7 +104,7 @@ class TrainSection:
     save_every_steps: int = 0  # 0 = only at epoch ends
     eval_every_epochs: int = 1  # 0 = only at the end
     log_every: int = 10
-    max_steps: int | None = None  # stop after this many optimizer steps (tests, smoke runs)
+    max_steps: int | None = None  # end training after this many optimizer steps (tests, smoke runs)
     shuffle_check: bool = False  # after training, accuracy under the frame-shuffle orders
     threads: int | None = None  # torch CPU threads (None: torch's default)
 

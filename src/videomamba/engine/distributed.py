@@ -64,7 +64,7 @@ def gather_objects(obj, info: DistInfo) -> list:
 
 
 def broadcast_flag(flag: bool, info: DistInfo) -> bool:
-    """True on every rank if ``flag`` is true on any (used to stop all ranks together)."""
+    """True on every rank if ``flag`` is true on any (used to end training on all ranks together)."""
     if not info.enabled:
         return flag
     tensor = torch.tensor([1.0 if flag else 0.0], device=info.device if info.device.type == "cuda" else "cpu")

@@ -33,13 +33,13 @@ def check_onnx(model: VideoMamba, path: str | Path, clips: int = 3, batch: int =
     import onnxruntime
 
     cfg = model.cfg
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    runtime = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     generator = torch.Generator().manual_seed(seed)
     worst = 0.0
     for _ in range(clips):
         video = torch.randn(batch, cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size, generator=generator)
         with torch.no_grad():
             expected = model.eval()(video).numpy()
-        (got,) = session.run(["logits"], {"video": video.numpy()})
+        (got,) = runtime.run(["logits"], {"video": video.numpy()})
         worst = max(worst, float(np.abs(got - expected).max()))
     return worst

@@ -353,7 +353,7 @@ if triton is not None:
             # one loop over the segment's steps, the checkpoints stored by a predicated store at every chunk's
             # first step: a loop per chunk of a few steps (``SHORT_CHUNK``) would refill the software pipeline
             # (below) every few steps. Not for long chunks: with bf16 inputs this loop made the forward kernel
-            # 20 % slower in the 32-frame model (13.6 -> 16.4 ms a step; sixth session, docs/benchmarks.md)
+            # slower in the 32-frame model (docs/benchmarks.md)
             ckpt = ckpt_ptr + state + (pid_e * (n_chunks - 1)) * N * Dm
             for step in tl.range(seg * seg_chunks * CHUNK, tl.minimum(L, (seg + 1) * seg_chunks * CHUNK),
                                  num_stages=STAGES):
@@ -567,11 +567,9 @@ BLOCK_D = 32  # channels per program (one per thread at one warp); tuned on an H
 CHUNK = 64  # steps between the forward's state checkpoints (and the backward's recompute window)
 # sequences shorter than SHORT_SEQUENCE steps checkpoint every min(CHUNK, SHORT_CHUNK) steps. 8, the backward's
 # recompute window: the backward starts every window from a checkpoint and needs no window-entries pass,
-# which a short sequence leaves latency-bound. On an H100 (both directions, d_inner 768, fp32; sixth session
-# of docs/benchmarks.md): b 8, L 785 0.890 -> 0.820 ms, b 32, L 785 2.911 -> 2.660 ms (32 steps, the earlier
-# rule, had been 11 % faster than 64 at b 8). The price is memory: fp32 states every 8 steps are 8 bytes per
-# (batch, step, channel) and direction, 4x what 32 cost; videomamba_small at 8 frames, batch 8, peaks at
-# 4.7 GiB in training against 3.4 (the mamba_ssm model: 3.8). At L 1569 8 steps gained 0.6 % and are not used
+# which a short sequence leaves latency-bound (measured faster at L 785 on an H100, docs/benchmarks.md). The
+# price is memory: fp32 states every 8 steps are 8 bytes per (batch, step, channel) and direction, 4x what 32
+# cost. From L 1569 on the gain was under 1 %, so longer sequences keep CHUNK
 SHORT_SEQUENCE, SHORT_CHUNK = 1024, 8
 NUM_WARPS = 1
 STAGES = 4  # software-pipelining depth of the step loops: loads issued this many steps ahead
@@ -657,11 +655,9 @@ SUM_BLOCK, SUM_PARTS, SUM_WARPS = 512, 8, 4
 # the backward kernel's build, by what it reads: (a cap on its registers per thread, ptxas maxnreg, None:
 # none; the programs an SM the segment rule then counts), for fp32 inputs and for bf16 ones read as words
 # (a model under autocast). Uncapped, both take 237-241 registers on an H100 (Triton 3.6), 8 programs an SM.
-# Capped at 168 (12 an SM) the fp32 build spills 2 bytes and the paired scan's forward+backward is 1-6 %
-# faster at every benchmark shape (b 8, L 785: 0.808 -> 0.769 ms; b 32, L 785: 2.626 -> 2.471); the bf16
-# build spills 26 bytes there and the model's training step was 12-13 % slower (32 frames 128.8 -> 145.5
-# ms, 64 frames 249.3 -> 279.6; seventh session, docs/benchmarks.md). The count matters as much as the cap:
-# capped, but with the rule counting 8, the backward kernel took 603 µs at b 8, L 785 against 421
+# Capped at 168 (12 an SM) the fp32 build spills a few bytes and runs faster at every benchmark shape; the
+# bf16 build spills more under the same cap and made the model's training step slower, so it stays uncapped.
+# The count matters as much as the cap: the segment rule must plan for the programs an SM really holds
 BACKWARD_BUILDS = {"fp32": (168, 12), "bf16": (None, 8)}
 # a register cap forced on every build of the backward (None: ``BACKWARD_BUILDS``')
 BACKWARD_MAX_REGISTERS: int | None = None
@@ -1006,8 +1002,8 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
 
 def _sum_parts(parts: torch.Tensor, rows: int = 1) -> torch.Tensor:
     """(groups, n) fp32 sums of contiguous (groups, parts, n) partial sums (``_sum_parts_kernel``). The
-    backward's dB/dC, dA and dD/dbias sums took torch 19.9 + 10.2 + 9.0 µs and a 1.8 µs copy (dA transposed)
-    at b 8, L 785 on an H100, these 18.6 + 6.0 + 4.3 µs (seventh session, docs/benchmarks.md). ``rows`` > 1:
+    backward's dB/dC, dA and dD/dbias sums, faster than torch's sums and dA's transposed copy on an H100
+    (docs/benchmarks.md). ``rows`` > 1:
     each group's n = rows x cols sums stored transposed, (cols, rows)."""
     groups, n_parts, n_inner = parts.shape
     out = torch.empty(groups, n_inner, device=parts.device, dtype=torch.float32)
