@@ -11,20 +11,20 @@ from tests.ops import triton_subprocess
 pytest.importorskip("triton")
 
 CHECK = textwrap.dedent("""
-    import sys, torch
+    import json, sys, torch
     from videomamba.ops import ScanOrder
     from videomamba.ops.sequence_conv import sequence_conv_silu
-    device, failures = sys.argv[1], []
+    from tests.ops.triton_subprocess import RESULTS_MARK
+    device, cases = sys.argv[1], json.loads(sys.argv[2])
     torch.manual_seed(0)
     fwd, rev = ScanOrder("forward"), ScanOrder("reverse")
-    # (batch, channels, length, kernel), scan order, dtype, input memory order, gradient memory order
-    cases = [((2, 40, 37, 4), fwd, torch.float32, "bld", "bld"), ((2, 40, 37, 4), rev, torch.float32, "bld", "bdl"),
-             ((1, 70, 1, 4), fwd, torch.float32, "bld", "bld"), ((1, 3, 5, 4), rev, torch.float32, "bdl", "bld"),
-             ((2, 65, 70, 3), rev, torch.float32, "bld", "bld"), ((2, 40, 37, 4), fwd, torch.bfloat16, "bld", "bld"),
-             ((2, 40, 41, 4), ScanOrder("spatial", 8, 1), torch.float32, "bld", "bld"),
-             ((1, 24, 40, 4), ScanOrder("temporal", 8, 0), torch.float32, "bld", "bdl"),
-             ((2, 40, 37, 4), ScanOrder("temporal", 4, 1), torch.bfloat16, "bld", "bld")]
-    for (b, d, L, k), scan_order, dtype, order, grad_order in cases:
+    results = {case_id: [] for case_id in cases}
+    for case_id, case in cases.items():
+        if "shape" not in case:
+            continue
+        failures = results[case_id]
+        (b, d, L, k), scan_order, dtype = case["shape"], ScanOrder(*case["order"]), getattr(torch, case["dtype"])
+        order, grad_order = case["layout"], case["grad_layout"]
         x = torch.randn(b, L, d).transpose(1, 2) if order == "bld" else torch.randn(b, d, L)
         x = x.to(device=device, dtype=dtype).requires_grad_()
         w = torch.randn(d, 1, k, device=device, requires_grad=True)
@@ -39,18 +39,19 @@ CHECK = textwrap.dedent("""
         y.backward(g.to(device=device, dtype=dtype))
         y_ref.backward(g)
         if y.stride(1) != 1:
-            failures.append(f"{(b, d, L, k)}: output not channels-last, strides {y.stride()}")
+            failures.append(f"output not channels-last, strides {y.stride()}")
         tolerance = 1e-5 if dtype == torch.float32 else 2e-2
         for name, got, want in (("out", y, y_ref), ("dx", x.grad, ref[0].grad), ("dweight", w.grad, ref[1].grad),
                                 ("dbias", bias.grad, ref[2].grad)):
             err = ((got.detach().double().cpu() - want).abs().max() / want.abs().max().clamp(min=1)).item()
             if not err < tolerance:
-                failures.append(f"{(b, d, L, k)} {scan_order} {dtype} {order}/{grad_order} {name}: {err:.1e}")
+                failures.append(f"{name}: error {err:.1e}")
     # the fake (meta) implementations give the real outputs' shapes, strides and dtypes (torch.compile
     # relies on them), and the autograd registration is consistent
     from videomamba.ops.sequence_conv import _conv_silu_op
     from tests.ops.test_selective_scan import opcheck_failures
     for dtype in (torch.float32, torch.bfloat16):
+        failures = results["opcheck-fake-implementation"]
         x = torch.randn(2, 9, 24).transpose(1, 2).to(device=device, dtype=dtype).requires_grad_()
         w = torch.randn(24, 1, 4, device=device, requires_grad=True)
         bias = torch.randn(24, device=device, requires_grad=True)
@@ -63,27 +64,28 @@ CHECK = textwrap.dedent("""
     with FlopCounterMode(display=False) as counter:
         sequence_conv_silu(x, torch.randn(24, 1, 4, device=device), torch.randn(24, device=device), use_triton=True)
     if counter.get_total_flops() != 2 * 2 * 24 * 9 * 4:
-        failures.append(f"FLOP count {counter.get_total_flops()}, expected {2 * 2 * 24 * 9 * 4}")
-    print("FAILURES:", failures)
-    sys.exit(1 if failures else 0)
+        results["flop-count"].append(f"FLOP count {counter.get_total_flops()}, expected {2 * 2 * 24 * 9 * 4}")
+    print(RESULTS_MARK + json.dumps(results))
 """)
 
 
 CHECK_PAIR = textwrap.dedent("""
-    import sys, torch
+    import json, sys, torch
     from videomamba.ops import ScanOrder
     from videomamba.ops.sequence_conv import sequence_conv_silu_pair, _conv_silu_pair_op
     from tests.ops.test_selective_scan import opcheck_failures
-    device, failures = sys.argv[1], []
+    from tests.ops.triton_subprocess import RESULTS_MARK
+    device, cases = sys.argv[1], json.loads(sys.argv[2])
     torch.manual_seed(0)
+    results = {case_id: [] for case_id in cases}
     # both directions in one launch (the second in the order given) against two float64 conv1d references;
     # the two output gradients in the strides the paired scan hands back (views of one stacked buffer) or apart
-    cases = [((2, 40, 37, 4), ScanOrder("reverse"), torch.float32, True), ((1, 70, 1, 4), ScanOrder("reverse"), torch.float32, False),
-             ((2, 40, 41, 4), ScanOrder("spatial", 8, 1), torch.float32, True),
-             ((1, 24, 40, 3), ScanOrder("temporal", 8, 0), torch.float32, False),
-             ((2, 40, 37, 4), ScanOrder("temporal", 4, 1), torch.bfloat16, True),
-             ((2, 65, 70, 4), ScanOrder("reverse"), torch.bfloat16, False)]
-    for (b, d, L, k), order, dtype, stacked_grads in cases:
+    for case_id, case in cases.items():
+        if "shape" not in case:
+            continue
+        failures = results[case_id]
+        (b, d, L, k), order, dtype = case["shape"], ScanOrder(*case["order"]), getattr(torch, case["dtype"])
+        stacked_grads = case["stacked_grads"]
         x = torch.randn(b, L, d).transpose(1, 2).to(device=device, dtype=dtype).requires_grad_()
         w = torch.randn(2, d, 1, k, device=device, requires_grad=True)
         bias = torch.randn(2, d, device=device, requires_grad=True)
@@ -107,37 +109,78 @@ CHECK_PAIR = textwrap.dedent("""
                                 ("dbias", bias.grad, ref[2].grad)):
             err = ((got.detach().double().cpu() - want).abs().max() / want.abs().max().clamp(min=1)).item()
             if not err < tolerance:
-                failures.append(f"{(b, d, L, k)} {order} {dtype} {name}: {err:.1e}")
+                failures.append(f"{name}: error {err:.1e}")
         if y_fwd.stride(1) != 1 or y_bwd.stride(1) != 1:
-            failures.append(f"{(b, d, L, k)}: outputs not channels-last")
+            failures.append("outputs not channels-last")
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.randn(2, 9, 24).transpose(1, 2).to(device=device, dtype=dtype).requires_grad_()
         w = torch.randn(2, 24, 1, 4, device=device, requires_grad=True)
         bias = torch.randn(2, 24, device=device, requires_grad=True)
         for order in (ScanOrder("reverse"), ScanOrder("spatial", 3, 0)):
-            failures += opcheck_failures(_conv_silu_pair_op, (x, w, bias, order.code, order.frame_tokens,
+            results["opcheck-fake-implementation"] += opcheck_failures(_conv_silu_pair_op, (x, w, bias, order.code, order.frame_tokens,
                                                               order.prefix), f"pair {dtype} {order}")
-    print("FAILURES:", failures)
-    sys.exit(1 if failures else 0)
+    print(RESULTS_MARK + json.dumps(results))
 """)
 
 
-def test_paired_conv_kernels_in_the_interpreter_match_pytorch():
-    triton_subprocess.assert_check_passes(CHECK_PAIR, "cpu", interpret=True, timeout=600)
+def _case_id(shape, order, dtype, extra: str) -> str:
+    b, d, L, k = shape
+    return "_".join([f"L{L}-b{b}-d{d}-k{k}", order[0] + (f"{order[1]}+{order[2]}" if order[1] else ""), dtype, extra])
+
+
+FWD, REV = ("forward", 0, 0), ("reverse", 0, 0)
+# (b, d, L, kernel), scan order, dtype, input memory order, gradient memory order
+CONV_CASES = {_case_id(shape, order, dtype, f"input-{layout}-grad-{grad}"):
+              {"shape": shape, "order": order, "dtype": dtype, "layout": layout, "grad_layout": grad}
+              for shape, order, dtype, layout, grad in [
+                  ((2, 40, 37, 4), FWD, "float32", "bld", "bld"), ((2, 40, 37, 4), REV, "float32", "bld", "bdl"),
+                  ((1, 70, 1, 4), FWD, "float32", "bld", "bld"), ((1, 3, 5, 4), REV, "float32", "bdl", "bld"),
+                  ((2, 65, 70, 3), REV, "float32", "bld", "bld"), ((2, 40, 37, 4), FWD, "bfloat16", "bld", "bld"),
+                  ((2, 40, 41, 4), ("spatial", 8, 1), "float32", "bld", "bld"),
+                  ((1, 24, 40, 4), ("temporal", 8, 0), "float32", "bld", "bdl"),
+                  ((2, 40, 37, 4), ("temporal", 4, 1), "bfloat16", "bld", "bld")]}
+CONV_CASES.update({"opcheck-fake-implementation": {}, "flop-count": {}})
+# both directions: the backward one's order, dtype, output gradients as views of one buffer or apart
+PAIR_CASES = {"pair_" + _case_id(shape, order, dtype, "stacked-grads" if stacked else "separate-grads"):
+              {"shape": shape, "order": order, "dtype": dtype, "stacked_grads": stacked}
+              for shape, order, dtype, stacked in [
+                  ((2, 40, 37, 4), REV, "float32", True), ((1, 70, 1, 4), REV, "float32", False),
+                  ((2, 40, 41, 4), ("spatial", 8, 1), "float32", True), ((1, 24, 40, 3), ("temporal", 8, 0), "float32", False),
+                  ((2, 40, 37, 4), ("temporal", 4, 1), "bfloat16", True), ((2, 65, 70, 4), REV, "bfloat16", False)]}
+PAIR_CASES["opcheck-fake-implementation"] = {}
+
+
+@pytest.fixture(scope="module")
+def conv_results(request):
+    device, interpret = request.param
+    return {"single": triton_subprocess.run_cases(CHECK, device, interpret, CONV_CASES, timeout=600),
+            "pair": triton_subprocess.run_cases(CHECK_PAIR, device, interpret, PAIR_CASES, timeout=600)}
+
+
+@pytest.mark.parametrize("conv_results", [("cpu", True)], indirect=True, ids=["interpreter"])
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_conv_silu_kernels_in_the_interpreter_match_pytorch(case, conv_results):
+    assert conv_results["single"].get(case) == [], conv_results["single"].get(case, "case not run")
+
+
+@pytest.mark.parametrize("conv_results", [("cpu", True)], indirect=True, ids=["interpreter"])
+@pytest.mark.parametrize("case", list(PAIR_CASES))
+def test_paired_conv_kernels_in_the_interpreter_match_pytorch(case, conv_results):
+    assert conv_results["pair"].get(case) == [], conv_results["pair"].get(case, "case not run")
 
 
 @pytest.mark.gpu
-def test_paired_conv_kernels_on_the_gpu_match_pytorch():
-    triton_subprocess.assert_check_passes(CHECK_PAIR, "cuda", interpret=False, timeout=600)
-
-
-def test_conv_silu_kernels_in_the_interpreter_match_pytorch():
-    triton_subprocess.assert_check_passes(CHECK, "cpu", interpret=True, timeout=600)
+@pytest.mark.parametrize("conv_results", [("cuda", False)], indirect=True, ids=["gpu"])
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_conv_silu_kernels_on_the_gpu_match_pytorch(case, conv_results):
+    assert conv_results["single"].get(case) == [], conv_results["single"].get(case, "case not run")
 
 
 @pytest.mark.gpu
-def test_conv_silu_kernels_on_the_gpu_match_pytorch():
-    triton_subprocess.assert_check_passes(CHECK, "cuda", interpret=False, timeout=600)
+@pytest.mark.parametrize("conv_results", [("cuda", False)], indirect=True, ids=["gpu"])
+@pytest.mark.parametrize("case", list(PAIR_CASES))
+def test_paired_conv_kernels_on_the_gpu_match_pytorch(case, conv_results):
+    assert conv_results["pair"].get(case) == [], conv_results["pair"].get(case, "case not run")
 
 
 def test_pytorch_paths_agree_in_both_memory_orders():

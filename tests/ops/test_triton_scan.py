@@ -2,6 +2,7 @@
 (TRITON_INTERPRET=1, set in a subprocess before triton is imported), on a GPU when there is one."""
 
 import textwrap
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -11,71 +12,39 @@ from tests.ops import triton_subprocess
 triton = pytest.importorskip("triton")
 
 CHECK = textwrap.dedent("""
-    import sys, torch
+    import json, sys, torch
     from videomamba.ops import selective_scan
     from tests.ops.test_selective_scan import make_inputs, float64_truth, placed, opcheck_failures, SEQUENCE_INPUTS
+    from tests.ops.triton_subprocess import RESULTS_MARK
     from videomamba.ops import ScanOrder
     import videomamba.ops.triton_scan as ts
-    device = sys.argv[1]
+    device, cases = sys.argv[1], json.loads(sys.argv[2])
     ts.SHORT_SEQUENCE = 0  # the cases' own checkpoint intervals (the short-sequence rule has a test of its own)
-    failures = []
-    # shape (b, d, L, n), softplus, optional inputs, chunk, scan order, atomic dB/dC, memory layout, dtype,
-    # state splits, segments
-    f32, bf16 = torch.float32, torch.bfloat16
-    cases = [((2, 40, 37, 16), True, True, 16, False, True, "bdl", f32), ((1, 8, 5, 4), False, False, 64, False, True, "bdl", f32),
-             ((1, 33, 70, 16), True, True, 32, False, True, "bdl", f32), ((1, 4, 1, 16), True, True, 64, False, True, "bdl", f32),
-             ((2, 20, 70, 16), True, True, 32, True, True, "bdl", f32), ((1, 8, 5, 4), False, False, 64, True, True, "bdl", f32),
-             ((2, 40, 37, 16), True, True, 16, False, False, "bdl", f32), ((2, 20, 70, 16), True, True, 32, True, False, "bdl", f32),
-             # channels last ((b, L, d) in memory, as the mixer passes them), forward and reversed; bf16 inputs
-             ((2, 40, 37, 16), True, True, 16, False, False, "bld", f32), ((2, 33, 70, 16), True, True, 32, True, False, "bld", f32),
-             ((2, 40, 37, 16), True, True, 16, True, False, "bld", bf16)]
-    # the per-frame orders (spatial / temporal reversal: 5 frames of 8 tokens, with and without a class token)
-    cases += [((2, 40, 41, 16), True, True, 16, ScanOrder("spatial", 8, 1), False, "bld", f32),
-              ((1, 33, 40, 16), True, True, 16, ScanOrder("temporal", 8, 0), False, "bld", f32),
-              ((2, 20, 41, 16), True, True, 32, ScanOrder("temporal", 8, 1), False, "bdl", bf16)]
-    cases = [case + (1, 1) for case in cases] + [  # the states split over 2 or 4 programs (partial sums)
-        ((2, 40, 37, 16), True, True, 16, False, False, "bld", f32, 2, 1), ((2, 33, 70, 16), True, True, 32, True, False, "bdl", f32, 4, 1),
-        ((1, 8, 5, 4), False, False, 64, False, True, "bdl", f32, 4, 1), ((2, 40, 37, 16), True, True, 16, True, False, "bld", bf16, 2, 1)]
-    cases += [  # segment-parallel: 3-5 segments (the last one short), with splits, orders, one chunk per segment
-        ((2, 40, 70, 16), True, True, 16, False, False, "bld", f32, 1, 3), ((2, 33, 70, 16), True, True, 8, True, False, "bdl", f32, 2, 4),
-        ((2, 40, 41, 16), True, True, 8, ScanOrder("spatial", 8, 1), False, "bld", f32, 1, 5),
-        ((1, 20, 70, 16), True, True, 16, ScanOrder("temporal", 7, 0), False, "bld", bf16, 1, 5),
-        ((1, 8, 5, 4), False, False, 2, False, True, "bdl", f32, 1, 3),
-        # segments of 6 chunks summarised in blocks of 2 (SUMMARY_CHUNKS), 3 blocks folded per segment
-        ((1, 20, 70, 16), True, True, 4, True, False, "bld", f32, 1, 3)]
-    # the lanes laid out with the default channel groups per thread (ts.CHANNEL_GROUPS), with every kernel at
-    # 1 (whole channels per thread), 2 or 4; softplus through the approximate log2 (the default on NVIDIA
-    # GPUs) and the accurate one
-    cases = [case + (None, True) for case in cases] + [
-        ((2, 40, 37, 16), True, True, 16, True, False, "bld", f32, 1, 1, 1, True),
-        ((2, 33, 70, 16), True, True, 16, False, True, "bdl", f32, 2, 3, 2, True),
-        ((2, 40, 41, 16), True, True, 8, ScanOrder("spatial", 8, 1), False, "bld", bf16, 1, 5, 4, True),
-        ((1, 8, 5, 4), False, False, 2, False, False, "bdl", f32, 1, 3, 1, True),
-        ((2, 40, 37, 16), True, True, 16, True, False, "bld", f32, 1, 3, None, False),
-        ((1, 20, 70, 16), True, True, 16, ScanOrder("temporal", 7, 0), False, "bld", bf16, 1, 5, None, False)]
     default_groups = dict(ts.CHANNEL_GROUPS)
-    for index, (shape, softplus, optional, chunk, rev, atomic, layout, dtype, splits, segments, groups,
-                fast) in enumerate(cases):
-        ts.CHUNK, ts.ATOMIC_DBC, ts.N_SPLIT, ts.SEGMENTS, ts.POISON_OUTPUTS = chunk, atomic, splits, segments, True
+    results = {}
+    for case_id, case in cases.items():
+        if case_id.startswith("opcheck"):
+            continue
+        failures = results.setdefault(case_id, [])
+        shape, softplus, segments = tuple(case["shape"]), case["softplus"], case["segments"]
+        dtype = getattr(torch, case["dtype"])
+        ts.CHUNK, ts.ATOMIC_DBC, ts.N_SPLIT, ts.SEGMENTS = case["chunk"], case["atomic"], case["splits"], segments
+        ts.POISON_OUTPUTS, ts.FAST_SOFTPLUS, ts.TILE_STORES = True, case["fast_softplus"], case["tile_stores"]
+        groups = case["groups"]
         ts.CHANNEL_GROUPS = default_groups if groups is None else {k: groups for k in default_groups}
-        ts.FAST_SOFTPLUS = fast
-        # per-channel results stored through tile-shaped pointers (the GPU's default) in every other case,
-        # plainly in the rest: both paths against float64 (the tile path costs the interpreter 15 % more;
-        # the paired checks below run it throughout)
-        ts.TILE_STORES = index % 2 == 0
-        inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=optional)
-        if dtype == bf16:  # the truth sees the same rounded values
-            inputs = {k: (v.to(bf16).float() if v is not None and v.dim() == 3 else v) for k, v in inputs.items()}
-        order = rev if isinstance(rev, ScanOrder) else ScanOrder("reverse" if rev else "forward")
+        inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=case["optional"])
+        if dtype == torch.bfloat16:  # the truth sees the same rounded values
+            inputs = {k: (v.to(dtype).float() if v is not None and v.dim() == 3 else v) for k, v in inputs.items()}
+        order = ScanOrder(*case["order"])
         positions = order.positions(shape[2])
         in_steps = {k: (v.detach().clone().index_select(-1, positions) if v is not None and k in SEQUENCE_INPUTS else v)
                     for k, v in inputs.items()}
         truth_inputs, y_true, h_true = float64_truth(in_steps, softplus)  # the plain scan of the reordered inputs
         y_true = y_true.index_select(-1, torch.argsort(positions))
-        inputs = {k: placed(v, device, dtype, layout) for k, v in inputs.items()}
+        inputs = {k: placed(v, device, dtype, case["layout"]) for k, v in inputs.items()}
         y, last = selective_scan(**inputs, delta_softplus=softplus, return_last_state=True, backend="triton", order=order)
-        if layout == "bld" and y.stride(1) != 1:
-            failures.append(f"{shape} {layout}: output not in the input's memory order, strides {y.stride()}")
+        if case["layout"] == "bld" and y.stride(1) != 1:
+            failures.append(f"output not in the input's memory order, strides {y.stride()}")
         g = torch.Generator().manual_seed(1)
         w_out = torch.randn(y.shape, generator=g, dtype=torch.float64)
         # the cases with segments leave the last state out of the loss, as a model does: the backward then
@@ -89,53 +58,152 @@ CHECK = textwrap.dedent("""
         pairs = [("out", y.detach().double().cpu(), y_true.detach()), ("last", last.detach().double().cpu(), h_true.detach())]
         unflip = lambda k, g: g.index_select(-1, torch.argsort(positions)) if k in SEQUENCE_INPUTS else g
         pairs += [("d" + k, v.grad.double().cpu(), unflip(k, truth_inputs[k].grad)) for k, v in inputs.items() if v is not None]
-        tolerance = 2e-4 if dtype == f32 else 2e-2  # bf16: the output and du, ddelta, dz are stored in bf16
+        tolerance = 2e-4 if dtype == torch.float32 else 2e-2  # bf16: the output and du, ddelta, dz are stored in bf16
         for name, got, want in pairs:
             err = ((got - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
             if not err < tolerance:
-                failures.append(f"{shape} order={rev} atomic={atomic} {layout} {dtype} splits={splits} segments={segments} "
-                                f"groups={groups} fast_softplus={fast} tile_stores={ts.TILE_STORES} "
-                                f"{name}: {err:.2e}")
+                failures.append(f"{name}: error {err:.2e} over max |value|, tolerance {tolerance}")
     # the fake (meta) implementation gives the real outputs' shapes, strides (channels-last in, channels-last
     # out) and dtypes, which torch.compile relies on
     from videomamba.ops.selective_scan import _scan_op
     ts.CHUNK, ts.N_SPLIT, ts.SEGMENTS, ts.TILE_STORES = 16, None, 2, True
-    for dtype in (f32, bf16):
+    for case_id in [c for c in cases if c.startswith("opcheck")]:
+        dtype = getattr(torch, cases[case_id]["dtype"])
         x = make_inputs(2, 8, 20, 4, torch.float32, seed=3)
         seq = lambda v: v.detach().to(dtype).transpose(1, 2).contiguous().transpose(1, 2).to(device).requires_grad_()
         args = (seq(x["u"]), seq(x["delta"]), x["A"].detach().float().to(device), seq(x["B"]), seq(x["C"]),
                 x["D"].detach().float().to(device), seq(x["z"]), x["delta_bias"].detach().float().to(device), True,
                 ScanOrder("spatial", 4, 0).code, 4, 0, "triton")
-        failures += opcheck_failures(_scan_op, args, str(dtype))
-    print("FAILURES:", failures)
-    sys.exit(1 if failures else 0)
+        results[case_id] = opcheck_failures(_scan_op, args, str(dtype))
+    print(RESULTS_MARK + json.dumps(results))
 """)
 
 
+class ScanCase(NamedTuple):
+    """One interpreter / GPU check of ``selective_scan``'s Triton kernels against the float64 scan of the
+    reordered inputs: output, last state and every gradient."""
+
+    shape: tuple[int, int, int, int]  # (b, d, L, n)
+    order: tuple[str, int, int] = ("forward", 0, 0)  # ScanOrder(mode, frame_tokens, prefix)
+    layout: str = "bld"  # memory order: "bld" channels last (as the mixer passes them), "bdl"
+    dtype: str = "float32"
+    chunk: int = 16  # steps between the forward's state checkpoints
+    segments: int = 1  # segment-parallel forward and backward
+    splits: int = 1  # the states split over programs (partial sums)
+    atomic: bool = False  # dB/dC added by atomics instead of partial sums
+    groups: int | None = None  # channel groups per thread (None: the default per kernel)
+    softplus: bool = True
+    optional: bool = True  # D, z and Δ's bias given
+    fast_softplus: bool = True  # through the approximate log2 (the default on NVIDIA GPUs)
+    tile_stores: bool = True  # per-channel results stored through tile-shaped pointers (the GPU's default)
+
+    @property
+    def id(self) -> str:
+        b, d, L, n = self.shape
+        words = [f"L{L}-b{b}-d{d}-n{n}", self.order[0] + (f"{self.order[1]}+{self.order[2]}" if self.order[1] else ""),
+                 "channels-last" if self.layout == "bld" else "channels-first", self.dtype, f"chunk{self.chunk}"]
+        words += [f"{self.segments}-segments"] * (self.segments > 1) + [f"states-split-{self.splits}"] * (self.splits > 1)
+        words += ["atomic-dBdC"] * self.atomic + [f"{self.groups}-channel-groups"] * (self.groups is not None)
+        words += ["no-softplus"] * (not self.softplus) + ["no-D-z-bias"] * (not self.optional)
+        words += ["accurate-softplus"] * (not self.fast_softplus) + ["plain-stores"] * (not self.tile_stores)
+        return "_".join(words)
+
+
+REV, SPATIAL8, TEMPORAL8, TEMPORAL8_CLS = ("reverse", 0, 0), ("spatial", 8, 1), ("temporal", 8, 0), ("temporal", 8, 1)
+BF16 = "bfloat16"
+SCAN_CASES = [
+    # one chunk or many, forward and reversed, atomic dB/dC or partial sums, tiny shapes (L 1, n 4)
+    ScanCase((2, 40, 37, 16), layout="bdl", atomic=True),
+    ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, atomic=True, softplus=False, optional=False, tile_stores=False),
+    ScanCase((1, 33, 70, 16), layout="bdl", chunk=32, atomic=True),
+    ScanCase((1, 4, 1, 16), layout="bdl", chunk=64, atomic=True, tile_stores=False),
+    ScanCase((2, 20, 70, 16), REV, layout="bdl", chunk=32, atomic=True),
+    ScanCase((1, 8, 5, 4), REV, layout="bdl", chunk=64, atomic=True, softplus=False, optional=False, tile_stores=False),
+    ScanCase((2, 40, 37, 16), layout="bdl"),
+    ScanCase((2, 20, 70, 16), REV, layout="bdl", chunk=32, tile_stores=False),
+    # channels last, forward and reversed; bf16 inputs
+    ScanCase((2, 40, 37, 16)),
+    ScanCase((2, 33, 70, 16), REV, chunk=32, tile_stores=False),
+    ScanCase((2, 40, 37, 16), REV, dtype=BF16),
+    # the per-frame orders (spatial / temporal reversal: frames of 8 tokens, with and without a class token)
+    ScanCase((2, 40, 41, 16), SPATIAL8, tile_stores=False),
+    ScanCase((1, 33, 40, 16), TEMPORAL8),
+    ScanCase((2, 20, 41, 16), TEMPORAL8_CLS, layout="bdl", dtype=BF16, chunk=32, tile_stores=False),
+    # the states split over 2 or 4 programs (partial sums)
+    ScanCase((2, 40, 37, 16), splits=2),
+    ScanCase((2, 33, 70, 16), REV, layout="bdl", chunk=32, splits=4, tile_stores=False),
+    ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, atomic=True, splits=4, softplus=False, optional=False),
+    ScanCase((2, 40, 37, 16), REV, dtype=BF16, splits=2, tile_stores=False),
+    # segment-parallel: 3-5 segments (the last one short), with splits, orders, one chunk per segment
+    ScanCase((2, 40, 70, 16), segments=3),
+    ScanCase((2, 33, 70, 16), REV, layout="bdl", chunk=8, splits=2, segments=4, tile_stores=False),
+    ScanCase((2, 40, 41, 16), SPATIAL8, chunk=8, segments=5),
+    ScanCase((1, 20, 70, 16), ("temporal", 7, 0), dtype=BF16, segments=5, tile_stores=False),
+    ScanCase((1, 8, 5, 4), layout="bdl", chunk=2, atomic=True, segments=3, softplus=False, optional=False),
+    # segments of 6 chunks summarised in blocks (SUMMARY_CHUNKS), several blocks folded per segment
+    ScanCase((1, 20, 70, 16), REV, chunk=4, segments=3, tile_stores=False),
+    # every kernel's lanes at 1 (whole channels per thread), 2 or 4 channel groups
+    ScanCase((2, 40, 37, 16), REV, groups=1),
+    ScanCase((2, 33, 70, 16), layout="bdl", atomic=True, splits=2, segments=3, groups=2, tile_stores=False),
+    ScanCase((2, 40, 41, 16), SPATIAL8, dtype=BF16, chunk=8, segments=5, groups=4),
+    ScanCase((1, 8, 5, 4), layout="bdl", chunk=2, segments=3, groups=1, softplus=False, optional=False,
+             tile_stores=False),
+    # softplus through the accurate log
+    ScanCase((2, 40, 37, 16), REV, segments=3, fast_softplus=False),
+    ScanCase((1, 20, 70, 16), ("temporal", 7, 0), dtype=BF16, segments=5, fast_softplus=False, tile_stores=False),
+]
+OPCHECKS = {f"opcheck-fake-implementation-{dtype}": {"dtype": dtype} for dtype in ("float32", "bfloat16")}
+
+
+def _scan_cases() -> dict[str, dict]:
+    cases = {case.id: case._asdict() for case in SCAN_CASES}
+    assert len(cases) == len(SCAN_CASES), "two scan cases share an id"
+    return {**cases, **OPCHECKS}
+
+
+@pytest.fixture(scope="module")
+def interpreter_results():
+    return triton_subprocess.run_cases(CHECK, "cpu", True, _scan_cases(), timeout=900)
+
+
+@pytest.fixture(scope="module")
+def gpu_results():
+    return triton_subprocess.run_cases(CHECK, "cuda", False, _scan_cases(), timeout=900)
+
+
+@pytest.mark.parametrize("case", list(_scan_cases()))
+def test_triton_scan_in_the_interpreter_matches_float64(case, interpreter_results):
+    assert interpreter_results.get(case) == [], interpreter_results.get(case, "case not run")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", list(_scan_cases()))
+def test_triton_scan_on_the_gpu_matches_float64(case, gpu_results):
+    assert gpu_results.get(case) == [], gpu_results.get(case, "case not run")
+
+
 CHECK_PAIR = textwrap.dedent("""
-    import sys, torch
+    import json, sys, torch
     from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair
     from videomamba.ops.selective_scan import _pair_op
     from tests.ops.test_selective_scan import make_inputs, placed, opcheck_failures
+    from tests.ops.triton_subprocess import RESULTS_MARK
     import videomamba.ops.triton_scan as ts
-    device = sys.argv[1]
+    device, cases = sys.argv[1], json.loads(sys.argv[2])
     ts.SHORT_SEQUENCE = 0  # the cases' own checkpoint intervals (the short-sequence rule has a test of its own)
-    failures = []
-    f32, bf16 = torch.float32, torch.bfloat16
-    # both directions in one launch against the two scans by the float64 reference: shape (b, d, L, n), the
-    # backward direction's order, memory layout, dtype, chunk, segments, state splits, optional inputs
-    cases = [((2, 40, 41, 16), ScanOrder("reverse"), "bld", f32, 16, 1, 1, True),
-             ((2, 33, 41, 16), ScanOrder("spatial", 8, 1), "bld", f32, 8, 3, 1, True),
-             ((1, 40, 40, 16), ScanOrder("temporal", 8, 0), "bdl", f32, 8, 4, 2, True),
-             ((2, 40, 41, 16), ScanOrder("reverse"), "bld", bf16, 8, 3, 1, True),
-             ((1, 8, 5, 4), ScanOrder("reverse"), "bdl", f32, 64, 1, 1, False)]
-    for shape, order, layout, dtype, chunk, segments, splits, optional in cases:
-        ts.CHUNK, ts.SEGMENTS, ts.N_SPLIT, ts.POISON_OUTPUTS = chunk, segments, splits, True
-        directions = [make_inputs(*shape, torch.float64, seed=sum(shape) + k, with_optional=optional) for k in (0, 1)]
+    results = {}
+    # both directions in one launch against the two scans by the float64 reference
+    for case_id, case in cases.items():
+        if case_id.startswith("opcheck"):
+            continue
+        failures = results.setdefault(case_id, [])
+        shape, order, layout, dtype = tuple(case["shape"]), ScanOrder(*case["order"]), case["layout"], getattr(torch, case["dtype"])
+        ts.CHUNK, ts.SEGMENTS, ts.N_SPLIT, ts.POISON_OUTPUTS = case["chunk"], case["segments"], case["splits"], True
+        directions = [make_inputs(*shape, torch.float64, seed=sum(shape) + k, with_optional=case["optional"]) for k in (0, 1)]
         z = directions[0].pop("z")
         directions[1].pop("z")
-        if dtype == bf16:  # the truth sees the same rounded values
-            rounded = lambda v: v if v is None or v.dim() < 3 else v.detach().to(bf16).double().requires_grad_()
+        if dtype == torch.bfloat16:  # the truth sees the same rounded values
+            rounded = lambda v: v if v is None or v.dim() < 3 else v.detach().to(dtype).double().requires_grad_()
             directions = [{k: rounded(v) for k, v in inputs.items()} for inputs in directions]
             z = rounded(z)
         got = [{k: placed(v, device, dtype, layout) for k, v in inputs.items()} for inputs in directions]
@@ -144,7 +212,7 @@ CHECK_PAIR = textwrap.dedent("""
         y_true = selective_scan_pair(ScanInputs(**directions[0]), ScanInputs(**directions[1]), z, order, True,
                                      backend="reference")
         if layout == "bld" and y.stride(1) != 1:
-            failures.append(f"{shape} {layout}: output not in the input's memory order, strides {y.stride()}")
+            failures.append(f"output not in the input's memory order, strides {y.stride()}")
         w = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
         (y.double().cpu() * w).sum().backward()
         (y_true * w).sum().backward()
@@ -153,32 +221,55 @@ CHECK_PAIR = textwrap.dedent("""
                   for i in (0, 1) for k, v in got[i].items() if v is not None]
         if z is not None:
             pairs.append(("dz", z_got.grad.double().cpu(), z.grad))
-        tolerance = 2e-4 if dtype == f32 else 2e-2
+        tolerance = 2e-4 if dtype == torch.float32 else 2e-2
         for name, value, want in pairs:
             err = ((value - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
             if not err < tolerance:
-                failures.append(f"{shape} {order} {layout} {dtype} segments={segments} splits={splits} {name}: {err:.2e}")
+                failures.append(f"{name}: error {err:.2e} over max |value|, tolerance {tolerance}")
     ts.CHUNK, ts.N_SPLIT, ts.SEGMENTS = 16, None, 2
-    for dtype in (f32, bf16):
+    for case_id in [c for c in cases if c.startswith("opcheck")]:
+        dtype = getattr(torch, cases[case_id]["dtype"])
         x = [make_inputs(2, 8, 20, 4, torch.float32, seed=3 + k) for k in (0, 1)]
         seq = lambda v: v.detach().to(dtype).transpose(1, 2).contiguous().transpose(1, 2).to(device).requires_grad_()
         both = lambda key: torch.stack([x[0][key].detach(), x[1][key].detach()]).float().to(device).requires_grad_()
         args = (seq(x[0]["u"]), seq(x[1]["u"]), seq(x[0]["delta"]), seq(x[1]["delta"]), both("A"), seq(x[0]["B"]),
                 seq(x[1]["B"]), seq(x[0]["C"]), seq(x[1]["C"]), both("D"), seq(x[0]["z"]), both("delta_bias"), True,
                 ScanOrder("spatial", 4, 0).code, 4, 0)
-        failures += opcheck_failures(_pair_op, args, f"pair {dtype}")
-    print("FAILURES:", failures)
-    sys.exit(1 if failures else 0)
+        results[case_id] = opcheck_failures(_pair_op, args, f"pair {dtype}")
+    print(RESULTS_MARK + json.dumps(results))
 """)
 
+# both directions in one launch: the backward direction's order, memory layout, dtype, chunk, segments, state
+# splits, optional inputs
+PAIR_CASES = [ScanCase((2, 40, 41, 16), REV), ScanCase((2, 33, 41, 16), SPATIAL8, chunk=8, segments=3),
+              ScanCase((1, 40, 40, 16), TEMPORAL8, layout="bdl", chunk=8, segments=4, splits=2),
+              ScanCase((2, 40, 41, 16), REV, dtype=BF16, chunk=8, segments=3),
+              ScanCase((1, 8, 5, 4), REV, layout="bdl", chunk=64, optional=False)]
 
-def test_paired_kernels_in_the_interpreter_match_two_float64_scans():
-    triton_subprocess.assert_check_passes(CHECK_PAIR, "cpu", interpret=True, timeout=900)
+
+def _pair_cases() -> dict[str, dict]:
+    return {**{"pair_" + case.id: case._asdict() for case in PAIR_CASES}, **OPCHECKS}
+
+
+@pytest.fixture(scope="module")
+def pair_interpreter_results():
+    return triton_subprocess.run_cases(CHECK_PAIR, "cpu", True, _pair_cases(), timeout=900)
+
+
+@pytest.fixture(scope="module")
+def pair_gpu_results():
+    return triton_subprocess.run_cases(CHECK_PAIR, "cuda", False, _pair_cases(), timeout=900)
+
+
+@pytest.mark.parametrize("case", list(_pair_cases()))
+def test_paired_scan_in_the_interpreter_matches_two_float64_scans(case, pair_interpreter_results):
+    assert pair_interpreter_results.get(case) == [], pair_interpreter_results.get(case, "case not run")
 
 
 @pytest.mark.gpu
-def test_paired_kernels_on_the_gpu_match_two_float64_scans():
-    triton_subprocess.assert_check_passes(CHECK_PAIR, "cuda", interpret=False, timeout=900)
+@pytest.mark.parametrize("case", list(_pair_cases()))
+def test_paired_scan_on_the_gpu_matches_two_float64_scans(case, pair_gpu_results):
+    assert pair_gpu_results.get(case) == [], pair_gpu_results.get(case, "case not run")
 
 
 COMPILE_PAIR = textwrap.dedent("""
@@ -226,15 +317,6 @@ def test_paired_ops_compile_in_one_graph_and_match_eager():
     autograd, outputs that alias nothing), output and every gradient against eager, in the interpreter;
     and the FLOP counter's count of both."""
     triton_subprocess.assert_check_passes(COMPILE_PAIR, "cpu", interpret=True, timeout=900)
-
-
-def test_triton_kernels_in_the_interpreter_match_float64():
-    triton_subprocess.assert_check_passes(CHECK, "cpu", interpret=True, timeout=900)
-
-
-@pytest.mark.gpu
-def test_triton_kernels_on_the_gpu_match_float64():
-    triton_subprocess.assert_check_passes(CHECK, "cuda", interpret=False, timeout=900)
 
 
 @pytest.mark.gpu
