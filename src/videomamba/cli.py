@@ -232,24 +232,21 @@ def _cmd_efficiency(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .models import create_model
-    from .models.convert import detect_layout, load_into, read_state_dict, save_weights
+    from .models.convert import load_into, read_checkpoint, save_weights
+    from .models.factory import model_for_checkpoint
 
-    state, _ = read_state_dict(args.src)
-    layout = detect_layout(state) if args.layout == "auto" else args.layout
     overrides = {"num_classes": args.num_classes, "num_frames": args.num_frames, "img_size": args.img_size,
                  "pos_embed": args.pos_embed, "scan_order": args.scan_order, "embed_dim": args.embed_dim,
-                 "depth": args.depth}
-    if layout == "opengvlab":  # their model: 1-frame tubelets, directions summed, frames from their table
-        overrides.update(tubelet=1, combine="sum")
-        if args.num_frames is None and "temporal_pos_embedding" in state:
-            overrides["num_frames"] = state["temporal_pos_embedding"].shape[1]
-    model = create_model(args.model, **overrides)
-    report = load_into(model, args.src, layout=layout, strict=not args.allow_missing)
+                 "depth": args.depth, "combine": args.combine}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    checkpoint = read_checkpoint(args.src, ema=True if args.ema else None)
+    model = model_for_checkpoint(args.model, checkpoint, args.layout, not args.drop_head, **overrides)
+    report = load_into(model, checkpoint, layout=args.layout, strict=not args.allow_missing,
+                       keep_head=not args.drop_head)
     save_weights(model, args.dst)
     print(report)
     print(f"wrote {args.dst} ({model.cfg.embed_dim} wide, {model.cfg.depth} layers, tubelet {model.cfg.tubelet}, "
-          f"{model.cfg.num_frames} frames, combine {model.cfg.combine})")
+          f"{model.cfg.num_frames} frames, combine {model.cfg.combine}, {model.cfg.num_classes} classes)")
     return 0
 
 
@@ -365,6 +362,10 @@ def _add_run_parsers(sub) -> None:
     conv.add_argument("--embed-dim", type=int, default=None, help="width, for sizes not in the registry")
     conv.add_argument("--depth", type=int, default=None, help="layers, for sizes not in the registry")
     conv.add_argument("--allow-missing", action="store_true", help="keep going when backbone tensors are missing")
+    conv.add_argument("--combine", default=None, choices=["mean", "sum"],
+                      help="how the model combines the directions (default: as the source; out_proj is rescaled exactly)")
+    conv.add_argument("--ema", action="store_true", help="take the file's EMA weights ('model_ema')")
+    conv.add_argument("--drop-head", action="store_true", help="drop the file's classifier even where it fits")
     conv.set_defaults(func=_cmd_convert)
 
     ablate = sub.add_parser("ablate", help="the paper's ablations on the built-in motion benchmark")

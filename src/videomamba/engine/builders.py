@@ -47,7 +47,7 @@ def build_model(config: RunConfig, num_classes: int, class_names: list[str] | No
     if config.model.init:
         from ..models.convert import load_init
 
-        load_init(model, config.model.init)
+        load_init(model, config.model.init, keep_head=config.model.init_keep_head)
     return model
 
 

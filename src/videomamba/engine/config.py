@@ -26,6 +26,7 @@ class ModelSection:
 
     name: str = "videomamba_small"
     init: str | None = None
+    init_keep_head: bool = True  # keep the init file's classifier where its class count fits
     overrides: dict[str, Any] = field(default_factory=dict)
 
 

@@ -21,6 +21,10 @@ from ..ops import (ScanInputs, ScanOrder, selective_scan, selective_scan_pair, s
                    sequence_conv_silu_pair)
 
 
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype == torch.float64 else t.float()
+
+
 class ScaledInputLinear(nn.Linear):
     """nn.Linear whose call may scale its input by a constant, applied to the (small) weight instead of
     the (B, L, d) input: out_proj takes the mean of the two directions this way. Parameters, names and
@@ -73,16 +77,16 @@ class ScanDirection(nn.Module):
 
     def project(self, x: torch.Tensor) -> ScanInputs:
         """The scan inputs from the conv + SiLU output x: x_proj, dt_proj (its bias goes to the scan, added
-        in float32), A and D."""
+        in float32 at least), A and D (float32 at least: float64 models stay float64)."""
         dt, B, C = torch.split(self.x_proj(x.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)
-        return ScanInputs(x, dt, -torch.exp(self.A_log.float()), B.transpose(1, 2), C.transpose(1, 2),
-                          self.D.float(), self.dt_proj.bias.float())
+        return ScanInputs(x, dt, -torch.exp(_at_least_float32(self.A_log)), B.transpose(1, 2), C.transpose(1, 2),
+                          _at_least_float32(self.D), _at_least_float32(self.dt_proj.bias))
 
     @staticmethod
     def channel_mean_delta(inputs: ScanInputs) -> torch.Tensor:
         """Δ = softplus(dt_proj(x) + bias) averaged over channels: (B, L) in float32, memory order."""
-        return F.softplus(inputs.delta.float() + inputs.delta_bias[:, None]).mean(1)
+        return F.softplus(_at_least_float32(inputs.delta) + inputs.delta_bias[:, None]).mean(1)
 
 
 class BiMambaMixer(nn.Module):

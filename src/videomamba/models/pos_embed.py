@@ -62,5 +62,6 @@ def resample_table(table: torch.Tensor, old_grid: tuple[int, int, int], new_grid
         return table
     dim = table.shape[-1]
     volume = table.reshape(*old_grid, dim).permute(3, 0, 1, 2)[None]
-    volume = F.interpolate(volume.float(), size=tuple(new_grid), mode="trilinear", align_corners=False)
+    volume = F.interpolate(volume if volume.dtype == torch.float64 else volume.float(), size=tuple(new_grid),
+                           mode="trilinear", align_corners=False)
     return volume[0].permute(1, 2, 3, 0).reshape(-1, dim).to(table.dtype)
