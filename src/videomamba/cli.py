@@ -45,6 +45,8 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
                                    train=not args.test_split)
     report = check_dataset(annotations, min_frames=args.min_frames, decode=not args.no_decode)
     print(report.summary())
+    for path, why in annotations.left_out:
+        print(f"LEFT OUT {path}: {why}")
     if args.skip_list:
         write_skip_list(report, args.skip_list)
         print(f"skip list ({len(report.bad)} files) written to {args.skip_list}")
@@ -126,14 +128,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .engine.predict import predict
+    from .engine.predict import predict_files
 
-    results = predict(args.videos, args.checkpoint, topk=args.topk, clips=args.clips, crops=args.crops)
-    for path, top in zip(args.videos, results):
-        print(path)
-        for name, prob in top:
+    failed = 0
+    for prediction in predict_files(args.videos, args.checkpoint, topk=args.topk, clips=args.clips, crops=args.crops):
+        if prediction.error is not None:
+            failed += 1
+            print(f"videomamba predict: skipped {prediction.error}", file=sys.stderr)
+            continue
+        print(prediction.path)
+        for name, prob in prediction.top:
             print(f"  {prob:7.4f}  {name}")
-    return 0
+    if failed:
+        print(f"videomamba predict: {failed} of {len(args.videos)} files could not be read", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _cmd_shuffle(args: argparse.Namespace) -> int:

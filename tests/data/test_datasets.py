@@ -143,3 +143,29 @@ def test_item_randomness_is_deterministic_per_epoch(tmp_path):
         dataset.set_epoch(epoch)
         others.append(dataset[0]["video"])
     assert any(not torch.equal(first, other) for other in others)  # new epoch, new start frame
+
+
+def test_list_file_bom_hash_paths_and_commas(tmp_path):
+    """A UTF-8 byte-order mark is not part of the first path; a path that starts with '#' is a path
+    when the line ends in a label (a '#' line without one is a comment); a space-separated path may
+    hold commas, a comma-separated one spaces."""
+    (tmp_path / "train.txt").write_bytes("\ufeffa.mp4 0\n# a comment\n#take2.mp4 1\nx,y.mp4 2\nb c.mp4,1\n".encode())
+    ann = load_annotations("list", tmp_path / "train.txt", root=tmp_path)
+    assert [(r.path, r.label) for r in ann.records] == [(str(tmp_path / "a.mp4"), 0), (str(tmp_path / "#take2.mp4"), 1),
+                                                        (str(tmp_path / "x,y.mp4"), 2), (str(tmp_path / "b c.mp4"), 1)]
+
+
+def test_skip_list_matches_whatever_way_the_root_was_written(tmp_path, monkeypatch):
+    """``data check`` with a relative root writes relative paths; training with an absolute root (or
+    the other way round) still skips them: paths are compared normalised, not as strings."""
+    from videomamba.data.datasets import BadVideoPolicy, ClipSampling, VideoClipDataset, read_skip_list
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "list.txt").write_text("good.mp4 0\nbad.mp4 1\n")
+    (tmp_path / "skip.tsv").write_text("\ufeffdata/./bad.mp4\tcannot open\n")
+    skip = read_skip_list(tmp_path / "skip.tsv")
+    for root in ("data", str(tmp_path / "data"), "./data/"):
+        ann = load_annotations("list", tmp_path / "list.txt", root=root)
+        dataset = VideoClipDataset(ann, ClipSampling(), None, train=False, policy=BadVideoPolicy(skip=skip))
+        assert [r.path.rsplit("/", 1)[-1] for r in dataset.records] == ["good.mp4"], root

@@ -68,3 +68,16 @@ def test_out_of_range_frame(tmp_path):
     path = write(tmp_path / "clip.mp4", n=5)
     with pytest.raises(VideoReadError, match="frame 7 requested, video has 5 frames"):
         read_frames(path, [7])
+
+
+def test_unreadable_file_says_permission_denied(tmp_path, monkeypatch):
+    """The cause is named (root reads every file, so the check is made to fail as it would for a user)."""
+    import os
+
+    from videomamba.data.video_io import VideoReadError, num_frames
+
+    path = write(tmp_path / "locked.mp4")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(path) else real_access(p, mode))
+    with pytest.raises(VideoReadError, match="locked.mp4: permission denied"):
+        num_frames(path)

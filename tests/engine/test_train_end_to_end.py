@@ -134,6 +134,17 @@ def test_eval_and_predict_from_trained_model(tmp_path, tiny_data):
     cli = subprocess.run([sys.executable, "-m", "videomamba", "predict", str(video), "--checkpoint",
                           str(run / "model.safetensors"), "--topk", "2"], env=ENV, capture_output=True, text=True)
     assert cli.returncode == 0 and cli.stdout.count("\n") == 3
+    # a bad file among good ones: one line naming it, the others predicted, exit status 1, no traceback
+    (tmp_path / "broken.mp4").write_bytes(video.read_bytes()[:500])
+    (tmp_path / "text.mp4").write_text("not a video")
+    cli = subprocess.run([sys.executable, "-m", "videomamba", "predict", str(tmp_path / "broken.mp4"), str(video),
+                          str(tmp_path / "text.mp4"), str(tmp_path / "missing.mp4"), str(video), "--checkpoint",
+                          str(run / "model.safetensors"), "--topk", "2"], env=ENV, capture_output=True, text=True)
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr, cli.stderr[-2000:]
+    assert cli.stdout.count(str(video)) == 2 and cli.stdout.count("\n") == 6
+    skipped = [line for line in cli.stderr.splitlines() if line.startswith("videomamba predict: skipped")]
+    assert len(skipped) == 3 and "missing.mp4: file does not exist" in skipped[2], skipped
+    assert "3 of 5 files could not be read" in cli.stderr
 
     shuffle = subprocess.run([sys.executable, "-m", "videomamba", "shuffle", "--checkpoint", str(run / "model.safetensors"),
                               "--config", str(cfg), "--unit", "1", "--output", str(tmp_path / "sh"), "--no-progress"],

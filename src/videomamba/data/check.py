@@ -36,7 +36,8 @@ class CheckReport:
 
 def check_dataset(annotations: Annotations, min_frames: int = 1, decode: bool = True,
                   progress: bool = True) -> CheckReport:
-    """Open every video (a demux pass; with ``decode`` also the first and last frame)."""
+    """Open every video as training will (the same index and decoding path, ``video_io``): count its
+    frames and, with ``decode``, read its first, middle and last frame."""
     report = CheckReport(total=len(annotations.records), good=0, counts=annotations.counts(),
                          class_names=list(annotations.class_names))
     for record in tqdm(annotations.records, desc="checking videos", disable=not progress):
@@ -48,7 +49,8 @@ def check_dataset(annotations: Annotations, min_frames: int = 1, decode: bool = 
             if frames < min_frames:
                 raise VideoReadError(record.path, f"{frames} frames, fewer than {min_frames}")
             if decode:
-                read_frames(record.path, [0, frames - 1])
+                read_frames(record.path, sorted({0, frames // 2, frames - 1}))
+                frames = num_frames(record.path)  # a read may have recounted the frames by decoding
         except (VideoReadError, OSError, ValueError) as err:
             report.bad.append((record.path, getattr(err, "reason", str(err))))
             continue

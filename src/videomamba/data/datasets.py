@@ -12,14 +12,19 @@ Formats (``format=``):
                videos ``root/<id>.webm`` or frame folders ``root/<id>/``; classes in labels.json order.
   ``hmdb51``   the official split files ``<class>_test_split{N}.txt`` (1 train, 2 test, 0 unused) in
                ``annotations`` (a folder) over ``root/<class>/<video>.avi``; classes: sorted names.
-  ``folder``   ``root/<class_name>/*.<video ext>`` (or frame folders); classes: sorted folder names.
-Class names are stable and documented, and travel with the model's config.
+  ``folder``   ``root/<class_name>/<video file or frame folder>``; classes: sorted folder names.
+               Every container FFmpeg reads is taken by its suffix (``VIDEO_SUFFIXES``; ``suffixes=``
+               / ``data.video_suffixes`` to choose); other files are left out and listed with the
+               reason in ``Annotations.left_out``.
+Class names are stable and documented, and travel with the model's config. List files may start with
+a UTF-8 byte-order mark; a line is a comment when it starts with ``#`` and does not end in a label.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +36,10 @@ from torch.utils.data import Dataset
 from .sampling import dense_indices, segment_indices
 from .video_io import IMAGE_SUFFIXES, VideoReadError, num_frames, read_frames
 
-VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
+# Containers FFmpeg reads that hold video (images are frames of frame folders, not videos).
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".m2v", ".m1v", ".vob", ".ts",
+                  ".mts", ".m2ts", ".gif", ".flv", ".f4v", ".wmv", ".asf", ".3gp", ".3g2", ".ogv", ".ogg", ".mxf",
+                  ".dv", ".nut", ".y4m", ".h264", ".264", ".h265", ".265", ".hevc", ".ivf", ".rm", ".rmvb", ".divx")
 FORMATS = ("list", "kinetics", "ssv2", "hmdb51", "folder")
 
 
@@ -51,9 +59,13 @@ class VideoRecord:
 
 @dataclass
 class Annotations:
+    """The (path, label) records of a split, its class names, where they came from, and the files of
+    the layout that were left out, with the reason (``(path, reason)``)."""
+
     records: list[VideoRecord]
     class_names: list[str]
     source: str = ""
+    left_out: list[tuple[str, str]] = field(default_factory=list)
 
     def counts(self) -> list[int]:
         """Number of videos per class."""
@@ -66,29 +78,48 @@ class Annotations:
 def _class_names_beside(list_file: Path, num_labels: int) -> list[str]:
     names_file = list_file.with_name("classes.txt")
     if names_file.is_file():
-        names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+        names = [line.strip() for line in read_text_lines(names_file) if line.strip()]
         if len(names) < num_labels:
             raise AnnotationError(names_file, None, f"{len(names)} class names, but labels go up to {num_labels - 1}")
         return names
     return [f"class_{i}" for i in range(num_labels)]
 
 
+_SPACE_LINE = re.compile(r"(.+?)\s+(-?\d+)")
+_COMMA_LINE = re.compile(r"(.+),\s*(-?\d+)")
+
+
+def parse_list_line(line: str) -> tuple[str, str] | None:
+    """(path, label) of a ``path,label`` or ``path label`` line, or None if it ends in no label.
+    The comma form is tried first; a space-separated path may contain commas (``a,b.mp4 3``) and
+    a comma-separated one spaces (``a b.mp4,3``)."""
+    match = _COMMA_LINE.fullmatch(line) or _SPACE_LINE.fullmatch(line)
+    return (match.group(1).strip(), match.group(2)) if match else None
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """A text file's lines, a UTF-8 byte-order mark at its start removed."""
+    return path.read_text(encoding="utf-8-sig").splitlines()
+
+
 def read_list_file(list_file: str | Path, root: str | Path = "", num_classes: int | None = None) -> Annotations:
-    """``path label`` or ``path,label`` lines; a path may contain spaces (the label is the last field)."""
+    """``path label`` or ``path,label`` lines; a path may contain spaces or commas (the label is the
+    last field). Blank lines and ``#`` lines without a label are skipped."""
     list_file = Path(list_file)
     if not list_file.is_file():
         raise AnnotationError(list_file, None, "annotation file does not exist")
     records = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text_lines(list_file), start=1):
         line = line.strip()
-        if not line or line.startswith("#"):
+        if not line:
             continue
-        parts = line.rsplit(",", 1) if "," in line else line.rsplit(None, 1)
-        if len(parts) != 2:
-            raise AnnotationError(list_file, number, f"expected 'path label' or 'path,label', got {line!r}")
-        path, label = parts[0].strip(), parts[1].strip()
-        if not re.fullmatch(r"-?\d+", label):
-            raise AnnotationError(list_file, number, f"label {label!r} is not an integer")
+        parts = parse_list_line(line)
+        if parts is None:
+            if line.startswith("#"):
+                continue
+            raise AnnotationError(list_file, number, f"expected 'path label' or 'path,label' (label missing or "
+                                                     f"not an integer), got {line!r}")
+        path, label = parts
         label = int(label)
         if label < 0 or (num_classes is not None and label >= num_classes):
             raise AnnotationError(list_file, number, f"label {label} out of range [0, {num_classes})")
@@ -106,7 +137,7 @@ def read_kinetics_csv(csv_file: str | Path, root: str | Path, class_names: list[
     if not csv_file.is_file():
         raise AnnotationError(csv_file, None, "annotation file does not exist")
     rows = []
-    with csv_file.open(newline="") as handle:
+    with csv_file.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         required = {"label", "youtube_id", "time_start", "time_end"}
         if not reader.fieldnames or not required <= set(reader.fieldnames):
@@ -143,8 +174,8 @@ def read_ssv2_json(split_json: str | Path, root: str | Path, labels_json: str | 
         if not path.is_file():
             raise AnnotationError(path, None, "annotation file does not exist")
     try:
-        labels = json.loads(labels_json.read_text())
-        entries = json.loads(split_json.read_text())
+        labels = json.loads(labels_json.read_text(encoding="utf-8-sig"))
+        entries = json.loads(split_json.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         raise AnnotationError(err.doc and split_json, err.lineno, f"invalid JSON: {err.msg}") from None
     ordered = sorted(labels.items(), key=lambda kv: int(kv[1]))
@@ -175,7 +206,7 @@ def read_hmdb51_splits(split_dir: str | Path, root: str | Path, split: int = 1, 
     records = []
     for file in files:
         name = file.name[: -len(f"_test_split{split}.txt")]
-        for number, line in enumerate(file.read_text().splitlines(), start=1):
+        for number, line in enumerate(read_text_lines(file), start=1):
             if not line.strip():
                 continue
             parts = line.split()
@@ -186,27 +217,42 @@ def read_hmdb51_splits(split_dir: str | Path, root: str | Path, split: int = 1, 
     return Annotations(records, names, str(split_dir))
 
 
-def read_folder(root: str | Path) -> Annotations:
-    """``root/<class>/<video file or frame folder>``, classes in sorted order (like ImageFolder)."""
+def read_folder(root: str | Path, suffixes: tuple[str, ...] | None = None) -> Annotations:
+    """``root/<class>/<video file or frame folder>``, classes in sorted order (like ImageFolder).
+
+    Video files are taken by suffix (``suffixes``, default ``VIDEO_SUFFIXES``, case-insensitive);
+    anything else in a class folder is listed in ``left_out`` with the reason."""
     root = Path(root)
     if not root.is_dir():
         raise AnnotationError(root, None, "dataset folder does not exist")
     names = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not names:
         raise AnnotationError(root, None, "no class folders")
-    records = []
+    wanted = tuple(s.lower() if s.startswith(".") else f".{s.lower()}" for s in (suffixes or VIDEO_SUFFIXES))
+    records, left_out = [], []
     for label, name in enumerate(names):
         for item in sorted((root / name).iterdir()):
-            is_video = item.suffix.lower() in VIDEO_SUFFIXES
-            is_frames = item.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in item.iterdir())
-            if is_video or is_frames:
+            if item.is_dir():
+                if any(p.suffix.lower() in IMAGE_SUFFIXES for p in item.iterdir()):
+                    records.append(VideoRecord(str(item), label))
+                else:
+                    left_out.append((str(item), "a folder without image files (not a frame folder)"))
+            elif item.suffix.lower() in wanted:
                 records.append(VideoRecord(str(item), label))
-    return Annotations(records, names, str(root))
+            elif item.name.startswith("."):
+                continue  # hidden files (.DS_Store and the like)
+            else:
+                why = ("an image, not a video (put a clip's frames in a folder of their own)"
+                       if item.suffix.lower() in IMAGE_SUFFIXES else
+                       f"suffix {item.suffix or '(none)'!r} is not a video container here "
+                       f"(data.video_suffixes lists the ones to take)")
+                left_out.append((str(item), why))
+    return Annotations(records, names, str(root), left_out)
 
 
 def load_annotations(format: str, annotations: str | Path, root: str | Path = "", *, split: int = 1,
                      train: bool = True, num_classes: int | None = None,
-                     class_names: list[str] | None = None) -> Annotations:
+                     class_names: list[str] | None = None, video_suffixes: tuple[str, ...] | None = None) -> Annotations:
     """Read any supported layout (see the module docstring) into ``Annotations``."""
     if format == "list":
         result = read_list_file(annotations, root, num_classes)
@@ -217,7 +263,7 @@ def load_annotations(format: str, annotations: str | Path, root: str | Path = ""
     elif format == "hmdb51":
         result = read_hmdb51_splits(annotations, root, split, train)
     elif format == "folder":
-        result = read_folder(annotations)
+        result = read_folder(annotations, video_suffixes)
     else:
         raise ValueError(f"unknown dataset format {format!r}; choose from {FORMATS}")
     if class_names is not None and format == "list":
@@ -225,11 +271,21 @@ def load_annotations(format: str, annotations: str | Path, root: str | Path = ""
     return result
 
 
+def normalise_path(path: str | Path) -> str:
+    """An absolute, normalised form of ``path`` (relative paths against the working directory), so that
+    a path written one way matches the same file written another."""
+    return os.path.normpath(os.path.abspath(os.fspath(path)))
+
+
 def read_skip_list(path: str | Path | None) -> set[str]:
-    """Paths listed (first tab-separated field) in a skip list written by ``videomamba data check``."""
+    """Paths listed (first tab-separated field) in a skip list written by ``videomamba data check``,
+    normalised (``normalise_path``); blank lines ignored, a byte-order mark removed."""
     if not path:
         return set()
-    return {line.split("\t")[0] for line in Path(path).read_text().splitlines() if line.strip()}
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(path, None, "skip list does not exist")
+    return {normalise_path(line.split("\t")[0]) for line in read_text_lines(path) if line.strip()}
 
 
 @dataclass
@@ -279,7 +335,8 @@ class VideoClipDataset(Dataset):
                  policy: BadVideoPolicy | None = None, seed: int = 0, flip_label_map: dict[int, int] | None = None):
         self.annotations = annotations
         self.policy = policy or BadVideoPolicy()
-        self.records = [r for r in annotations.records if r.path not in self.policy.skip]
+        skip = {normalise_path(p) for p in self.policy.skip}
+        self.records = [r for r in annotations.records if normalise_path(r.path) not in skip]
         if not self.records:
             raise ValueError(f"{annotations.source}: no videos left after the skip list")
         self.sampling, self.transform, self.train, self.seed = sampling, transform, train, seed

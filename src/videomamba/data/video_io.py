@@ -5,10 +5,19 @@ never from ``index / fps``: that breaks on variable-frame-rate and gapped files,
 no frame count at all. To read frames we seek to the keyframe before the first wanted timestamp and
 decode forward, converting to RGB (and resizing, inside the same swscale call) only the frames we
 keep. Each loader worker decodes with one thread.
+
+Some files' packet timestamps do not name their frames: MPEG program streams repeat a timestamp
+across packets, raw elementary streams (H.264 named .mp4, say) carry none, and an MP4 cut with an
+edit list holds packets that the decoder drops (``Packet.is_discard``, left out of the index). Where
+the packets cannot be trusted, or a read by timestamp misses frames, the index is rebuilt from one
+full decode: by the decoded frames' timestamps when they are complete and distinct, else by
+counting frames in decoding order, read by decoding from the start. The training loader, ``data
+check`` and ``predict`` all go through this one path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections import OrderedDict
@@ -37,6 +46,9 @@ class VideoIndex:
     keyframes: tuple[int, ...]
     time_base: float
     fps: float
+    by_count: bool = False  # the timestamps cannot address the frames: pts are frame numbers, read from the start
+    decoded: bool = False  # built from a full decode, not from the packets
+    seekable: bool = True  # False where a seek was seen to land past the keyframe asked for (MPEG-TS, say)
 
     @property
     def num_frames(self) -> int:
@@ -75,12 +87,16 @@ def _open(path: Path):
 
     if not path.exists():
         raise VideoReadError(path, "file does not exist")
+    if not os.access(path, os.R_OK):
+        raise VideoReadError(path, "permission denied (the file is not readable by this user)")
     if path.stat().st_size == 0:
         raise VideoReadError(path, "file is empty (0 bytes)")
     try:
         container = av.open(str(path))
+    except PermissionError:
+        raise VideoReadError(path, "permission denied (the file is not readable by this user)") from None
     except Exception as err:  # PyAV raises several InvalidDataError/OSError subclasses
-        raise VideoReadError(path, f"cannot open ({type(err).__name__}: {err})") from None
+        raise VideoReadError(path, f"cannot open: not a container FFmpeg reads ({type(err).__name__}: {err})") from None
     if not container.streams.video:
         container.close()
         raise VideoReadError(path, "no video stream")
@@ -90,8 +106,69 @@ def _open(path: Path):
     return container, stream
 
 
+def _rate(stream) -> float:
+    rate = stream.average_rate or stream.guessed_rate
+    return float(rate) if rate else 0.0
+
+
+def _demux_index(path: Path) -> VideoIndex | None:
+    """The index from the packets alone, or None where their timestamps cannot address the frames
+    (a packet with data but no timestamp, or one timestamp on several packets)."""
+    container, stream = _open(path)
+    pts, keyframes, trusted = [], [], True
+    try:
+        for packet in container.demux(stream):
+            if not packet.size:  # the flushing packet
+                continue
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if stamp is None:
+                trusted = False
+                continue
+            if packet.is_keyframe:
+                keyframes.append(stamp)
+            if getattr(packet, "is_discard", False):  # before an edit list's start: never shown
+                continue
+            pts.append(stamp)
+    except Exception as err:
+        raise VideoReadError(path, f"demuxing failed after {len(pts)} packets ({type(err).__name__}: {err})") from None
+    finally:
+        container.close()
+    if not trusted or len(set(pts)) != len(pts):
+        return None
+    if not pts:
+        raise VideoReadError(path, "no video frames")
+    pts = sorted(pts)
+    return VideoIndex(tuple(pts), tuple(sorted(keyframes)) or (pts[0],), float(stream.time_base or 1.0), _rate(stream))
+
+
+def _decoded_index(path: Path) -> VideoIndex:
+    """The index from one full decode: the frames' own timestamps where they are all present and
+    distinct, else frame numbers in output order (``by_count``)."""
+    container, stream = _open(path)
+    pts, keyframes = [], []
+    try:
+        for frame in container.decode(stream):
+            pts.append(frame.pts)
+            if frame.key_frame and frame.pts is not None:
+                keyframes.append(frame.pts)
+    except Exception as err:
+        if not pts:
+            raise VideoReadError(path, f"decoding failed before the first frame ({type(err).__name__}: {err})") from None
+        # a broken tail: the frames before it are the video
+    finally:
+        container.close()
+    if not pts:
+        raise VideoReadError(path, "no decodable video frames")
+    time_base, fps = float(stream.time_base or 1.0), _rate(stream)
+    if all(p is not None for p in pts) and len(set(pts)) == len(pts):
+        ordered = sorted(pts)
+        return VideoIndex(tuple(ordered), tuple(sorted(keyframes)) or (ordered[0],), time_base, fps, decoded=True)
+    return VideoIndex(tuple(range(len(pts))), (0,), time_base, fps, by_count=True, decoded=True)
+
+
 def video_index(path: str | Path) -> VideoIndex:
-    """The frame timestamps of a video file from one demux pass (cached by path, mtime and size)."""
+    """The frame timestamps of a video file (cached by path, mtime and size): from one demux pass, or
+    from a full decode where the packets' timestamps cannot address the frames."""
     path = Path(path)
     if path.is_dir():
         raise VideoReadError(path, "is a directory; use read_frame_folder for frame folders")
@@ -99,27 +176,7 @@ def video_index(path: str | Path) -> VideoIndex:
     cached = _INDEX_CACHE.get(key) if key else None
     if cached is not None:
         return cached
-    container, stream = _open(path)
-    pts, keyframes = [], []
-    try:
-        for packet in container.demux(stream):
-            if packet.pts is None:  # the flushing packet, or a packet without timestamp
-                if packet.size:
-                    pts.append(packet.dts if packet.dts is not None else (pts[-1] + 1 if pts else 0))
-                continue
-            pts.append(packet.pts)
-            if packet.is_keyframe:
-                keyframes.append(packet.pts)
-    except Exception as err:
-        container.close()
-        raise VideoReadError(path, f"demuxing failed after {len(pts)} packets ({type(err).__name__}: {err})") from None
-    time_base = float(stream.time_base) if stream.time_base else 1.0
-    rate = stream.average_rate or stream.guessed_rate
-    container.close()
-    if not pts:
-        raise VideoReadError(path, "no video frames")
-    pts = sorted(set(pts))
-    index = VideoIndex(tuple(pts), tuple(sorted(keyframes)) or (pts[0],), time_base, float(rate) if rate else 0.0)
+    index = _demux_index(path) or _decoded_index(path)
     _INDEX_CACHE.put(key, index)
     return index
 
@@ -148,49 +205,77 @@ def output_size(height: int, width: int, short_side: int | None) -> tuple[int, i
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+class _MissingFrames(Exception):
+    def __init__(self, missing: int, wanted: int):
+        super().__init__(f"{missing} of {wanted} wanted frames not decoded")
+        self.missing, self.wanted = missing, wanted
+
+
 def read_video_frames(path: str | Path, indices, short_side: int | None = None) -> torch.Tensor:
     """Frames ``indices`` (any order, repeats allowed) of a video file as uint8 (T, C, H, W).
 
     Seeks to the keyframe at or before the first wanted frame and decodes forward once, keeping
-    only the wanted frames (converted to RGB, resized to ``short_side`` in the same step).
+    only the wanted frames (converted to RGB, resized to ``short_side`` in the same step). Where the
+    timestamps miss frames, the index is rebuilt from a full decode and the read made again.
     """
     path = Path(path)
-    index = video_index(path)
     wanted = [int(i) for i in indices]
-    bad = [i for i in wanted if not 0 <= i < index.num_frames]
-    if bad:
-        raise VideoReadError(path, f"frame {bad[0]} requested, video has {index.num_frames} frames")
-    wanted_pts = {index.pts[i] for i in wanted}
-    first, last = min(wanted_pts), max(wanted_pts)
+    index = video_index(path)
+    while True:
+        bad = [i for i in wanted if not 0 <= i < index.num_frames]
+        if bad:
+            counted = "decodable frames" if index.decoded else "frames"
+            raise VideoReadError(path, f"frame {bad[0]} requested, video has {index.num_frames} {counted}")
+        try:
+            frames = _read_indexed(path, index, wanted, short_side)
+        except _MissingFrames as missing:
+            # first distrust the seek (some demuxers land past the keyframe), then the timestamps
+            if index.seekable and not index.by_count:
+                index = dataclasses.replace(index, seekable=False)
+            elif not index.decoded:
+                index = _decoded_index(path)
+            else:
+                raise VideoReadError(path, f"{missing.missing} of {missing.wanted} wanted frames could not be "
+                                           f"decoded (truncated or corrupt file?)") from None
+            _INDEX_CACHE.put(_cache_key(path), index)
+            continue
+        return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+
+
+def _read_indexed(path: Path, index: VideoIndex, wanted: list[int], short_side: int | None) -> np.ndarray:
+    """The wanted frames as (T, H, W, 3) uint8: by timestamp after a seek, or by count from the start."""
     from av.video.reformatter import VideoReformatter
 
+    wanted_keys = {index.pts[i] for i in wanted}
+    last = max(wanted_keys)
     container, stream = _open(path)
     reformatter = VideoReformatter()
     decoded: dict[int, np.ndarray] = {}
     try:
-        seek_to = max((k for k in index.keyframes if k <= first), default=index.pts[0])
-        if seek_to > index.pts[0]:
-            container.seek(seek_to, stream=stream, backward=True, any_frame=False)
+        if index.seekable and not index.by_count:
+            seek_to = max((k for k in index.keyframes if k <= min(wanted_keys)), default=index.pts[0])
+            if seek_to > index.pts[0]:
+                container.seek(seek_to, stream=stream, backward=True, any_frame=False)
         size = None
-        for frame in container.decode(stream):
-            if frame.pts is None:
+        for number, frame in enumerate(container.decode(stream)):
+            key = number if index.by_count else frame.pts
+            if key is None:
                 continue
-            if frame.pts in wanted_pts and frame.pts not in decoded:
+            if key in wanted_keys and key not in decoded:
                 if size is None:
                     size = output_size(frame.height, frame.width, short_side) or (frame.height, frame.width)
-                decoded[frame.pts] = _to_rgb(reformatter, frame, size)
-            if frame.pts >= last and len(decoded) == len(wanted_pts):
+                decoded[key] = _to_rgb(reformatter, frame, size)
+            if key >= last and len(decoded) == len(wanted_keys):
                 break
     except Exception as err:
-        raise VideoReadError(path, f"decoding failed ({type(err).__name__}: {err})") from None
+        if wanted_keys - decoded.keys():
+            raise VideoReadError(path, f"decoding failed ({type(err).__name__}: {err})") from None
     finally:
         container.close()
-    missing = wanted_pts - decoded.keys()
+    missing = wanted_keys - decoded.keys()
     if missing:
-        raise VideoReadError(path, f"{len(missing)} of {len(wanted_pts)} wanted frames could not be decoded "
-                                   f"(truncated or corrupt file?)")
-    frames = np.stack([decoded[index.pts[i]] for i in wanted])
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+        raise _MissingFrames(len(missing), len(wanted_keys))
+    return np.stack([decoded[index.pts[i]] for i in wanted])
 
 
 def list_frame_files(folder: str | Path) -> list[Path]:
