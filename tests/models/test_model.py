@@ -210,3 +210,21 @@ def test_halves_projection_is_the_split_linear_forward_and_backward():
         torch.testing.assert_close(x.grad, x_ref.grad)
         for name, p in halves.named_parameters():
             torch.testing.assert_close(p.grad, dict(full.named_parameters())[name].grad)
+
+
+@pytest.mark.parametrize("recomputed", [True, 2])
+def test_recomputing_blocks_gives_the_same_gradients(recomputed):
+    """Gradient checkpointing of every block (True) or of the first N trades memory for time only."""
+    import videomamba
+
+    torch.manual_seed(0)
+    model = videomamba.create_model("videomamba_nano", embed_dim=32, depth=3, num_frames=4, img_size=32).double()
+    video = torch.randn(2, 3, 4, 32, 32, dtype=torch.float64)
+    grads = []
+    for setting in (False, recomputed):
+        model.grad_checkpointing = setting
+        model.zero_grad()
+        model(video).square().sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)

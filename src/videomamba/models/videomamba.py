@@ -162,7 +162,9 @@ class VideoMamba(nn.Module):
         self.norm_f = nn.RMSNorm(cfg.embed_dim, eps=cfg.norm_eps)
         self.head_drop = nn.Dropout(cfg.drop_rate)
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
-        self.grad_checkpointing = False
+        # recompute blocks in the backward pass instead of storing their activations: False, True (every
+        # block) or the number of leading blocks (memory against time, as OpenGVLab's checkpoint_num)
+        self.grad_checkpointing: bool | int = False
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -218,9 +220,11 @@ class VideoMamba(nn.Module):
             internals.grid, internals.prefix = grid, self.prefix_tokens
         want_delta = internals is not None and "delta" in record
         residual = tokens.to(torch.promote_types(tokens.dtype, torch.float32))  # float32 at least
-        checkpointing = self.grad_checkpointing and self.training and torch.is_grad_enabled()
-        for layer in self.layers:
-            if checkpointing:  # recompute each block in the backward pass instead of storing it
+        recomputed = 0
+        if self.training and torch.is_grad_enabled():
+            recomputed = len(self.layers) if self.grad_checkpointing is True else int(self.grad_checkpointing or 0)
+        for index, layer in enumerate(self.layers):
+            if index < recomputed:  # recompute this block in the backward pass instead of storing it
                 residual, deltas = torch.utils.checkpoint.checkpoint(layer, residual, order, want_delta,
                                                                      use_reentrant=False)
             else:
