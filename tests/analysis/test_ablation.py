@@ -49,3 +49,33 @@ def test_reduced_ablation_runs_reports_and_resumes(tmp_path):
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == len(lines)  # nothing retrained
     assert again["studies"]["scan"]["none"]["seeds"] == rows["none"]["seeds"]
     assert np.isfinite(list(first.values())).all()
+
+
+def test_paired_difference_interval_and_exact_sign_flip_test():
+    from videomamba.analysis.ablation import paired_difference, seeds_needed
+
+    # differences 1, 2, 3 over seeds 0-2: mean 2, t-interval 2 ± 4.303 * 1 / sqrt(3); all signs positive,
+    # so only the two all-same-sign patterns are as extreme: p = 2 / 8
+    test = paired_difference({0: 11.0, 1: 12.0, 2: 13.0, 3: 50.0}, {0: 10.0, 1: 10.0, 2: 10.0})
+    assert test["n"] == 3 and test["mean"] == 2.0 and test["p"] == 0.25 and test["min_p"] == 0.25
+    assert abs(test["high"] - (2 + 4.303 / 3 ** 0.5)) < 1e-9 and not test["separated"]
+    six = paired_difference({s: 5.0 + 0.1 * s for s in range(6)}, {s: 0.0 for s in range(6)})
+    assert six["separated"] and six["p"] == 2 / 64
+    mixed = paired_difference({0: 1.0, 1: -1.0, 2: 1.0, 3: -1.0}, {s: 0.0 for s in range(4)})
+    assert mixed["p"] == 1.0 and not mixed["separated"]
+    assert seeds_needed() == 6
+
+
+def test_report_from_finished_runs_lists_the_comparisons(tmp_path):
+    """The shipped H200 results re-summarised without training: the three scan-order comparisons and
+    the temporal-expanding ones appear with their intervals."""
+    from pathlib import Path
+
+    from videomamba.analysis.ablation import STUDIES, AblationSetup, report_from_results
+
+    results = Path(__file__).resolve().parents[2] / "docs/results/ablations_results.jsonl"
+    summary = report_from_results(list(STUDIES), AblationSetup.preset("gpu"), results, tmp_path)
+    pairs = {(c["better"], c["than"]) for c in summary["comparisons"]["scan"]}
+    assert pairs == {("spatiotemporal", "temporal"), ("spatiotemporal", "spatial"), ("temporal", "spatial")}
+    assert all(c["n"] == 3 for c in summary["comparisons"]["pos"])
+    assert "paired comparisons over seeds" in (tmp_path / "ablations.md").read_text()

@@ -50,6 +50,18 @@ PAPER = {
                 "interleaved": (None, 51.3)},
 }
 STUDIES = ("scan", "pos", "frames", "width", "init", "shuffle")
+# The comparisons each study makes, (A, B): is A better than B? The paper's three scan-order claims,
+# temporal expanding against every other table, each frame count against the next, width, init.
+COMPARISONS = {
+    "scan": [("spatiotemporal", "temporal"), ("spatiotemporal", "spatial"), ("temporal", "spatial")],
+    "pos": [("temporal_expand", other) for other in ("embed_dim_interp", "spatial_interp", "random", "sinusoidal",
+                                                    "none")],
+    "width": [("wide", "narrow")],
+    "init": [("image model", "scratch")],
+}
+# two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom (beyond: the normal's 1.96)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 FLIP_LABEL_MAP = {0: 1, 1: 0, 6: 7, 7: 6}  # mirrored: right <-> left, clockwise <-> counter-clockwise
 
 
@@ -336,8 +348,40 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, spread
 
 
+def paired_difference(first: dict[int, float], second: dict[int, float]) -> dict:
+    """top-1 of ``first`` minus ``second`` over the seeds both ran (seed -> top-1; a seed fixes init,
+    data order and augmentation alike, so the runs pair): the mean difference, its 95 % t-interval,
+    the exact two-sided sign-flip p-value over all 2^n sign patterns, and the smallest p that n seeds
+    can give (2 / 2^n: with 3 seeds, 0.25, so no difference can reach p < 0.05)."""
+    seeds = sorted(set(first) & set(second))
+    diffs = [first[s] - second[s] for s in seeds]
+    n = len(diffs)
+    if n == 0:
+        return {"n": 0}
+    mean = sum(diffs) / n
+    if n > 1:
+        spread = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+        half = (_T975[n - 2] if n - 1 <= len(_T975) else 1.96) * spread / math.sqrt(n)
+    else:
+        half = math.inf
+    observed = abs(mean)
+    extreme = sum(abs(sum(d if (pattern >> i) & 1 else -d for i, d in enumerate(diffs))) / n >= observed - 1e-12
+                  for pattern in range(2 ** n))
+    return {"n": n, "mean": mean, "low": mean - half, "high": mean + half, "p": extreme / 2 ** n,
+            "min_p": 2 / 2 ** n, "separated": mean - half > 0 or mean + half < 0}
+
+
+def seeds_needed(min_p: float = 0.05) -> int:
+    """The fewest paired seeds whose sign-flip test can reach p < ``min_p``."""
+    n = 1
+    while 2 / 2 ** n >= min_p:
+        n += 1
+    return n
+
+
 def summarise(table: dict, done: dict, setup: AblationSetup) -> dict:
-    """Mean and sample standard deviation over seeds per variant (and per shuffle order)."""
+    """Mean and sample standard deviation over seeds per variant (and per shuffle order), and the
+    paired comparisons of ``COMPARISONS`` with their intervals and tests."""
     summary: dict = {"setup": dataclasses.asdict(setup), "studies": {}, "image_models": {}}
     for record in done.values():
         if record.get("kind") == "image":
@@ -349,14 +393,42 @@ def summarise(table: dict, done: dict, setup: AblationSetup) -> dict:
             if not records:
                 continue
             row = {"seeds": [r["top1"] for r in records], "params": records[0]["params"],
-                   "seconds": sum(r["seconds"] for r in records)}
+                   "seconds": sum(r["seconds"] for r in records),
+                   "by_seed": {job.seed: done[job.key]["top1"] for job in jobs if job.key in done}}
             row["mean"], row["std"] = _mean_std(row["seeds"])
             if study == "shuffle":
                 row["orders"] = {order: _mean_std([r["shuffle"].get(order, math.nan) for r in records])
                                  for order in SHUFFLE_ORDERS}
             rows[name] = row
         summary["studies"][study] = rows
+        comparisons = []
+        for a, b in COMPARISONS.get(study, []):
+            if a in rows and b in rows:
+                test = paired_difference(rows[a]["by_seed"], rows[b]["by_seed"])
+                paper = [PAPER.get(study, {}).get(v, (None, None)) for v in (a, b)]
+                test["paper"] = [None if x is None or y is None else round(x - y, 1) for x, y in zip(*paper)]
+                comparisons.append({"better": a, "than": b, **test})
+        if study == "frames":
+            names = list(rows)
+            for a, b in zip(names[1:], names[:-1]):
+                comparisons.append({"better": a, "than": b, **paired_difference(rows[a]["by_seed"], rows[b]["by_seed"])})
+        summary.setdefault("comparisons", {})[study] = comparisons
     return summary
+
+
+def comparison_lines(summary: dict) -> list[str]:
+    """A markdown table of every paired comparison: difference, interval, p, verdict, the paper's."""
+    lines = ["| study | A better than B? | A − B (points) | 95 % interval | sign-flip p (min possible) | "
+             "separated | paper SSV2 / HMDB51 A − B |", "|---|---|---|---|---|---|---|"]
+    for study, comparisons in summary.get("comparisons", {}).items():
+        for c in comparisons:
+            if not c.get("n"):
+                continue
+            paper = " / ".join("-" if v is None else f"{v:+.1f}" for v in c.get("paper", [None, None]))
+            verdict = ("yes, A > B" if c["low"] > 0 else "yes, A < B") if c["separated"] else "no"
+            lines.append(f"| {study} | {c['better']} vs {c['than']} | {c['mean']:+.1f} | "
+                         f"[{c['low']:+.1f}, {c['high']:+.1f}] | {c['p']:.2f} ({c['min_p']:.2f}) | {verdict} | {paper} |")
+    return lines
 
 
 def write_report(summary: dict, folder: Path) -> None:
@@ -387,8 +459,30 @@ def write_report(summary: dict, folder: Path) -> None:
             cells = [name, f"{row['mean']:.1f} ± {row['std']:.1f}", ", ".join(f"{v:.1f}" for v in row["seeds"]),
                      f"{row['params'] / 1e6:.2f} M"] + ["" if p is None else f"{p}" for p in paper]
             lines.append("| " + " | ".join(cells) + " |")
+    if summary.get("comparisons"):
+        n = max((c.get("n", 0) for cs in summary["comparisons"].values() for c in cs), default=0)
+        lines += ["", "### paired comparisons over seeds", "",
+                  f"Seeds pair the runs (same init, data order, augmentation). Separated: the 95 % t-interval of the "
+                  f"difference excludes 0. The exact sign-flip test over {n} seeds cannot go below p = "
+                  f"{2 / 2 ** n if n else 1:.2f}; p < 0.05 needs at least {seeds_needed()} seeds.", ""]
+        lines += comparison_lines(summary)
     (folder / "ablations.md").write_text("\n".join(lines) + "\n")
     _plot(summary, folder / "ablations.png")
+
+
+def report_from_results(studies: list[str], setup: AblationSetup, results: str | Path, output: str | Path) -> dict:
+    """Summarise and report finished runs (a results.jsonl written by ``run_ablations``) without
+    rendering or training anything: what a changed report needs from runs already made."""
+    table, _ = plan(setup, studies)
+    done = {}
+    for line in Path(results).read_text().splitlines():
+        record = json.loads(line)
+        done[record.get("key") or f"image:{record['width']}"] = record
+    summary = summarise(table, done, setup)
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_report(summary, folder)
+    return summary
 
 
 def _plot(summary: dict, path: Path) -> None:
