@@ -20,16 +20,15 @@ import videomamba.ops.triton_scan as ts
 from scan_gpu import _graph_ms, inputs, warm_up_gpu  # benchmarks/ is on the path when this script runs
 from videomamba.ops import selective_scan
 
-TILE_FIELDS = ("BLOCK_D", "NUM_WARPS", "STAGES", "N_SPLIT", "CHUNK", "ATOMIC_DBC")
+TILE_FIELDS = ("BLOCK_D", "NUM_WARPS", "STAGES", "N_SPLIT", "CHUNK")
 SEGMENT_FIELDS = ("SEGMENTS", "N_SPLIT", "PROGRAMS_PER_SM")
 # (segments, state split, programs per SM (forward, backward)); None: chosen automatically
 SEGMENT_SETTINGS = [(1, 1, None), (1, None, None), (None, None, (12, 8)), (None, None, (8, 4)), (None, None, (16, 12)),
                     (None, None, (24, 16)), (None, 1, (12, 8)), (2, 1, None), (4, 1, None), (8, 1, None),
                     (16, 1, None), (32, 1, None)]
-# (BLOCK_D, warps, stages, state split, chunk, atomic dB/dC)
-TILE_SETTINGS = [(32, 1, 4, None, 64, False), (32, 1, 3, None, 64, False), (32, 1, 6, None, 64, False),
-                 (32, 1, 4, 2, 64, False), (32, 1, 4, None, 16, False), (32, 1, 4, None, 32, False),
-                 (32, 1, 4, None, 128, False), (64, 2, 4, None, 64, False), (32, 1, 4, None, 64, True)]
+# (BLOCK_D, warps, stages, state split, chunk)
+TILE_SETTINGS = [(32, 1, 4, None, 64), (32, 1, 3, None, 64), (32, 1, 6, None, 64), (32, 1, 4, 2, 64),
+                 (32, 1, 4, None, 16), (32, 1, 4, None, 32), (32, 1, 4, None, 128), (64, 2, 4, None, 64)]
 # channel groups per thread (``CHANNEL_GROUPS``) of the kernels: forward, forward summary, window entries,
 # backward summary, backward
 GROUP_SETTINGS = [(1, 1, 1, 1, 1), (1, 4, 4, 4, 4), (1, 4, 4, 4, 2), (2, 4, 4, 4, 4), (4, 4, 4, 4, 4),
@@ -65,9 +64,9 @@ TUNING_SETTINGS_2 = [{}, {"BACKWARD_WINDOW": 4}, {"CHUNK": 32}, {"CHUNK": 32, "B
 # which it applies (0: never, 64 throughout)
 SHORT_SETTINGS = [{}, {"SHORT_CHUNK": 16}, {"SHORT_SEQUENCE": 0}, {"SHORT_SEQUENCE": 2048}]
 # short sequences checkpointed at the recompute window (8 steps: the backward needs no window-entries pass),
-# with summary blocks of 2 (the default) or 8 chunks, up to 2048 steps; the dB/dC block sums added with atomics
-SHORT_WINDOW_SETTINGS = [{}, {"SHORT_CHUNK": 8}, {"SHORT_CHUNK": 8, "SUMMARY_CHUNKS": 8}, {"ATOMIC_DBC": True},
-                         {"SHORT_CHUNK": 8, "ATOMIC_DBC": True}, {"SHORT_CHUNK": 8, "SHORT_SEQUENCE": 2048}]
+# with summary blocks of 2 (the default) or 8 chunks, up to 2048 steps
+SHORT_WINDOW_SETTINGS = [{}, {"SHORT_CHUNK": 8}, {"SHORT_CHUNK": 8, "SUMMARY_CHUNKS": 8},
+                         {"SHORT_CHUNK": 8, "SHORT_SEQUENCE": 2048}]
 # the backward's recompute window inside the checkpoint interval: (CHUNK, BACKWARD_WINDOW); None: the whole chunk
 WINDOW_FIELDS = ("CHUNK", "BACKWARD_WINDOW")
 WINDOW_SETTINGS = [(64, None), (64, 32), (64, 16), (64, 8), (32, 16), (32, 8)]

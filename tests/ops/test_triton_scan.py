@@ -28,7 +28,7 @@ CHECK = textwrap.dedent("""
         failures = results.setdefault(case_id, [])
         shape, softplus, segments = tuple(case["shape"]), case["softplus"], case["segments"]
         dtype = getattr(torch, case["dtype"])
-        ts.CHUNK, ts.ATOMIC_DBC, ts.N_SPLIT, ts.SEGMENTS = case["chunk"], case["atomic"], case["splits"], segments
+        ts.CHUNK, ts.N_SPLIT, ts.SEGMENTS = case["chunk"], case["splits"], segments
         ts.POISON_OUTPUTS, ts.FAST_SOFTPLUS, ts.TILE_STORES = True, case["fast_softplus"], case["tile_stores"]
         groups = case["groups"]
         ts.CHANNEL_GROUPS = default_groups if groups is None else {k: groups for k in default_groups}
@@ -90,7 +90,6 @@ class ScanCase(NamedTuple):
     chunk: int = 16  # steps between the forward's state checkpoints
     segments: int = 1  # segment-parallel forward and backward
     splits: int = 1  # the states split over programs (partial sums)
-    atomic: bool = False  # dB/dC added by atomics instead of partial sums
     groups: int | None = None  # channel groups per thread (None: the default per kernel)
     softplus: bool = True
     optional: bool = True  # D, z and Δ's bias given
@@ -103,7 +102,7 @@ class ScanCase(NamedTuple):
         words = [f"L{L}-b{b}-d{d}-n{n}", self.order[0] + (f"{self.order[1]}+{self.order[2]}" if self.order[1] else ""),
                  "channels-last" if self.layout == "bld" else "channels-first", self.dtype, f"chunk{self.chunk}"]
         words += [f"{self.segments}-segments"] * (self.segments > 1) + [f"states-split-{self.splits}"] * (self.splits > 1)
-        words += ["atomic-dBdC"] * self.atomic + [f"{self.groups}-channel-groups"] * (self.groups is not None)
+        words += [f"{self.groups}-channel-groups"] * (self.groups is not None)
         words += ["no-softplus"] * (not self.softplus) + ["no-D-z-bias"] * (not self.optional)
         words += ["accurate-softplus"] * (not self.fast_softplus) + ["plain-stores"] * (not self.tile_stores)
         return "_".join(words)
@@ -112,14 +111,14 @@ class ScanCase(NamedTuple):
 REV, SPATIAL8, TEMPORAL8, TEMPORAL8_CLS = ("reverse", 0, 0), ("spatial", 8, 1), ("temporal", 8, 0), ("temporal", 8, 1)
 BF16 = "bfloat16"
 SCAN_CASES = [
-    # one chunk or many, forward and reversed, atomic dB/dC or partial sums, tiny shapes (L 1, n 4)
-    ScanCase((2, 40, 37, 16), layout="bdl", atomic=True),
-    ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, atomic=True, softplus=False, optional=False, tile_stores=False),
-    ScanCase((1, 33, 70, 16), layout="bdl", chunk=32, atomic=True),
-    ScanCase((1, 4, 1, 16), layout="bdl", chunk=64, atomic=True, tile_stores=False),
-    ScanCase((2, 20, 70, 16), REV, layout="bdl", chunk=32, atomic=True),
-    ScanCase((1, 8, 5, 4), REV, layout="bdl", chunk=64, atomic=True, softplus=False, optional=False, tile_stores=False),
+    # one chunk or many, forward and reversed, tiny shapes (L 1, n 4)
     ScanCase((2, 40, 37, 16), layout="bdl"),
+    ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, softplus=False, optional=False, tile_stores=False),
+    ScanCase((1, 33, 70, 16), layout="bdl", chunk=32),
+    ScanCase((1, 4, 1, 16), layout="bdl", chunk=64, tile_stores=False),
+    ScanCase((2, 20, 70, 16), REV, layout="bdl", chunk=32),
+    ScanCase((1, 8, 5, 4), REV, layout="bdl", chunk=64, softplus=False, optional=False, tile_stores=False),
+    ScanCase((2, 40, 37, 16), layout="bdl", tile_stores=False),
     ScanCase((2, 20, 70, 16), REV, layout="bdl", chunk=32, tile_stores=False),
     # channels last, forward and reversed; bf16 inputs
     ScanCase((2, 40, 37, 16)),
@@ -132,19 +131,19 @@ SCAN_CASES = [
     # the states split over 2 or 4 programs (partial sums)
     ScanCase((2, 40, 37, 16), splits=2),
     ScanCase((2, 33, 70, 16), REV, layout="bdl", chunk=32, splits=4, tile_stores=False),
-    ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, atomic=True, splits=4, softplus=False, optional=False),
+    ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, splits=4, softplus=False, optional=False),
     ScanCase((2, 40, 37, 16), REV, dtype=BF16, splits=2, tile_stores=False),
     # segment-parallel: 3-5 segments (the last one short), with splits, orders, one chunk per segment
     ScanCase((2, 40, 70, 16), segments=3),
     ScanCase((2, 33, 70, 16), REV, layout="bdl", chunk=8, splits=2, segments=4, tile_stores=False),
     ScanCase((2, 40, 41, 16), SPATIAL8, chunk=8, segments=5),
     ScanCase((1, 20, 70, 16), ("temporal", 7, 0), dtype=BF16, segments=5, tile_stores=False),
-    ScanCase((1, 8, 5, 4), layout="bdl", chunk=2, atomic=True, segments=3, softplus=False, optional=False),
+    ScanCase((1, 8, 5, 4), layout="bdl", chunk=2, segments=3, softplus=False, optional=False),
     # segments of 6 chunks summarised in blocks (SUMMARY_CHUNKS), several blocks folded per segment
     ScanCase((1, 20, 70, 16), REV, chunk=4, segments=3, tile_stores=False),
     # every kernel's lanes at 1 (whole channels per thread), 2 or 4 channel groups
     ScanCase((2, 40, 37, 16), REV, groups=1),
-    ScanCase((2, 33, 70, 16), layout="bdl", atomic=True, splits=2, segments=3, groups=2, tile_stores=False),
+    ScanCase((2, 33, 70, 16), layout="bdl", splits=2, segments=3, groups=2, tile_stores=False),
     ScanCase((2, 40, 41, 16), SPATIAL8, dtype=BF16, chunk=8, segments=5, groups=4),
     ScanCase((1, 8, 5, 4), layout="bdl", chunk=2, segments=3, groups=1, softplus=False, optional=False,
              tile_stores=False),

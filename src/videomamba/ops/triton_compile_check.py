@@ -108,7 +108,7 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
         states = 16 // (triton_scan.N_SPLIT or 1)
         constexprs = {"N": 16, "NS": states, "CHUNK": triton_scan.CHUNK,
                       "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES, "HAS_D": True, "HAS_Z": True,
-                      "HAS_BIAS": True, "ATOMIC_DBC": triton_scan.ATOMIC_DBC, "TILE_STORES": triton_scan.TILE_STORES,
+                      "HAS_BIAS": True, "TILE_STORES": triton_scan.TILE_STORES,
                       "HAS_DLAST": True, "ONE_LOOP": triton_scan.CHUNK < triton_scan.ONE_LOOP_BELOW,
                       "WINDOW": triton_scan._window(triton_scan.CHUNK)}
         for label, fn, role in (("forward", triton_scan._scan_fwd_kernel, "forward"),

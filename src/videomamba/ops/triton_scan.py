@@ -26,8 +26,8 @@ the backward. Backward: a parallel pass turns them into the states entering ever
 steps (a transient buffer); the main pass walks its segment's windows from the last, recomputes each
 window's states into a per-program scratch buffer (WINDOW x N x BLOCK_D, cache-resident), then runs the
 adjoint recurrence backwards through it. dB and dC are sums over channels: each
-program reduces its BLOCK_D channels on chip and writes the partial sums of its block (or adds them
-with atomics, ``ATOMIC_DBC``); one reduction over the blocks follows.
+program reduces its BLOCK_D channels on chip and writes the partial sums of its block; one reduction
+over the blocks follows (atomic adds across blocks measured slower, docs/benchmarks.md).
 
 Paired (``triton_forward_pair``, ``triton_backward_pair``; the kernels' PAIRED): both directions of a
 bidirectional mixer in one launch of each kernel. Grid axis 0 numbers (direction, batch) pairs, every
@@ -410,7 +410,7 @@ if triton is not None:
                          so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                          CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, ATOMIC_DBC: tl.constexpr,
+                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr,
                          HAS_DLAST: tl.constexpr, VECTOR: tl.constexpr, TILE_STORES: tl.constexpr,
                          PAIRED: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
@@ -490,12 +490,9 @@ if triton is not None:
                 # their u, the output gradient, g and h are zero)
                 dB_t = _sum_channels(g * _per_channel(dt * u))
                 dC_t = _sum_channels(h_t * _per_channel(dy))
-                if ATOMIC_DBC:
-                    tl.atomic_add(dB_ptr + brow + t * N, dB_t)
-                    tl.atomic_add(dC_ptr + brow + t * N, dC_t)
-                else:  # this block's partial sums; the blocks are added afterwards
-                    tl.store(dB_ptr + pid_d * part_stride + brow + t * N, dB_t)
-                    tl.store(dC_ptr + pid_d * part_stride + brow + t * N, dC_t)
+                # this block's partial sums; the blocks are added afterwards
+                tl.store(dB_ptr + pid_d * part_stride + brow + t * N, dB_t)
+                tl.store(dC_ptr + pid_d * part_stride + brow + t * N, dC_t)
                 if SOFTPLUS:
                     ddt = ddt * tl.sigmoid(raw)
                 dbias += ddt
@@ -618,9 +615,6 @@ FAST_SOFTPLUS = True
 # fill every output buffer with NaN before the kernels run (correctness checks: an element a kernel
 # forgets to write then shows instead of passing with whatever the allocator left there)
 POISON_OUTPUTS = False
-# dB and dC sum over all channels: each block of channels adds its share with atomics (True) or
-# writes it to its own slice, summed by one reduction afterwards (False)
-ATOMIC_DBC = False
 # how a program's (N, BLOCK_D) state tile is shaped (``_sequential_prologue``), per kernel: (N, G, BLOCK_D //
 # G), G channel groups. Where the accesses are scalar (VECTOR_ACCESS False) Triton lays BLOCK_D // G lanes
 # across the channels and the rest across the states (G 1: a thread holds whole channels). With the JIT's
@@ -950,14 +944,10 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     has_dlast = dlast.numel() > 0
     dlast = dlast.float().transpose(1, 2).contiguous() if has_dlast else A  # (directions x b, N, d)
     dA = _poisoned(torch.empty(directions, n_segs, batch, n, channels, **f32))
-    # dB and dC (per block of channels unless atomic), dD and dbias (per segment and split) share a buffer
-    # each: one allocation and one reduction for the pair
-    if ATOMIC_DBC:
-        dBC = torch.zeros(2, extended, length, n, **f32)
-        dB, dC = dBC[0], dBC[1]
-    else:
-        dBC = _poisoned(torch.empty(n_dblocks, 2, extended, length, n, **f32))
-        dB, dC = dBC[:, 0], dBC[:, 1]
+    # dB and dC (per block of channels), dD and dbias (per segment and split) share a buffer each: one
+    # allocation and one reduction for the pair
+    dBC = _poisoned(torch.empty(n_dblocks, 2, extended, length, n, **f32))
+    dB, dC = dBC[:, 0], dBC[:, 1]
     dDbias = _poisoned(torch.empty(2, directions, n_segs * splits, batch, channels, **f32))
     dD, dbias = dDbias[0], dDbias[1]
     window = _window(chunk)
@@ -988,11 +978,9 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
         channels, length, batch, 0, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
         2 * extended * n * length, order.frame_tokens, order.prefix, *_strides(u, delta, zs, dout, du, B, C),
         N=n, NS=n // splits, BLOCK_D=BLOCK_D, **_layout("backward"), TILE_STORES=TILE_STORES, CHUNK=window,
-        STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None, HAS_BIAS=has_bias, **options, ATOMIC_DBC=ATOMIC_DBC,
-        HAS_DLAST=has_dlast,
+        STAGES=STAGES, HAS_D=has_D, HAS_Z=z is not None, HAS_BIAS=has_bias, **options, HAS_DLAST=has_dlast,
         num_warps=NUM_WARPS, **({"maxnreg": max_registers} if max_registers and _nvidia(u.device) else {}))
-    if not ATOMIC_DBC:
-        dB, dC = _sum_parts(dBC.view(1, n_dblocks, -1)).view(2, extended, length, n)
+    dB, dC = _sum_parts(dBC.view(1, n_dblocks, -1)).view(2, extended, length, n)
     dB, dC = dB.transpose(1, 2), dC.transpose(1, 2)  # (directions x b, N, L) views, as ``empty_state_sums``
     dD, dbias = _sum_parts(dDbias.view(2 * directions, n_segs * splits * batch, channels)).view(2, directions, channels)
     dA = _sum_parts(dA.view(directions, n_segs * batch, n * channels), rows=n).view(directions, channels, n)
