@@ -420,3 +420,29 @@ def test_foreign_grid_is_resampled_bicubic(tmp_path):
     assert torch.equal(got, want)
     report = load_into(small(pos_embed="temporal_expand"), save_vim(tmp_path / "v7.pth", vim_state(grid=7)))
     assert any("bicubic" in line for line in report.resampled)
+
+
+def test_convert_cli_layout_ema_and_head_flags(tmp_path):
+    """``videomamba convert`` on an OpenGVLab Kinetics classifier in a DDP checkpoint: the model is built
+    to match it (tubelet 1, its frames, summed directions, its 6 classes), ``--ema`` takes the EMA copy,
+    ``--drop-head`` drops the classifier, ``--layout vim`` is honoured (and refused here: no middle row)."""
+    state = opengvlab_state(frames=4, seed=9)
+    del state["clip_decoder.0.head.weight"]
+    state["head.weight"], state["head.bias"] = torch.randn(6, D), torch.randn(6)
+    ema = {k: v + 1 for k, v in state.items()}
+    torch.save({"model": {f"module.{k}": v for k, v in state.items()},
+                "model_ema": {f"module.{k}": v for k, v in ema.items()}}, tmp_path / "k400.pth")
+    base = [sys.executable, "-m", "videomamba", "convert", str(tmp_path / "k400.pth")]
+    size = ["--model", "videomamba_nano", "--embed-dim", str(D), "--depth", str(DEPTH), "--img-size", "64"]
+    out = subprocess.run(base + [str(tmp_path / "ema.safetensors"), "--ema"] + size, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "tubelet (1, 16, 16), 4 frames, combine sum, 6 classes" in out.stdout and "EMA" in out.stdout
+    converted = videomamba.create_model("videomamba_nano", pretrained=str(tmp_path / "ema.safetensors"),
+                                        embed_dim=D, depth=DEPTH, img_size=64)
+    assert torch.equal(converted.head.weight, ema["head.weight"]) and converted.cfg.combine == "sum"
+    out = subprocess.run(base + [str(tmp_path / "nohead.safetensors"), "--drop-head", "--num-classes", "6"] + size,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "classifier dropped on request" in out.stdout, out.stderr[-2000:]
+    out = subprocess.run(base + [str(tmp_path / "vim.safetensors"), "--layout", "vim"] + size,
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr

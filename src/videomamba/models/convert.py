@@ -272,7 +272,11 @@ def inspect_source(checkpoint: Checkpoint, layout: str = "auto") -> Source:
         why = "layout given"
     if layout == "videomamba":
         config = VideoMambaConfig.from_dict(json.loads(metadata["config"])) if "config" in metadata else None
-        return Source("videomamba", combine=config.combine if config else None, evidence=why, config=config)
+        if config is None:
+            return Source("videomamba", evidence=why)
+        video = config.num_frames > 1  # an image model (one frame) inflates into any tubelet
+        return Source("videomamba", combine=config.combine, tubelet_frames=config.tubelet[0] if video else None,
+                      num_frames=config.num_frames if video else None, evidence=why, config=config)
     if kernel is None:
         raise CheckpointError(f"{checkpoint.path}: no patch_embed.proj.weight: not a whole {layout} model")
     if layout == "vim":
