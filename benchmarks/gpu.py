@@ -18,28 +18,18 @@ benchmarks/build_mamba_ssm.sh; without it its columns stay empty):
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
 import sys
 from pathlib import Path
 
 import torch
-import triton
-import triton.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scan_gpu as sg  # noqa: E402  (the shared timing helpers and the mamba_ssm baseline)
 
 DEV = "cuda"
 EXP_RATE = 4.2e12  # exp2 per second measured on an H100 (16 per clock per SM)
-
-
-def copy_bandwidth() -> float:
-    """Bytes read + written per second by a device-to-device copy of 1 GiB."""
-    x = torch.empty(2**28, device=DEV)
-    ms = triton.testing.do_bench(lambda: x.clone(), return_mode="median")
-    return 2 * x.numel() * 4 / (ms * 1e-3)
 
 
 def scan_floor_ms(b: int, d: int, L: int, n: int, element_bytes: int, bandwidth: float) -> tuple[float, float]:
@@ -56,7 +46,7 @@ def scan_table(have_mamba: bool) -> None:
     from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair
 
     sg.warm_up_gpu()
-    bandwidth = copy_bandwidth()
+    bandwidth = sg.copy_bandwidth()
     print("## both directions' scan, forward+backward, one layer (d_inner 768, d_state 16), CUDA graphs, ms\n")
     print(f"Copy bandwidth measured: {bandwidth / 1e12:.2f} TB/s.\n")
     print("| b | L | inputs | ours | mamba_ssm x2 | mamba_ssm / ours | memory floor | exp floor | ours / max floor |")
@@ -245,14 +235,7 @@ def profile(frames: int = 64) -> None:
 
 
 def main() -> None:
-    print(f"# GPU benchmark, {datetime.date.today()}, {torch.cuda.get_device_name()}, torch {torch.__version__}, "
-          f"triton {triton.__version__}\n")
-    try:
-        import selective_scan_cuda  # noqa: F401
-        have_mamba = True
-    except ImportError:
-        have_mamba = False
-        print("mamba_ssm is not built here: its columns stay empty\n")
+    have_mamba = sg.header("GPU benchmark")
     parts = sys.argv[1:] or ["scan", "e2e", "sweep", "profile"]
     if "scan" in parts:
         scan_table(have_mamba)

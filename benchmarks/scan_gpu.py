@@ -130,10 +130,15 @@ def whole_model_check() -> None:
     print()
 
 
-def floors(b, d, L, n=D_STATE) -> tuple[float, float]:
+def copy_bandwidth() -> float:
+    """Bytes read + written per second by a device-to-device copy of 1 GiB."""
     x = torch.empty(2**28, device=DEV)
     ms = triton.testing.do_bench(lambda: x.clone(), return_mode="median")
-    bandwidth = 2 * x.numel() * 4 / (ms * 1e-3)
+    return 2 * x.numel() * 4 / (ms * 1e-3)
+
+
+def floors(b, d, L, n=D_STATE) -> tuple[float, float]:
+    bandwidth = copy_bandwidth()
     bytes_fwd = 4 * (4 * b * d * L + 2 * b * n * L)  # u, delta, z read, out written; B, C read (fp32)
     exps = b * d * L * n
     return bytes_fwd / bandwidth * 1e3, exps / 4.2e12 * 1e3
@@ -652,15 +657,20 @@ def scan_orders(frames: int = 16) -> None:
     print()
 
 
-def main() -> None:
-    print(f"# GPU scan benchmark, {datetime.date.today()}, {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+def header(title: str) -> bool:
+    """Print the run's title line (date, card, software); return whether mamba_ssm's CUDA scan is built."""
+    print(f"# {title}, {datetime.date.today()}, {torch.cuda.get_device_name()}, torch {torch.__version__}, "
           f"triton {triton.__version__}\n")
     try:
         import selective_scan_cuda  # noqa: F401
-        have_mamba = True
     except ImportError:
-        have_mamba = False
         print("mamba_ssm is not built here: its columns stay empty\n")
+        return False
+    return True
+
+
+def main() -> None:
+    have_mamba = header("GPU scan benchmark")
     parts = sys.argv[1:] or ["correctness", "model-check", "timings", "graphed", "both", "e2e", "graphed-steps",
                              "profile", "compile", "orders"]
     if "correctness" in parts:

@@ -89,8 +89,8 @@ def test_every_container_reads_the_right_frames(tmp_path, kind):
 
 
 def test_timestamps_that_cannot_address_frames_fall_back_to_counting(tmp_path):
-    """A raw H.264 stream has no timestamps and an MPEG program stream repeats them: both are indexed
-    from one decode, by frame count, and read from the start."""
+    """A raw H.264 stream carries no timestamps: it is indexed from one decode, by frame count, and read
+    from the start (its frames checked in ``test_every_container_reads_the_right_frames``)."""
     raw = write_container(tmp_path / "raw.mp4", "h264", "libx264", "yuv420p", {"g": "8"})
     assert video_index(raw).by_count and video_index(raw).decoded
 

@@ -399,15 +399,16 @@ def test_wrapped_files_prefixes_ema_and_distillation_parts(tmp_path):
     torch.save(distilled, tmp_path / "distilled.pth")
     report = load_into(small(tubelet=1, combine="sum"), tmp_path / "distilled.pth")  # strict
     assert "distill_head.weight" in report.dropped
-    (tmp_path / "locked.pth").write_bytes(b"x")
-    (tmp_path / "locked.pth").chmod(0)
+    (tmp_path / "garbage.pth").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="garbage.pth: not a readable torch checkpoint"):
+        read_checkpoint(tmp_path / "garbage.pth")
     import os
 
-    if os.geteuid() != 0:  # root reads anything
+    if os.geteuid() != 0:  # root reads every file
+        (tmp_path / "locked.pth").write_bytes(b"x")
+        (tmp_path / "locked.pth").chmod(0)
         with pytest.raises(CheckpointError, match="permission denied"):
             read_checkpoint(tmp_path / "locked.pth")
-    with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
-        read_checkpoint(tmp_path / "locked.pth" if os.geteuid() == 0 else tmp_path / "umt.pth.missing")
 
 
 def test_foreign_grid_is_resampled_bicubic(tmp_path):

@@ -1,6 +1,7 @@
 """The conv + SiLU Triton kernels against the PyTorch conv1d path, through Triton's interpreter on
 the CPU (TRITON_INTERPRET=1 is set in a subprocess, before triton is imported) and on a GPU."""
 
+import functools
 import textwrap
 
 import pytest
@@ -150,37 +151,38 @@ PAIR_CASES = {"pair_" + _case_id(shape, order, dtype, "stacked-grads" if stacked
 PAIR_CASES["opcheck-fake-implementation"] = {}
 
 
-@pytest.fixture(scope="module")
-def conv_results(request):
-    device, interpret = request.param
-    return {"single": triton_subprocess.run_cases(CHECK, device, interpret, CONV_CASES, timeout=600),
-            "pair": triton_subprocess.run_cases(CHECK_PAIR, device, interpret, PAIR_CASES, timeout=600)}
+@functools.cache
+def _results(check: str, device: str) -> dict[str, list[str]]:
+    """Every case of one check script run once per device (in the interpreter on the CPU)."""
+    script, cases = {"single": (CHECK, CONV_CASES), "pair": (CHECK_PAIR, PAIR_CASES)}[check]
+    return triton_subprocess.run_cases(script, device, device == "cpu", cases, timeout=600)
 
 
-@pytest.mark.parametrize("conv_results", [("cpu", True)], indirect=True, ids=["interpreter"])
+def _assert_case_passed(check: str, device: str, case: str) -> None:
+    failures = _results(check, device).get(case, "case not run")
+    assert failures == [], failures
+
+
 @pytest.mark.parametrize("case", list(CONV_CASES))
-def test_conv_silu_kernels_in_the_interpreter_match_pytorch(case, conv_results):
-    assert conv_results["single"].get(case) == [], conv_results["single"].get(case, "case not run")
+def test_conv_silu_kernels_in_the_interpreter_match_pytorch(case):
+    _assert_case_passed("single", "cpu", case)
 
 
-@pytest.mark.parametrize("conv_results", [("cpu", True)], indirect=True, ids=["interpreter"])
 @pytest.mark.parametrize("case", list(PAIR_CASES))
-def test_paired_conv_kernels_in_the_interpreter_match_pytorch(case, conv_results):
-    assert conv_results["pair"].get(case) == [], conv_results["pair"].get(case, "case not run")
+def test_paired_conv_kernels_in_the_interpreter_match_pytorch(case):
+    _assert_case_passed("pair", "cpu", case)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("conv_results", [("cuda", False)], indirect=True, ids=["gpu"])
 @pytest.mark.parametrize("case", list(CONV_CASES))
-def test_conv_silu_kernels_on_the_gpu_match_pytorch(case, conv_results):
-    assert conv_results["single"].get(case) == [], conv_results["single"].get(case, "case not run")
+def test_conv_silu_kernels_on_the_gpu_match_pytorch(case):
+    _assert_case_passed("single", "cuda", case)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("conv_results", [("cuda", False)], indirect=True, ids=["gpu"])
 @pytest.mark.parametrize("case", list(PAIR_CASES))
-def test_paired_conv_kernels_on_the_gpu_match_pytorch(case, conv_results):
-    assert conv_results["pair"].get(case) == [], conv_results["pair"].get(case, "case not run")
+def test_paired_conv_kernels_on_the_gpu_match_pytorch(case):
+    _assert_case_passed("pair", "cuda", case)
 
 
 def test_pytorch_paths_agree_in_both_memory_orders():

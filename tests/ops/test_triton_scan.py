@@ -1,6 +1,7 @@
 """The Triton kernels against the float64 reference: on the CPU through Triton's interpreter
 (TRITON_INTERPRET=1, set in a subprocess before triton is imported), on a GPU when there is one."""
 
+import functools
 import textwrap
 from typing import NamedTuple
 
@@ -160,25 +161,15 @@ def _scan_cases() -> dict[str, dict]:
     return {**cases, **OPCHECKS}
 
 
-@pytest.fixture(scope="module")
-def interpreter_results():
-    return triton_subprocess.run_cases(CHECK, "cpu", True, _scan_cases(), timeout=900)
-
-
-@pytest.fixture(scope="module")
-def gpu_results():
-    return triton_subprocess.run_cases(CHECK, "cuda", False, _scan_cases(), timeout=900)
-
-
 @pytest.mark.parametrize("case", list(_scan_cases()))
-def test_triton_scan_in_the_interpreter_matches_float64(case, interpreter_results):
-    assert interpreter_results.get(case) == [], interpreter_results.get(case, "case not run")
+def test_triton_scan_in_the_interpreter_matches_float64(case):
+    _assert_case_passed("scan", "cpu", case)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", list(_scan_cases()))
-def test_triton_scan_on_the_gpu_matches_float64(case, gpu_results):
-    assert gpu_results.get(case) == [], gpu_results.get(case, "case not run")
+def test_triton_scan_on_the_gpu_matches_float64(case):
+    _assert_case_passed("scan", "cuda", case)
 
 
 CHECK_PAIR = textwrap.dedent("""
@@ -250,25 +241,27 @@ def _pair_cases() -> dict[str, dict]:
     return {**{"pair_" + case.id: case._asdict() for case in PAIR_CASES}, **OPCHECKS}
 
 
-@pytest.fixture(scope="module")
-def pair_interpreter_results():
-    return triton_subprocess.run_cases(CHECK_PAIR, "cpu", True, _pair_cases(), timeout=900)
+@functools.cache
+def _results(check: str, device: str) -> dict[str, list[str]]:
+    """Every case of one check script run once per device (in the interpreter on the CPU)."""
+    script, cases = {"scan": (CHECK, _scan_cases()), "pair": (CHECK_PAIR, _pair_cases())}[check]
+    return triton_subprocess.run_cases(script, device, device == "cpu", cases, timeout=900)
 
 
-@pytest.fixture(scope="module")
-def pair_gpu_results():
-    return triton_subprocess.run_cases(CHECK_PAIR, "cuda", False, _pair_cases(), timeout=900)
+def _assert_case_passed(check: str, device: str, case: str) -> None:
+    failures = _results(check, device).get(case, "case not run")
+    assert failures == [], failures
 
 
 @pytest.mark.parametrize("case", list(_pair_cases()))
-def test_paired_scan_in_the_interpreter_matches_two_float64_scans(case, pair_interpreter_results):
-    assert pair_interpreter_results.get(case) == [], pair_interpreter_results.get(case, "case not run")
+def test_paired_scan_in_the_interpreter_matches_two_float64_scans(case):
+    _assert_case_passed("pair", "cpu", case)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", list(_pair_cases()))
-def test_paired_scan_on_the_gpu_matches_two_float64_scans(case, pair_gpu_results):
-    assert pair_gpu_results.get(case) == [], pair_gpu_results.get(case, "case not run")
+def test_paired_scan_on_the_gpu_matches_two_float64_scans(case):
+    _assert_case_passed("pair", "cuda", case)
 
 
 COMPILE_PAIR = textwrap.dedent("""

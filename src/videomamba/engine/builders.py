@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-
 from pathlib import Path
 
 import torch
@@ -30,14 +29,14 @@ def ensure_synthetic(config: RunConfig, info: DistInfo) -> None:
         torch.distributed.barrier()
 
 
-def annotations(config: RunConfig, split: str, report: bool = True):
-    """The annotations of ``split`` ('train' or 'val'); the files the layout left out are reported
-    (one line each, to stderr) unless ``report`` is False."""
+def annotations(config: RunConfig, split: str):
+    """The annotations of ``split`` ('train' or 'val'); the files the layout left out are reported,
+    one line each, to stderr."""
     data = config.data
     result = load_annotations(data.format, getattr(data, split), data.root, split=data.hmdb_split,
                               train=split == "train",
                               video_suffixes=tuple(data.video_suffixes) if data.video_suffixes else None)
-    if report and result.left_out:
+    if result.left_out:
         print(f"{result.source}: {len(result.left_out)} files left out of the {split} split:\n  "
               + "\n  ".join(f"{path}: {why}" for path, why in result.left_out), file=sys.stderr)
     return result

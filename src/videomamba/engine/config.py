@@ -60,8 +60,8 @@ class DataSection:
     erase_prob: float = 0.25
     num_workers: int = 2
     skip_list: str | None = None
-    video_suffixes: list[str] | None = None  # folder layout: the file suffixes taken as videos (None: every
-    # container FFmpeg reads, datasets.VIDEO_SUFFIXES)
+    # folder layout: the file suffixes taken as videos (None: every container FFmpeg reads, VIDEO_SUFFIXES)
+    video_suffixes: list[str] | None = None
     on_error: str = "resample"  # resample | pad
     backend: str = "pyav"  # pyav | torchcodec
 

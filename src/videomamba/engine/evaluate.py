@@ -117,7 +117,8 @@ def run_evaluation(config, checkpoint: str | Path, output: str | Path | None = N
         loader, _ = build_loader(dataset, batch, info, False, config.data.num_workers, config.train.seed)
         results = {}
         for order in frame_orders:
-            _, labels, probs, skipped = predict_scores(model, loader, info, autocast_dtype(config.train.precision, info.device),
+            amp_dtype = autocast_dtype(config.train.precision, info.device)
+            _, labels, probs, skipped = predict_scores(model, loader, info, amp_dtype,
                                                        frame_order=order, unit=unit, progress=progress,
                                                        desc=f"eval {order or ''}".strip())
             result = metrics(labels, probs, dataset.class_names)

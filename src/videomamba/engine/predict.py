@@ -31,11 +31,11 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> Vi
 @dataclass
 class Prediction:
     """One video's result: the ``top`` (class name, probability) pairs, or the ``error`` that kept it
-    from being classified (the file named, the cause said)."""
+    from being classified (it names the file and the cause)."""
 
     path: str
     top: list[tuple[str, float]] | None = None
-    error: str | None = None
+    error: VideoReadError | None = None
 
 
 @torch.no_grad()
@@ -54,10 +54,10 @@ def predict_files(paths: list[str | Path], checkpoint: str | Path | VideoMamba, 
             indices = sampling.indices(num_frames(path), train=False, rng=np.random.default_rng(0))
             frames = read_frames(path, indices.reshape(-1))
         except VideoReadError as err:
-            yield Prediction(str(path), error=str(err))
+            yield Prediction(str(path), error=err)
             continue
         except OSError as err:
-            yield Prediction(str(path), error=f"{path}: {err.strerror or err}")
+            yield Prediction(str(path), error=VideoReadError(path, err.strerror or str(err)))
             continue
         views, _ = transform(frames.view(indices.shape[0], indices.shape[1], *frames.shape[1:]), None)
         probs = model(views.to(next(model.parameters()).device)).float().softmax(-1).mean(0)
@@ -72,6 +72,6 @@ def predict(paths: list[str | Path], checkpoint: str | Path | VideoMamba, topk: 
     results = []
     for prediction in predict_files(paths, checkpoint, topk, clips, crops, stride, device):
         if prediction.error is not None:
-            raise VideoReadError(prediction.path, prediction.error.removeprefix(f"{prediction.path}: "))
+            raise prediction.error
         results.append(prediction.top)
     return results

@@ -36,8 +36,8 @@ class TrainStep:
     """One optimizer step of the recipe, split where gradient accumulation needs it.
 
     ``forward_backward`` runs a micro-batch and adds its gradients (its loss divided by the number of
-    micro-batches accumulated into the step); ``update`` clips the gradient norm to ``clip_grad`` (if set), steps the
-    optimizer, clears the gradients, steps the schedule and updates the EMA (if given).
+    micro-batches accumulated into the step); ``update`` clips the gradient norm to ``clip_grad`` (if
+    set), steps the optimizer, clears the gradients, steps the schedule and updates the EMA (if given).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, clip_grad: float | None = None,
@@ -49,15 +49,15 @@ class TrainStep:
                          targets: torch.Tensor, accumulation: int = 1,
                          sync: AbstractContextManager | None = None) -> torch.Tensor:
         """Loss of ``call(video)`` (the model, or its DDP / compiled wrapper) against soft ``targets``
-        (B, K), backpropagated; returns the micro-batch's loss, detached. ``sync``: DDP's ``no_sync()`` for
-        micro-batches whose gradients must not be all-reduced yet."""
+        (B, K), backpropagated; returns the micro-batch's loss, detached. ``sync``: DDP's ``no_sync()``
+        for micro-batches whose gradients must not be all-reduced yet."""
         amp = (torch.autocast(video.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                else nullcontext())
         with sync or nullcontext():
             with amp:
                 logits = call(video)
             loss = soft_cross_entropy(logits, targets)
-            (loss / accumulation if accumulation > 1 else loss).backward()
+            (loss / accumulation).backward()
         return loss.detach()
 
     def update(self) -> None:

@@ -239,16 +239,12 @@ class Source:
         return out
 
 
-def _args_model_name(args: dict | None) -> str:
-    return str((args or {}).get("model", "") or "")
-
-
 def inspect_source(checkpoint: Checkpoint, layout: str = "auto") -> Source:
     """Read the checkpoint's layout and what its forward computes from its own evidence; ``layout``
     ('videomamba', 'vim', 'opengvlab') overrides the detection of the layout."""
     state, metadata = checkpoint.state, checkpoint.metadata
     args = metadata.get("args")
-    name = _args_model_name(args)
+    name = str((args or {}).get("model") or "")
     if layout not in ("auto", *LAYOUTS):
         raise CheckpointError(f"{checkpoint.path}: unknown layout {layout!r}; choose from auto, {', '.join(LAYOUTS)}")
     kernel = state.get("patch_embed.proj.weight")
@@ -275,13 +271,14 @@ def inspect_source(checkpoint: Checkpoint, layout: str = "auto") -> Source:
         if config is None:
             return Source("videomamba", evidence=why)
         video = config.num_frames > 1  # an image model (one frame) inflates into any tubelet
-        return Source("videomamba", combine=config.combine, tubelet_frames=config.tubelet[0] if video else None,
+        combine = config.combine if config.scan_order != "none" else None  # one direction: nothing combined
+        return Source("videomamba", combine=combine, tubelet_frames=config.tubelet[0] if video else None,
                       num_frames=config.num_frames if video else None, evidence=why, config=config)
     if kernel is None:
         raise CheckpointError(f"{checkpoint.path}: no patch_embed.proj.weight: not a whole {layout} model")
     if layout == "vim":
-        stride = re.search(r"stride(\d+)", name)
-        stride = int(stride.group(1)) if stride else int((args or {}).get("stride", kernel.shape[-1]) or kernel.shape[-1])
+        named = re.search(r"stride(\d+)", name)
+        stride = int(named.group(1)) if named else int((args or {}).get("stride") or kernel.shape[-1])
         if stride != kernel.shape[-1]:
             raise CheckpointError(
                 f"{checkpoint.path}: Vim model {name or ''} embeds {kernel.shape[-1]}x{kernel.shape[-1]} patches every "
@@ -304,11 +301,6 @@ def inspect_source(checkpoint: Checkpoint, layout: str = "auto") -> Source:
     return Source("opengvlab", combine="sum", tubelet_frames=frames, num_frames=num_frames,
                   class_row=0 if "cls_token" in state and "pos_embed" in state else None,
                   evidence=f"{why}; {'video' if frames else 'image'} model, class token first, directions summed")
-
-
-def detect_layout(state: dict[str, torch.Tensor], metadata: dict | None = None) -> str:
-    """'videomamba', 'vim' or 'opengvlab', from the file's evidence (see ``inspect_source``)."""
-    return inspect_source(Checkpoint(Path("<state dict>"), state, metadata or {})).layout
 
 
 _MIXER_MAP = {  # foreign mixer key -> ours, per layer
@@ -464,7 +456,7 @@ def _finish(state: dict, out: dict, used: set, own: dict, report: LoadReport, ke
             report.dropped[key] = (f"classifier of {shape[0]} classes; the model has "
                                    f"{own['head.weight'].shape[0] if 'head.weight' in own else 'no'} (a new head is trained)")
     for key in state:
-        if key in used:
+        if key in used or key in report.dropped:
             continue
         if key.startswith(FOREIGN_PARTS):
             report.dropped[key] = "part of another task's model (distillation, CLIP alignment, decoder, ...)"
@@ -498,9 +490,9 @@ def _inflate_image_model(state: dict, source: VideoMambaConfig, model: VideoMamb
                                 f"{'x'.join(map(str, cfg.grid))})")
 
 
-def _own_to_videomamba(state: dict, model: VideoMamba, source: Source, keep_head: bool) -> tuple[dict, LoadReport]:
-    """Our own weights: an image model inflated, the positional table resampled to the model's grid,
-    the combination of the directions matched, a head of another size dropped."""
+def own_to_videomamba(state: dict, model: VideoMamba, source: Source) -> tuple[dict, LoadReport, set]:
+    """Map our own weights onto ``model``: an image model inflated, the positional table resampled to
+    the model's grid. Returns the mapped tensors, the report and the source keys consumed."""
     report = LoadReport("videomamba", source.evidence)
     own = model.state_dict()
     state = dict(state)
@@ -516,25 +508,18 @@ def _own_to_videomamba(state: dict, model: VideoMamba, source: Source, keep_head
                                   f"{tuple(own['pos_embed'].shape)}, and the file stores no config to resample from")
         state["pos_embed"] = resample_table(state["pos_embed"][0], config.grid, model.cfg.grid)[None]
         report.resampled.append(f"pos_embed ({config.grid} -> {model.cfg.grid})")
-    if config is not None and config.scan_order != "none":
-        _rescale_combine(state, config.combine, model, report)
-    out = {k: v for k, v in state.items() if not k.startswith("head.")}
-    used = set(out)
-    converted = _finish(state, out, used, own, report, keep_head)
-    report.unexpected = sorted(k for k in state if k not in own and k not in report.dropped)
-    return converted, report
+    out = {k: v for k, v in state.items() if k in own and not k.startswith("head.")}
+    return out, report, set(out)
 
 
 def convert_checkpoint(checkpoint: Checkpoint, model: VideoMamba, layout: str = "auto",
                        keep_head: bool = True) -> tuple[dict[str, torch.Tensor], LoadReport]:
     """The checkpoint's tensors mapped onto ``model``'s keys, with the report of what was done."""
     source = inspect_source(checkpoint, layout)
-    if source.layout == "videomamba":
-        converted, report = _own_to_videomamba(checkpoint.state, model, source, keep_head)
-    else:
-        out, report, used = foreign_to_videomamba(checkpoint.state, model, source)
-        _rescale_combine(out, source.combine, model, report)
-        converted = _finish(checkpoint.state, out, used, model.state_dict(), report, keep_head)
+    mapping = own_to_videomamba if source.layout == "videomamba" else foreign_to_videomamba
+    out, report, used = mapping(checkpoint.state, model, source)
+    _rescale_combine(out, source.combine, model, report)
+    converted = _finish(checkpoint.state, out, used, model.state_dict(), report, keep_head)
     if checkpoint.notes:
         report.source = "; ".join([report.source] + checkpoint.notes if report.source else checkpoint.notes)
     return converted, report
