@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import traceback
 from pathlib import Path
 
 import torch
@@ -236,15 +237,15 @@ def profile(frames: int = 64) -> None:
 
 def main() -> None:
     have_mamba = sg.header("GPU benchmark")
-    parts = sys.argv[1:] or ["scan", "e2e", "sweep", "profile"]
-    if "scan" in parts:
-        scan_table(have_mamba)
-    if "e2e" in parts:
-        end_to_end(have_mamba)
-    if "profile" in parts:
-        profile()
-    if "sweep" in parts:
-        sweep()
+    parts = sys.argv[1:] or ["scan", "e2e", "profile", "sweep"]
+    tables = {"scan": lambda: scan_table(have_mamba), "e2e": lambda: end_to_end(have_mamba), "profile": profile,
+              "sweep": sweep}
+    for part in parts:
+        try:  # one table failing (out of memory, a compile error) leaves the others to run
+            tables[part]()
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

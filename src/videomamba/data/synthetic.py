@@ -14,6 +14,12 @@ gets pixel noise, and each clip has its own speed, start time and motion extent.
 set on the same videos, *which digit*, stands for appearance-centric data like Kinetics: a single
 frame suffices, and shuffling the frames should barely matter.
 
+The harder setting (``actions="two_phase"``, what the ablation studies use) asks for temporal
+structure instead of one motion: the digit performs two of the first eight actions one after the
+other, of different kinds ("move right, then zoom in" against "zoom in, then move right"), 48
+classes; its time reversal is again a class ("zoom out, then move left"). More distractors
+(``distractors``) drift through the frame, so "something moves right" does not say which object did.
+
 Layout under ``root`` (all written atomically, deterministic from the seed):
     videos/{train,val}/{index:05d}.mp4   the clips (H.264, or MPEG-4 part 2 if x264 is missing)
     masks/{train,val}/{index:05d}.npy    the digit's mask per frame, np.packbits of (T, H, W) bool
@@ -38,11 +44,40 @@ GENERATOR_VERSION = 1
 MOTION_CLASSES = ["move right", "move left", "move down", "move up", "zoom in", "zoom out",
                   "rotate clockwise", "rotate counter-clockwise", "fade in", "fade out"]
 DIGIT_CLASSES = [str(i) for i in range(10)]
+ACTION_SETS = ("single", "two_phase")
+# two-phase classes: ordered pairs of the first eight actions (no fades: the digit must stay visible
+# for the second phase to be seen) whose kinds differ, so neither phase undoes the other
+TWO_PHASE_PAIRS = [(first, second) for first in range(8) for second in range(8) if first // 2 != second // 2]
+_MIRRORED = {0: 1, 1: 0, 6: 7, 7: 6}  # a horizontal flip: right <-> left, clockwise <-> counter-clockwise
 
 
-def paired_action(action: int) -> int:
+def motion_classes(actions: str = "single") -> list[str]:
+    """The motion label names of an action set ('single' or 'two_phase')."""
+    if actions == "single":
+        return list(MOTION_CLASSES)
+    if actions == "two_phase":
+        return [f"{MOTION_CLASSES[a]}, then {MOTION_CLASSES[b]}" for a, b in TWO_PHASE_PAIRS]
+    raise ValueError(f"unknown action set {actions!r}; choose from {ACTION_SETS}")
+
+
+def paired_action(action: int, actions: str = "single") -> int:
     """The action that is ``action`` played backwards."""
-    return action ^ 1
+    if actions == "single":
+        return action ^ 1
+    first, second = TWO_PHASE_PAIRS[action]
+    return TWO_PHASE_PAIRS.index((second ^ 1, first ^ 1))
+
+
+def flip_label_map(actions: str = "single") -> dict[int, int]:
+    """Motion classes a horizontal flip turns into another (mirrored right is left), as {from: to}."""
+    if actions == "single":
+        return dict(_MIRRORED)
+    mapping = {}
+    for index, (first, second) in enumerate(TWO_PHASE_PAIRS):
+        mirrored = TWO_PHASE_PAIRS.index((_MIRRORED.get(first, first), _MIRRORED.get(second, second)))
+        if mirrored != index:
+            mapping[index] = mirrored
+    return mapping
 
 
 @dataclass
@@ -60,8 +95,29 @@ class SyntheticConfig:
     rotation: tuple[float, float] = (100.0, 200.0)  # degrees turned
     noise: float = 5.0  # std of per-pixel noise, in 0..255 units
     texture: float = 28.0  # amplitude of the background texture
-    distractor: bool = True
+    distractors: int = 1  # drifting squares and discs
+    actions: str = "single"  # 'single': the ten actions; 'two_phase': 48 ordered pairs of them
+    phase_split: tuple[float, float] = (0.4, 0.6)  # two_phase: where in the motion the second action starts
     fps: int = 12
+
+    def __post_init__(self) -> None:
+        if self.actions not in ACTION_SETS:
+            raise ValueError(f"unknown action set {self.actions!r}; choose from {ACTION_SETS}")
+
+    @property
+    def num_actions(self) -> int:
+        return len(motion_classes(self.actions))
+
+
+@dataclass
+class Distractor:
+    """A square or disc drifting at constant velocity (normalised coordinates per frame)."""
+
+    start: tuple[float, float]
+    velocity: tuple[float, float]
+    size: float
+    color: tuple[float, float, float]
+    disc: bool
 
 
 @dataclass
@@ -74,16 +130,14 @@ class ClipParams:
     progress: np.ndarray  # (T,) in [0, 1]
     center: tuple[float, float]
     size: float
-    extent: float
+    travel: float  # translation extent, of the frame side
+    turn: float  # degrees turned
     color: tuple[float, float, float]
     background: np.ndarray  # (3, 4, 4) coarse texture
     fine: np.ndarray  # (3, 16, 16) fine texture
-    distractor_start: tuple[float, float]
-    distractor_velocity: tuple[float, float]
-    distractor_size: float
-    distractor_color: tuple[float, float, float]
-    distractor_disc: bool
+    distractors: list[Distractor]
     noise_seed: int
+    phase_split: float = 0.5  # two_phase: the motion progress at which the second action starts
 
 
 _DIGITS: tuple[np.ndarray, np.ndarray] | None = None
@@ -104,7 +158,7 @@ def draw_params(cfg: SyntheticConfig, split: str, index: int) -> ClipParams:
     """The random parameters of clip ``index`` of ``split``; deterministic in (seed, split, index)."""
     rng = np.random.default_rng([cfg.seed, 0 if split == "train" else 1, index])
     images, labels = digits()
-    action = index % len(MOTION_CLASSES)
+    action = index % cfg.num_actions
     digit_image = int(rng.integers(len(images)))
     T = cfg.frames
     start = rng.uniform(0, T * 0.3)
@@ -113,44 +167,71 @@ def draw_params(cfg: SyntheticConfig, split: str, index: int) -> ClipParams:
     size = rng.uniform(*cfg.digit_size)
     hue = rng.uniform(0.55, 1.0, 3)
     hue[rng.integers(3)] = 1.0
-    extent_range = {0: cfg.travel, 1: cfg.travel, 2: cfg.zoom, 3: cfg.rotation, 4: (1.0, 1.0)}[action // 2]
+    center = (rng.uniform(-0.15, 0.15), rng.uniform(-0.15, 0.15))
+    if cfg.actions == "single":
+        extent_range = {0: cfg.travel, 1: cfg.travel, 2: cfg.zoom, 3: cfg.rotation, 4: (1.0, 1.0)}[action // 2]
+        travel = turn = rng.uniform(*extent_range)  # only the action's own kind reads it
+    else:
+        travel, turn = rng.uniform(*cfg.travel), rng.uniform(*cfg.rotation)
+    color = tuple(hue * 255)
+    background = rng.uniform(-1, 1, (3, 4, 4)).astype(np.float32)
+    fine = rng.uniform(-1, 1, (3, 16, 16)).astype(np.float32)
+
+    def distractor(source: np.random.Generator) -> Distractor:
+        return Distractor(start=tuple(source.uniform(-0.7, 0.7, 2)), velocity=tuple(source.uniform(-0.06, 0.06, 2)),
+                          size=source.uniform(0.10, 0.16), color=tuple(source.uniform(0.3, 1.0, 3) * 255),
+                          disc=bool(source.integers(2)))
+
+    distractors = [distractor(rng)]  # drawn even when unused, so the other draws stay where they were
+    noise_seed = int(rng.integers(2**31))
+    extra = np.random.default_rng([cfg.seed, 0 if split == "train" else 1, index, 1])  # settings beyond the first
+    distractors += [distractor(extra) for _ in range(cfg.distractors - 1)]
     return ClipParams(
         action=action, digit=int(labels[digit_image]), digit_image=digit_image, progress=progress,
-        center=(rng.uniform(-0.15, 0.15), rng.uniform(-0.15, 0.15)), size=size,
-        extent=rng.uniform(*extent_range), color=tuple(hue * 255),
-        background=rng.uniform(-1, 1, (3, 4, 4)).astype(np.float32),
-        fine=rng.uniform(-1, 1, (3, 16, 16)).astype(np.float32),
-        distractor_start=tuple(rng.uniform(-0.7, 0.7, 2)), distractor_velocity=tuple(rng.uniform(-0.06, 0.06, 2)),
-        distractor_size=rng.uniform(0.10, 0.16), distractor_color=tuple(rng.uniform(0.3, 1.0, 3) * 255),
-        distractor_disc=bool(rng.integers(2)), noise_seed=int(rng.integers(2**31)),
+        center=center, size=size, travel=travel, turn=turn, color=color, background=background, fine=fine,
+        distractors=distractors[: cfg.distractors], noise_seed=noise_seed,
+        phase_split=float(extra.uniform(*cfg.phase_split)) if cfg.actions == "two_phase" else 0.5,
     )
 
 
-def motion_states(action: int, progress: np.ndarray, params: ClipParams, cfg: SyntheticConfig) -> dict[str, np.ndarray]:
-    """Per-frame x, y (normalised), scale, angle (degrees) and opacity of the digit.
+def action_phases(action: int, progress: np.ndarray, params: ClipParams,
+                  cfg: SyntheticConfig) -> list[tuple[int, np.ndarray]]:
+    """The clip's motion as (kind, per-frame progress of that kind's forward action) pairs.
 
-    Action 2k+1 uses 1 - progress where action 2k uses progress, so reversing a clip in time
-    turns one into the other exactly.
+    Kind k's forward action is action 2k; action 2k+1 runs it with 1 - progress, so reversing a clip
+    in time (and, for two phases, the split point s -> 1 - s) turns one class into its pair exactly.
     """
-    p = progress if action % 2 == 0 else 1.0 - progress
-    T = len(p)
+    def forward(primitive: int, q: np.ndarray) -> tuple[int, np.ndarray]:
+        return primitive // 2, (q if primitive % 2 == 0 else 1.0 - q)
+
+    if cfg.actions == "single":
+        return [forward(action, progress)]
+    first, second = TWO_PHASE_PAIRS[action]
+    split = params.phase_split
+    return [forward(first, np.clip(progress / split, 0.0, 1.0)),
+            forward(second, np.clip((progress - split) / (1.0 - split), 0.0, 1.0))]
+
+
+def motion_states(action: int, progress: np.ndarray, params: ClipParams, cfg: SyntheticConfig) -> dict[str, np.ndarray]:
+    """Per-frame x, y (normalised), scale, angle (degrees) and opacity of the digit."""
+    T = len(progress)
     x = np.full(T, params.center[0])
     y = np.full(T, params.center[1])
     scale = np.ones(T)
     angle = np.zeros(T)
     alpha = np.ones(T)
-    kind = action // 2
-    if kind == 0:  # move right (x grows)
-        x = params.center[0] + (p - 0.5) * 2 * params.extent
-    elif kind == 1:  # move down (y grows)
-        y = params.center[1] + (p - 0.5) * 2 * params.extent
-    elif kind == 2:  # zoom in
-        small, big = cfg.zoom
-        scale = small + (big - small) * p
-    elif kind == 3:  # rotate clockwise (image y points down: positive angle turns clockwise)
-        angle = params.extent * p
-    else:  # fade in
-        alpha = p
+    for kind, p in action_phases(action, progress, params, cfg):
+        if kind == 0:  # move right (x grows)
+            x = params.center[0] + (p - 0.5) * 2 * params.travel
+        elif kind == 1:  # move down (y grows)
+            y = params.center[1] + (p - 0.5) * 2 * params.travel
+        elif kind == 2:  # zoom in
+            small, big = cfg.zoom
+            scale = small + (big - small) * p
+        elif kind == 3:  # rotate clockwise (image y points down: positive angle turns clockwise)
+            angle = params.turn * p
+        else:  # fade in
+            alpha = p
     return {"x": x, "y": y, "scale": scale, "angle": angle, "alpha": alpha}
 
 
@@ -187,7 +268,7 @@ def render(params: ClipParams, cfg: SyntheticConfig, action: int | None = None, 
     """
     action = params.action if action is None else action
     progress = params.progress if progress is None else progress
-    distractor = cfg.distractor if distractor is None else distractor
+    distractor = cfg.distractors > 0 if distractor is None else distractor
     states = motion_states(action, progress, params, cfg)
     images, _ = digits()
     sprite = F.interpolate(torch.from_numpy(images[params.digit_image])[None, None], size=16, mode="bilinear",
@@ -196,17 +277,17 @@ def render(params: ClipParams, cfg: SyntheticConfig, action: int | None = None, 
     mask = alpha > 0.35
     opacity = torch.as_tensor(states["alpha"], dtype=torch.float32)[:, None, None] * alpha
     frames = _background(params, cfg)[None].repeat(len(progress), 1, 1, 1)  # (T, 3, S, S)
-    if distractor:
+    for other in params.distractors if distractor else []:
         T = len(progress)
         steps = np.arange(T)
-        dx = params.distractor_start[0] + params.distractor_velocity[0] * steps
-        dy = params.distractor_start[1] + params.distractor_velocity[1] * steps
+        dx = other.start[0] + other.velocity[0] * steps
+        dy = other.start[1] + other.velocity[1] * steps
         shape = torch.ones(1, 1, 16, 16)
-        if params.distractor_disc:
+        if other.disc:
             yy, xx = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
             shape = ((xx ** 2 + yy ** 2) <= 1.0).float()[None, None]
-        d_alpha = _sprite_alpha(shape, dx, dy, np.ones(T), np.zeros(T), params.distractor_size, cfg.size)
-        d_color = torch.tensor(params.distractor_color)[None, :, None, None]
+        d_alpha = _sprite_alpha(shape, dx, dy, np.ones(T), np.zeros(T), other.size, cfg.size)
+        d_color = torch.tensor(other.color)[None, :, None, None]
         frames = frames * (1 - d_alpha[:, None]) + d_color * d_alpha[:, None]
     color = torch.tensor(params.color, dtype=torch.float32)[None, :, None, None]
     frames = frames * (1 - opacity[:, None]) + color * opacity[:, None]
@@ -319,14 +400,14 @@ def generate(root: str | Path, cfg: SyntheticConfig | None = None, workers: int 
         for (cfg_, split, _, _), (index, action, digit) in tqdm(zip(jobs, iterator), total=len(jobs),
                                                                desc="generating clips", disable=not progress):
             results[split][index] = (action, digit)
-    for task, classes, column in (("motion", MOTION_CLASSES, 0), ("digit", DIGIT_CLASSES, 1)):
+    for task, classes, column in (("motion", motion_classes(cfg.actions), 0), ("digit", DIGIT_CLASSES, 1)):
         (root / task).mkdir(exist_ok=True)
         _write_text(root / task / "classes.txt", "\n".join(classes) + "\n")
         for split, rows in results.items():
             lines = [f"videos/{split}/{i:05d}.mp4 {row[column]}" for i, row in enumerate(rows)]
             _write_text(root / task / f"{split}.txt", "\n".join(lines) + "\n")
     _write_text(root / "meta.json", json.dumps({"version": GENERATOR_VERSION, "config": asdict(cfg),
-                                                "motion_classes": MOTION_CLASSES, "encoder": _encoder()}, indent=2))
+                                                "motion_classes": motion_classes(cfg.actions), "encoder": _encoder()}, indent=2))
     return root
 
 
