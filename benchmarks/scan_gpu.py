@@ -20,7 +20,9 @@ import sys
 import torch
 import triton.testing
 
-import videomamba.ops.triton_scan as triton_scan
+import videomamba.ops.triton.gate as triton_gate
+import videomamba.ops.triton.scan as triton_scan
+from videomamba.ops.triton import CONV, SCAN
 from videomamba.ops import selective_scan
 
 DEV = "cuda"
@@ -70,7 +72,7 @@ def correctness() -> None:
     print("Fresh random inputs per case, every output buffer poisoned with NaN before the kernels run.\n")
     print("| reverse | b | d_inner | L | dtype | order | out | du | ddelta | dA | dB | dC | dD | dz | dbias |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    triton_scan.POISON_OUTPUTS = True
+    SCAN.poison_outputs = True
     worst = {torch.float32: 0.0, torch.bfloat16: 0.0}
     cases = [(1, 384, 1), (2, 384, 197), (8, 768, 785), (4, 1152, 1569), (1, 768, 3137), (1, 384, 6273),
              (32, 768, 197), (16, 768, 785)]
@@ -92,7 +94,7 @@ def correctness() -> None:
                     worst[dtype] = max(worst[dtype], max(errs))
                     print(f"| {reverse} | {b} | {d} | {L} | {str(dtype)[6:]} | {'BLD' if channels_last else 'BDL'} | "
                           + " | ".join(f"{e:.1e}" for e in errs) + " |", flush=True)
-    triton_scan.POISON_OUTPUTS = False
+    SCAN.poison_outputs = False
     print(f"\nworst: fp32 {worst[torch.float32]:.2e}, bf16 inputs {worst[torch.bfloat16]:.2e} "
           "(bf16: out, du, ddelta, dz are stored in bf16)\n")
 
@@ -394,18 +396,15 @@ def end_to_end(have_mamba: bool, frame_counts: tuple[int, ...] = (8, 16, 32, 64)
                triton_settings: dict[str, dict] | None = None) -> None:
     """Training step and inference of videomamba_small on our kernels, on mamba_ssm's, on the chunked
     PyTorch scan (8 frames) and of the ViT-S. ``triton_settings``: named sets of module settings of
-    ``ops.triton_scan`` (``"SEGMENTS"``) or ``ops.sequence_conv`` (``"sequence_conv.GRAD_WARPS"``), each
+    ``ops.triton.SCAN`` (``"SEGMENTS"``) or ``ops.triton.CONV`` (``"sequence_conv.GRAD_WARPS"``), each
     timed as a row of its own (default: the defaults)."""
     warm_up_gpu()
     print("## training step (batch 8) and inference (batch 32), 224x224, bf16 autocast, AdamW\n")
     print("Median of 5 timed steps after one warm-up (CUDA events).\n")
     print("| model | frames | scan | train step ms | train clips/s | train peak GiB | infer clips/s | infer peak GiB |")
     print("|---|---|---|---|---|---|---|---|")
-    import videomamba.ops.sequence_conv as sc
-    import videomamba.ops.triton_scan as ts
-
     def place(key: str):
-        return (sc, key.split(".", 1)[1]) if key.startswith("sequence_conv.") else (ts, key)
+        return (CONV, key.split(".", 1)[1].lower()) if key.startswith("sequence_conv.") else (SCAN, key.lower())
 
     triton_settings = triton_settings or {"triton": {}}
     variants = [("videomamba_small", name) for name in triton_settings] + [
@@ -472,7 +471,7 @@ def host_time(have_mamba: bool, repeats: int = 300) -> None:
     theirs = called(_scan_call("mamba_ssm", xc)) if have_mamba else None
     conv_ours = called(lambda: sequence_conv_silu(conv_x, weight, bias, order=ScanOrder("reverse")))
 
-    import videomamba.ops.sequence_conv as sc
+    import videomamba.ops.triton.conv as sc
 
     launching = [0.0, 0]  # seconds inside Triton's launcher (JITFunction.__getitem__(grid)(...)), launches
 
@@ -491,7 +490,8 @@ def host_time(have_mamba: bool, repeats: int = 300) -> None:
                 return result
             return run
 
-    kernels = {(module, name): getattr(module, name) for module in (triton_scan, sc) for name in dir(module)
+    kernels = {(module, name): getattr(module, name) for module in (triton_scan, triton_gate, sc)
+               for name in dir(module)
                if name.startswith("_") and name.endswith("_kernel")}
 
     def per_call(fn, train: bool, timed: bool = False) -> tuple[float, float, float]:

@@ -18,7 +18,7 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-import videomamba.ops.triton_scan as ts
+from videomamba.ops.triton import SCAN
 from scan_gpu import _graph_ms, _model, graphed_step_ms, warm_up_gpu  # benchmarks/ is on the path
 from scan_gpu_sweep import _fresh_step, _paired_call, report_compiled
 
@@ -27,9 +27,9 @@ SHORT = ((8, 785), (8, 1569), (32, 785))
 
 
 def use(settings: dict) -> None:
-    """Set ``triton_scan``'s module settings (JSON lists as tuples)."""
+    """Set fields of ``ops.triton.SCAN`` by their upper-case names (JSON lists as tuples)."""
     for name, value in settings.items():
-        setattr(ts, name, tuple(value) if isinstance(value, list) else value)
+        setattr(SCAN, name.lower(), tuple(value) if isinstance(value, list) else value)
 
 
 def scan(label: str, shapes=SHAPES) -> None:
@@ -58,7 +58,7 @@ def scan(label: str, shapes=SHAPES) -> None:
 def training_steps(configs: list) -> None:
     """videomamba_small's graphed training step at 32 and 64 frames under each (label, settings)."""
     os.environ["VIDEOMAMBA_SCAN_BACKEND"] = "triton"
-    defaults = {name: getattr(ts, name) for _, settings in configs for name in settings}
+    defaults = {name: getattr(SCAN, name.lower()) for _, settings in configs for name in settings}
     warm_up_gpu()
     for frames in (32, 64):
         for label, settings in configs:

@@ -16,7 +16,8 @@ import sys
 import torch
 import triton.testing
 
-import videomamba.ops.triton_scan as ts
+import videomamba.ops.triton.scan as ts
+from videomamba.ops.triton import CONV, SCAN
 from scan_gpu import _graph_ms, inputs, warm_up_gpu  # benchmarks/ is on the path when this script runs
 from videomamba.ops import selective_scan
 
@@ -88,7 +89,7 @@ SHAPES = {"segments": ((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (32
 
 def sweep(fields: tuple[str, ...], settings: list, shapes) -> None:
     """One markdown row per (shape, setting): the module settings named in ``fields`` set, then timed."""
-    defaults = {f: getattr(ts, f) for f in fields}
+    defaults = {f: getattr(SCAN, f.lower()) for f in fields}
     print("| b | L | " + " | ".join(fields) + " | segments fwd/bwd | fwd ms | fwd+bwd ms | fwd+bwd in a CUDA graph ms |")
     print("|---|---|" + "---|" * len(fields) + "---|---|---|---|")
     warm_up_gpu()
@@ -96,7 +97,7 @@ def sweep(fields: tuple[str, ...], settings: list, shapes) -> None:
         x = {k: v.requires_grad_() for k, v in inputs(b, 768, L).items()}
         for setting in settings:
             for field, value in zip(fields, setting):
-                setattr(ts, field, value if value is not None or field != "PROGRAMS_PER_SM" else defaults[field])
+                setattr(SCAN, field.lower(), value if value is not None or field != "PROGRAMS_PER_SM" else defaults[field])
             chunks = -(-L // ts.checkpoint_interval(L))
             used = "/".join(str(ts._segments(b, 768, chunks, x["u"].device, backward)[1]) for backward in (False, True))
             fwd = lambda: selective_scan(**x, delta_softplus=True, backend="triton")  # noqa: E731
@@ -109,7 +110,7 @@ def sweep(fields: tuple[str, ...], settings: list, shapes) -> None:
             cells = " | ".join("auto" if v is None else str(v) for v in setting)
             print(f"| {b} | {L} | {cells} | {used} | {f:.3f} | {fb:.3f} | {graphed:.3f} |", flush=True)
         for field, value in defaults.items():
-            setattr(ts, field, value)
+            setattr(SCAN, field.lower(), value)
 
 
 def _paired_call(b: int, L: int):
@@ -164,16 +165,16 @@ def report_compiled() -> None:
 def paired_settings_sweep(settings: list[dict], shapes=SHAPES["all"], profiled=((8, 785), (8, 3137), (32, 785)),
                           profiled_settings: int = 2) -> None:
     """The paired scan forward+backward (eager and in a CUDA graph) under each setting of ``settings`` (module
-    attributes of ``triton_scan`` and their values), each setting's outputs and gradients checked against
+    fields of ``ops.triton.SCAN`` by upper-case name and their values), each setting's outputs and gradients checked against
     the first's at b 2, L 300, then the registers and layouts the JIT compiled; at the ``profiled``
     shapes, each kernel's GPU time under the first ``profiled_settings`` settings."""
     from torch.profiler import ProfilerActivity, profile
 
-    defaults = {field: getattr(ts, field) for setting in settings for field in setting}
+    defaults = {field: getattr(SCAN, field.lower()) for setting in settings for field in setting}
 
     def use(setting):
         for field, value in {**defaults, **setting}.items():
-            setattr(ts, field, dict(value) if isinstance(value, dict) else value)
+            setattr(SCAN, field.lower(), dict(value) if isinstance(value, dict) else value)
 
     def label(setting):
         return ", ".join(f"{field} {tuple(value.values()) if isinstance(value, dict) else value}"
@@ -226,10 +227,9 @@ def paired_settings_sweep(settings: list[dict], shapes=SHAPES["all"], profiled=(
 def conv_sweep(shapes=((8, 1569), (8, 6273))) -> None:
     """The conv + SiLU (d 768, bf16, channels-last, the reversed order) forward and forward+backward
     for each of CONV_SETTINGS, with the bytes a pass must move over the copy bandwidth as the floor."""
-    import videomamba.ops.sequence_conv as sc
     from videomamba.ops import ScanOrder, sequence_conv_silu
 
-    defaults = {f: getattr(sc, f) for f in CONV_FIELDS}
+    defaults = {f: getattr(CONV, f.lower()) for f in CONV_FIELDS}
     warm_up_gpu()
     probe = torch.empty(2**28, device="cuda")
     bandwidth = 8 * probe.numel() / (triton.testing.do_bench(lambda: probe.clone(), return_mode="median") * 1e-3)
@@ -248,7 +248,7 @@ def conv_sweep(shapes=((8, 1569), (8, 6273))) -> None:
         floor_fwd, floor_bwd = 4 * elements / bandwidth * 1e3, 14 * elements / bandwidth * 1e3
         for setting in CONV_SETTINGS:
             for field, value in zip(CONV_FIELDS, setting):
-                setattr(sc, field, value)
+                setattr(CONV, field.lower(), value)
             fwd = lambda: sequence_conv_silu(x, weight, bias, order=ScanOrder("reverse"))  # noqa: E731
             grad = torch.randn_like(fwd())
             with torch.no_grad():
@@ -260,7 +260,7 @@ def conv_sweep(shapes=((8, 1569), (8, 6273))) -> None:
             print(f"| {b} | {L} | {cells} | {f:.3f} | {fb:.3f} | {graphed:.3f} | {floor_fwd:.3f} / "
                   f"{floor_fwd + floor_bwd:.3f} |", flush=True)
     for field, value in defaults.items():
-        setattr(sc, field, value)
+        setattr(CONV, field.lower(), value)
 
 
 def main() -> None:
@@ -278,18 +278,18 @@ def main() -> None:
         paired_sweep()
     if "groups" in parts:
         print("\n## channel groups per thread (CHANNEL_GROUPS), both directions in one launch\n")
-        paired_settings_sweep([{"CHANNEL_GROUPS": dict(zip(ts.CHANNEL_GROUPS, groups))} for groups in GROUP_SETTINGS])
+        paired_settings_sweep([{"CHANNEL_GROUPS": dict(zip(SCAN.channel_groups, groups))} for groups in GROUP_SETTINGS])
     if "layouts" in parts:
         print("\n## vectorised or scalar accesses per kernel (VECTOR_ACCESS) and channel groups, both directions in "
               "one launch\n")
-        paired_settings_sweep([{"CHANNEL_GROUPS": dict(zip(ts.CHANNEL_GROUPS, groups)),
-                                "VECTOR_ACCESS": dict(zip(ts.VECTOR_ACCESS, vector))} for groups, vector in LAYOUT_SETTINGS],
+        paired_settings_sweep([{"CHANNEL_GROUPS": dict(zip(SCAN.channel_groups, groups)),
+                                "VECTOR_ACCESS": dict(zip(SCAN.vector_access, vector))} for groups, vector in LAYOUT_SETTINGS],
                               profiled_settings=3)
     if "registers" in parts:
         print("\n## the backward's register cap, programs per SM in the segment rule, tile-shaped stores and the "
               "backward summaries' accesses, both directions in one launch\n")
         paired_settings_sweep([dict(zip(REGISTER_FIELDS, setting[:3]),
-                                    VECTOR_ACCESS={**ts.VECTOR_ACCESS, "backward summary": setting[3]})
+                                    VECTOR_ACCESS={**SCAN.vector_access, "backward summary": setting[3]})
                                for setting in REGISTER_SETTINGS], profiled_settings=4)
     if "tuning" in parts:
         print("\n## segments, summary blocks, recompute window and pipeline stages at the shapes short of 2x, both "

@@ -19,7 +19,10 @@ import time
 import torch
 
 import videomamba.ops.sequence_conv as sequence_conv
-import videomamba.ops.triton_scan as triton_scan
+import videomamba.ops.triton.conv as triton_conv
+import videomamba.ops.triton.gate as triton_gate
+import videomamba.ops.triton.scan as triton_scan
+from videomamba.ops.triton import SCAN
 from videomamba.ops import (ScanInputs, ScanOrder, selective_scan, selective_scan_pair, sequence_conv_silu,
                            sequence_conv_silu_pair)
 
@@ -47,10 +50,12 @@ def _custom_ops(forced: bool):
 
 def _stub_kernels() -> None:
     for name in ("_scan_fwd_kernel", "_scan_bwd_kernel", "_segment_fwd_kernel", "_segment_bwd_kernel",
-                 "_window_entries_kernel", "_pair_gate_fwd_kernel", "_pair_gate_bwd_kernel"):
+                 "_window_entries_kernel"):
         setattr(triton_scan, name, _NoLaunch())
+    for name in ("_pair_gate_fwd_kernel", "_pair_gate_bwd_kernel"):
+        setattr(triton_gate, name, _NoLaunch())
     for name in ("_conv_silu_fwd_kernel", "_conv_silu_grad_kernel", "_conv_input_grad_kernel"):  # paired too
-        setattr(sequence_conv, name, _NoLaunch())
+        setattr(triton_conv, name, _NoLaunch())
 
 
 def _microseconds(fn, repeats: int, rounds: int = 10) -> tuple[float, float]:
@@ -76,7 +81,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1000)
     args = parser.parse_args()
     _stub_kernels()
-    triton_scan.SEGMENTS = 4  # both passes run, as at batch 8 on a GPU
+    SCAN.segments = 4  # both passes run, as at batch 8 on a GPU
     batch, channels, length, n = 2, 64, 256, 16
 
     def seq(width):  # channels-last (b, L, d) storage, as the mixer passes them

@@ -3,7 +3,8 @@ run the compiler)."""
 
 import pytest
 
-from videomamba.ops import triton_compile_check, triton_scan
+from videomamba.ops.triton import SCAN
+from videomamba.ops.triton import compile_check as triton_compile_check
 
 
 @pytest.mark.skipif(not triton_compile_check.available(), reason="Triton without its NVIDIA backend tools")
@@ -20,7 +21,7 @@ def test_every_kernel_compiles_for_hopper():
     # limit); a spill costs local-memory traffic a
     # step. The fp32 backward alone is capped on purpose (``BACKWARD_BUILDS``: 12 programs an SM, measured
     # faster with its few spilled bytes); its cap holds and the spill stays small
-    cap = triton_scan.BACKWARD_BUILDS["fp32"][0]
+    cap = SCAN.backward_builds["fp32"][0]
     for row in rows.values():
         capped = cap if row.name.startswith("backward") and "bf16" not in row.name else None
         assert 0 < row.registers <= (capped or 255) and row.shared >= 0, row
@@ -47,11 +48,11 @@ def test_hidden_alignment_gives_whole_channels_per_thread():
     check reported until 2026-11-26) the backward's tile holds whole channels per thread and its dB/dC sums
     take 5 shuffle levels for each of the 2 x 16 states, against at most 64 shuffles in the vectorised
     build above."""
-    scalar = dict(triton_scan.VECTOR_ACCESS, backward=False)
-    saved = triton_scan.VECTOR_ACCESS
+    scalar = dict(SCAN.vector_access, backward=False)
+    saved = SCAN.vector_access
     try:
-        triton_scan.VECTOR_ACCESS = scalar
+        SCAN.vector_access = scalar
         rows = {row.name: row for row in triton_compile_check.kernel_resources(capability=90, kernels=("backward",))}
     finally:
-        triton_scan.VECTOR_ACCESS = saved
+        SCAN.vector_access = saved
     assert rows["backward"].shuffles >= 160, rows["backward"]

@@ -18,10 +18,11 @@ CHECK = textwrap.dedent("""
     from tests.ops.test_selective_scan import make_inputs, float64_truth, placed, opcheck_failures, SEQUENCE_INPUTS
     from tests.ops.triton_subprocess import RESULTS_MARK
     from videomamba.ops import ScanOrder
-    import videomamba.ops.triton_scan as ts
+    import videomamba.ops.triton.scan as ts
+    from videomamba.ops.triton import SCAN
     device, cases = sys.argv[1], json.loads(sys.argv[2])
-    ts.SHORT_SEQUENCE = 0  # the cases' own checkpoint intervals (the short-sequence rule has a test of its own)
-    default_groups = dict(ts.CHANNEL_GROUPS)
+    SCAN.short_sequence = 0  # the cases' own checkpoint intervals (the short-sequence rule has a test of its own)
+    default_groups = dict(SCAN.channel_groups)
     results = {}
     for case_id, case in cases.items():
         if case_id.startswith("opcheck"):
@@ -29,10 +30,10 @@ CHECK = textwrap.dedent("""
         failures = results.setdefault(case_id, [])
         shape, softplus, segments = tuple(case["shape"]), case["softplus"], case["segments"]
         dtype = getattr(torch, case["dtype"])
-        ts.CHUNK, ts.N_SPLIT, ts.SEGMENTS = case["chunk"], case["splits"], segments
-        ts.POISON_OUTPUTS, ts.FAST_SOFTPLUS, ts.TILE_STORES = True, case["fast_softplus"], case["tile_stores"]
+        SCAN.chunk, SCAN.n_split, SCAN.segments = case["chunk"], case["splits"], segments
+        SCAN.poison_outputs, SCAN.fast_softplus, SCAN.tile_stores = True, case["fast_softplus"], case["tile_stores"]
         groups = case["groups"]
-        ts.CHANNEL_GROUPS = default_groups if groups is None else {k: groups for k in default_groups}
+        SCAN.channel_groups = default_groups if groups is None else {k: groups for k in default_groups}
         inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=case["optional"])
         if dtype == torch.bfloat16:  # the truth sees the same rounded values
             inputs = {k: (v.to(dtype).float() if v is not None and v.dim() == 3 else v) for k, v in inputs.items()}
@@ -67,7 +68,7 @@ CHECK = textwrap.dedent("""
     # the fake (meta) implementation gives the real outputs' shapes, strides (channels-last in, channels-last
     # out) and dtypes, which torch.compile relies on
     from videomamba.ops.selective_scan import _scan_op
-    ts.CHUNK, ts.N_SPLIT, ts.SEGMENTS, ts.TILE_STORES = 16, None, 2, True
+    SCAN.chunk, SCAN.n_split, SCAN.segments, SCAN.tile_stores = 16, None, 2, True
     for case_id in [c for c in cases if c.startswith("opcheck")]:
         dtype = getattr(torch, cases[case_id]["dtype"])
         x = make_inputs(2, 8, 20, 4, torch.float32, seed=3)
@@ -178,9 +179,10 @@ CHECK_PAIR = textwrap.dedent("""
     from videomamba.ops.selective_scan import _pair_op
     from tests.ops.test_selective_scan import make_inputs, placed, opcheck_failures
     from tests.ops.triton_subprocess import RESULTS_MARK
-    import videomamba.ops.triton_scan as ts
+    import videomamba.ops.triton.scan as ts
+    from videomamba.ops.triton import SCAN
     device, cases = sys.argv[1], json.loads(sys.argv[2])
-    ts.SHORT_SEQUENCE = 0  # the cases' own checkpoint intervals (the short-sequence rule has a test of its own)
+    SCAN.short_sequence = 0  # the cases' own checkpoint intervals (the short-sequence rule has a test of its own)
     results = {}
     # both directions in one launch against the two scans by the float64 reference
     for case_id, case in cases.items():
@@ -188,7 +190,7 @@ CHECK_PAIR = textwrap.dedent("""
             continue
         failures = results.setdefault(case_id, [])
         shape, order, layout, dtype = tuple(case["shape"]), ScanOrder(*case["order"]), case["layout"], getattr(torch, case["dtype"])
-        ts.CHUNK, ts.SEGMENTS, ts.N_SPLIT, ts.POISON_OUTPUTS = case["chunk"], case["segments"], case["splits"], True
+        SCAN.chunk, SCAN.segments, SCAN.n_split, SCAN.poison_outputs = case["chunk"], case["segments"], case["splits"], True
         directions = [make_inputs(*shape, torch.float64, seed=sum(shape) + k, with_optional=case["optional"]) for k in (0, 1)]
         z = directions[0].pop("z")
         directions[1].pop("z")
@@ -216,7 +218,7 @@ CHECK_PAIR = textwrap.dedent("""
             err = ((value - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
             if not err < tolerance:
                 failures.append(f"{name}: error {err:.2e} over max |value|, tolerance {tolerance}")
-    ts.CHUNK, ts.N_SPLIT, ts.SEGMENTS = 16, None, 2
+    SCAN.chunk, SCAN.n_split, SCAN.segments = 16, None, 2
     for case_id in [c for c in cases if c.startswith("opcheck")]:
         dtype = getattr(torch, cases[case_id]["dtype"])
         x = [make_inputs(2, 8, 20, 4, torch.float32, seed=3 + k) for k in (0, 1)]
@@ -268,10 +270,11 @@ COMPILE_PAIR = textwrap.dedent("""
     import sys, torch
     from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair, sequence_conv_silu_pair
     from tests.ops.test_selective_scan import make_inputs
-    import videomamba.ops.triton_scan as ts
+    import videomamba.ops.triton.scan as ts
+    from videomamba.ops.triton import SCAN
     device = sys.argv[1]
-    ts.SHORT_SEQUENCE = 0  # the cases' own checkpoint intervals (the short-sequence rule has a test of its own)
-    ts.CHUNK = 16
+    SCAN.short_sequence = 0  # the cases' own checkpoint intervals (the short-sequence rule has a test of its own)
+    SCAN.chunk = 16
     directions = [{k: v.detach().to(device).requires_grad_() if v is not None else None
                    for k, v in make_inputs(1, 8, 20, 4, torch.float32, seed=seed).items()} for seed in (0, 1)]
     z = directions[0].pop("z")
@@ -324,7 +327,8 @@ def test_segment_rule_fills_the_gpu_without_overfilling_it(monkeypatch):
     backward: its build's, BACKWARD_BUILDS) on the card, or past one wave where that is faster, each at
     least MIN_SEGMENT_CHUNKS chunks long; SEGMENTS forces a count, or the forward's and backward's apart;
     the CPU (interpreter) uses one."""
-    import videomamba.ops.triton_scan as ts
+    import videomamba.ops.triton.scan as ts
+    from videomamba.ops.triton import SCAN
 
     monkeypatch.setattr(ts, "_sm_count", lambda device: 132)  # an H100
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
@@ -338,7 +342,7 @@ def test_segment_rule_fills_the_gpu_without_overfilling_it(monkeypatch):
     for backward in (False, True):  # one direction of batch 8: one wave, never more programs than fit
         for words in (False, True):
             seg_chunks, segments = ts._segments(8, 768, chunks, cuda, backward, words)
-            per_sm = ts._backward_build(words)[1] if backward else ts.PROGRAMS_PER_SM[0]
+            per_sm = ts._backward_build(words)[1] if backward else SCAN.programs_per_sm[0]
             assert 8 * 24 * segments <= 132 * per_sm and seg_chunks * segments >= chunks
     # both directions in one launch (a batch of 2 x 8): 2 backward segments would fill 73 % of one wave,
     # 5 run in two waves and measured faster; 5 forward segments fill one wave of 16 programs an SM (1 %
@@ -349,17 +353,18 @@ def test_segment_rule_fills_the_gpu_without_overfilling_it(monkeypatch):
     # the fp32 build, capped at 12 backward programs an SM: both directions of batch 8 at L 785 (99 chunks of
     # 8 steps) in 4 backward segments, one wave of 1536 programs on 1584 slots
     assert ts._segments(16, 768, 99, cuda, True) == (25, 4) and ts._segments(16, 768, 99, cuda, True, True)[1] == 5
-    assert ts._backward_build(False) == ts.BACKWARD_BUILDS["fp32"]
-    monkeypatch.setattr(ts, "BACKWARD_MAX_REGISTERS", 200)
-    assert ts._backward_build(True) == (200, ts.BACKWARD_BUILDS["bf16"][1])
-    monkeypatch.setattr(ts, "SEGMENTS", 7)
+    assert ts._backward_build(False) == SCAN.backward_builds["fp32"]
+    monkeypatch.setattr(SCAN, "backward_max_registers", 200)
+    assert ts._backward_build(True) == (200, SCAN.backward_builds["bf16"][1])
+    monkeypatch.setattr(SCAN, "segments", 7)
     assert ts._segments(1, 64, 20, cpu, True) == (3, 7)
-    monkeypatch.setattr(ts, "SEGMENTS", (None, 4))
+    monkeypatch.setattr(SCAN, "segments", (None, 4))
     assert ts._segments(8, 768, chunks, cuda, True)[1] == 4 and ts._segments(8, 768, chunks, cuda, False)[1] == 11
 
 
 def test_bf16_is_read_as_words_only_where_every_word_lies_in_the_storage():
-    import videomamba.ops.triton_scan as ts
+    import videomamba.ops.triton.scan as ts
+    from videomamba.ops.triton import SCAN
 
     storage = torch.zeros(1, 10, 8, dtype=torch.bfloat16)  # 160 bytes
     assert ts._reads_words(storage.transpose(1, 2))
@@ -375,7 +380,8 @@ def test_short_sequences_checkpoint_every_recompute_window():
     """Below SHORT_SEQUENCE steps the forward checkpoints every SHORT_CHUNK steps, the backward's recompute
     window (no window-entries pass; measured faster at L 785 on an H100); a given chunk wins; the fake
     implementation's checkpoint shape follows the same rule; the summary blocks keep their length in steps."""
-    import videomamba.ops.triton_scan as ts
+    import videomamba.ops.triton.scan as ts
+    from videomamba.ops.triton import SCAN
 
     assert ts.checkpoint_interval(785) == 8 == ts._window(8) and ts.checkpoint_interval(1569) == 64
     # the largest divisor of the segment's chunks up to SUMMARY_CHUNKS x CHUNK steps (16 chunks of 8, 2 of 64)

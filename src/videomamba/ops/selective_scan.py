@@ -25,7 +25,8 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
-from . import cpu_kernel, triton_scan
+from . import cpu_kernel
+from . import triton as triton_ops
 from .chunked import chunked_backward, chunked_forward
 from .eager import custom_op_needed, distinct_outputs, eager_function
 from .reference import selective_scan_reference
@@ -75,14 +76,14 @@ def _ignore_saved(backward: Callable) -> Callable:
 
 
 def _triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mode, frame_tokens, prefix):
-    return triton_scan.triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+    return triton_ops.triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                       _order(mode, frame_tokens, prefix))
 
 
 def _triton_backward(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, mode, frame_tokens,
                      prefix):
     # the state checkpoints the forward stored every CHUNK steps: no second forward pass
-    return triton_scan.triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+    return triton_ops.triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                        _order(mode, frame_tokens, prefix), ckpt=saved)
 
 
@@ -114,8 +115,8 @@ def _scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mode, frame_
     batch, channels, length = u.shape
     n = A.shape[1]
     if backend == "triton":
-        saved = u.new_empty(triton_scan.checkpoint_shape(batch, channels, n, length), dtype=torch.float32)
-        return (triton_scan.empty_like_layout(u, u.dtype), triton_scan.empty_state(batch, channels, n, u.device),
+        saved = u.new_empty(triton_ops.checkpoint_shape(batch, channels, n, length), dtype=torch.float32)
+        return (triton_ops.empty_like_layout(u, u.dtype), triton_ops.empty_state(batch, channels, n, u.device),
                 saved)
     return torch.empty_like(u), u.new_empty(batch, channels, n), u.new_empty(0)
 
@@ -140,10 +141,10 @@ def _scan_backward_fake(saved, dout, dlast, u, delta, A, B, C, D, z, delta_bias,
     like = lambda t: torch.empty_like(t) if t is not None else u.new_empty(0)  # noqa: E731
     if backend == "triton":  # gradients of u, delta, z in u's memory order and their own dtypes; the rest fp32
         f32 = lambda t: torch.empty(t.shape, device=t.device, dtype=torch.float32) if t is not None else u.new_empty(0)  # noqa: E731
-        sums = lambda t: triton_scan.empty_state_sums(t.shape[0], t.shape[1], t.shape[2], t.device)  # noqa: E731
-        return [triton_scan.empty_like_layout(u, u.dtype), triton_scan.empty_like_layout(u, delta.dtype), f32(A),
+        sums = lambda t: triton_ops.empty_state_sums(t.shape[0], t.shape[1], t.shape[2], t.device)  # noqa: E731
+        return [triton_ops.empty_like_layout(u, u.dtype), triton_ops.empty_like_layout(u, delta.dtype), f32(A),
                 sums(B), sums(C), f32(D),
-                triton_scan.empty_like_layout(u, z.dtype) if z is not None else u.new_empty(0), f32(delta_bias)]
+                triton_ops.empty_like_layout(u, z.dtype) if z is not None else u.new_empty(0), f32(delta_bias)]
     return [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
             torch.empty_like(C), like(D), like(z), like(delta_bias)]
 
@@ -241,7 +242,7 @@ def choose_backend(u: torch.Tensor, A: torch.Tensor | None = None) -> str:
         return forced
     if u.device.type == "cpu" and cpu_kernel.available():
         return "cpu"
-    if (u.device.type == "cuda" and triton_scan.available() and u.dtype != torch.float64
+    if (u.device.type == "cuda" and triton_ops.available() and u.dtype != torch.float64
             and A.shape[-1] & (A.shape[-1] - 1) == 0):
         return "triton"
     return "chunked"
@@ -331,7 +332,7 @@ def _pair_body(u: torch.Tensor, u_bwd: torch.Tensor, delta: torch.Tensor, delta_
                z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor], delta_softplus: bool, mode: int,
                frame_tokens: int, prefix: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(out, checkpoints, the directions' summed ungated output: empty without z), the last two saved."""
-    out, _, saved, total = triton_scan.triton_forward_pair(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z,
+    out, _, saved, total = triton_ops.triton_forward_pair(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z,
                                                            delta_bias, delta_softplus,
                                                            _order(mode, frame_tokens, prefix))
     return out, saved, total
@@ -344,9 +345,9 @@ _pair_op = torch.library.custom_op("videomamba::selective_scan_pair", _pair_body
 def _pair_fake(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias, delta_softplus, mode, frame_tokens,
                prefix):
     batch, channels, length = u.shape
-    saved = u.new_empty(triton_scan.checkpoint_shape(2 * batch, channels, A.shape[-1], length), dtype=torch.float32)
-    total = triton_scan.empty_like_layout(u, u.dtype) if z is not None else u.new_empty(0)
-    return triton_scan.empty_like_layout(u, u.dtype), saved, total
+    saved = u.new_empty(triton_ops.checkpoint_shape(2 * batch, channels, A.shape[-1], length), dtype=torch.float32)
+    total = triton_ops.empty_like_layout(u, u.dtype) if z is not None else u.new_empty(0)
+    return triton_ops.empty_like_layout(u, u.dtype), saved, total
 
 
 def _pair_backward_body(saved: torch.Tensor, total: torch.Tensor, dout: torch.Tensor, u: torch.Tensor,
@@ -355,7 +356,7 @@ def _pair_backward_body(saved: torch.Tensor, total: torch.Tensor, dout: torch.Te
                         B_bwd: torch.Tensor, C: torch.Tensor, C_bwd: torch.Tensor, D: Optional[torch.Tensor],
                         z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor], delta_softplus: bool,
                         mode: int, frame_tokens: int, prefix: int) -> list[torch.Tensor]:
-    grads = triton_scan.triton_backward_pair(dout, u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias,
+    grads = triton_ops.triton_backward_pair(dout, u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias,
                                              delta_softplus, _order(mode, frame_tokens, prefix), ckpt=saved,
                                              total=total)
     return [g if g is not None else u.new_empty(0) for g in grads]  # empty = input absent
@@ -369,13 +370,13 @@ _pair_backward_op = torch.library.custom_op("videomamba::selective_scan_pair_bac
 def _pair_backward_fake(saved, total, dout, u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias,
                         delta_softplus, mode, frame_tokens, prefix):
     batch = u.shape[0]
-    directions = lambda dtype: triton_scan.empty_like_layout(u, dtype, 2 * batch).unflatten(0, (2, batch))  # noqa: E731
+    directions = lambda dtype: triton_ops.empty_like_layout(u, dtype, 2 * batch).unflatten(0, (2, batch))  # noqa: E731
     f32 = lambda *shape: u.new_empty(shape, dtype=torch.float32)  # noqa: E731
     absent = u.new_empty(0)
-    sums = lambda t: triton_scan.empty_state_sums(2 * batch, t.shape[1], t.shape[2], t.device).unflatten(0, (2, batch))  # noqa: E731
+    sums = lambda t: triton_ops.empty_state_sums(2 * batch, t.shape[1], t.shape[2], t.device).unflatten(0, (2, batch))  # noqa: E731
     return [directions(u.dtype), directions(delta.dtype), f32(*A.shape), sums(B), sums(C),
             f32(*D.shape) if D is not None else absent,
-            triton_scan.empty_like_layout(u, z.dtype) if z is not None else absent,
+            triton_ops.empty_like_layout(u, z.dtype) if z is not None else absent,
             f32(*delta_bias.shape) if delta_bias is not None else absent]
 
 

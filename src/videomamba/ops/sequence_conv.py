@@ -19,194 +19,12 @@ from torch.utils.flop_counter import register_flop_formula
 
 from .eager import custom_op_needed, eager_function
 from .token_order import FORWARD, REVERSE, ScanOrder, gather_steps
-from .triton_scan import is_channels_last
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
-    triton = None
-
-BLOCK_L = 32  # steps per program (forward and input-gradient kernels)
-BLOCK_D = 64  # channels per program
-NUM_WARPS = 4
-# the output-gradient kernel (SiLU', the dweight and dbias partial sums per tile) holds more per element:
-# its own tile and warps. 16 x 64 on one warp against 32 x 64 on 4 (243 registers, 2 programs an SM): conv +
-# SiLU forward+backward 0.46 against 0.63 ms at batch 8, 6273 tokens, d 768 on an H100 (docs/benchmarks.md)
-GRAD_BLOCK_L = 16
-GRAD_BLOCK_D = 64
-GRAD_WARPS = 1
-
-if triton is not None:
-    from .triton_scan import _of_direction, _order_step, _position
-
-    @triton.jit
-    def _conv_program(batch, Dm, K: tl.constexpr, PAIRED: tl.constexpr):
-        """A conv program's (direction, batch) pair, numbered by grid axis 0 direction-major as the scan's
-        (``triton_scan._sequential_prologue``), and the offsets of its direction's weights and bias in the
-        stacked (directions, d, K) and (directions, d)."""
-        pid_e = tl.program_id(0)
-        if PAIRED:
-            direction = pid_e // batch
-        else:
-            direction = 0
-        return pid_e, pid_e - direction * batch, direction, direction * Dm * K, direction * Dm
-
-    @triton.jit
-    def _tap(x_ptr, b, steps, d, j, L, S, P, Dm, sx_b, sx_l, direction, K: tl.constexpr, MODE: tl.constexpr,
-             PAIRED: tl.constexpr):
-        """x where tap j of the causal window of scan steps ``steps`` reads it (the position the order
-        gives to step ``steps + j - (K - 1)``; 0 before the first step), channels d, fp32."""
-        src = steps + (j - (K - 1))
-        ok = (src >= 0) & (src < L)
-        pos = _position(src, direction, L, S, P, MODE, PAIRED)
-        return tl.load(x_ptr + b * sx_b + pos[:, None] * sx_l + d[None, :], mask=ok[:, None] & (d < Dm)[None, :],
-                       other=0.0).to(tl.float32)
-
-    @triton.jit
-    def _conv_tile(x_ptr, w_ptr, bias_ptr, b, steps, d, L, S, P, Dm, sx_b, sx_l, direction, K: tl.constexpr,
-                   MODE: tl.constexpr, PAIRED: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
-        """conv(x) + bias at scan steps ``steps`` (causal along the steps, x read at the positions the
-        order gives), channels d: (BLOCK_L, BLOCK_D) in fp32."""
-        dmask = d < Dm
-        acc = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)[None, :] + tl.zeros(
-            (BLOCK_L, BLOCK_D), tl.float32)
-        for j in tl.static_range(K):
-            w = tl.load(w_ptr + d * K + j, mask=dmask, other=0.0).to(tl.float32)
-            acc += _tap(x_ptr, b, steps, d, j, L, S, P, Dm, sx_b, sx_l, direction, K, MODE, PAIRED) * w[None, :]
-        return acc
-
-    @triton.jit
-    def _conv_silu_fwd_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, out2_ptr, L, S, P, Dm, batch, sx_b, sx_l, so_b, so_l,
-                              K: tl.constexpr, MODE: tl.constexpr, PAIRED: tl.constexpr, BLOCK_L: tl.constexpr,
-                              BLOCK_D: tl.constexpr):
-        """silu(conv(x) + bias), written at each step's position; PAIRED: both directions of a mixer (the
-        forward one, and one in MODE) in one launch, x shared, each direction's output its own tensor."""
-        _, b, direction, w_off, bias_off = _conv_program(batch, Dm, K, PAIRED)
-        out_ptr = _of_direction(direction, out_ptr, out2_ptr, PAIRED)
-        steps = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
-        d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
-        y = _conv_tile(x_ptr, w_ptr + w_off, bias_ptr + bias_off, b, steps, d, L, S, P, Dm, sx_b, sx_l, direction, K,
-                       MODE, PAIRED, BLOCK_L, BLOCK_D)
-        pos = _position(steps, direction, L, S, P, MODE, PAIRED)
-        tl.store(out_ptr + b * so_b + pos[:, None] * so_l + d[None, :], y * tl.sigmoid(y),
-                 mask=(steps < L)[:, None] & (d < Dm)[None, :])
-
-    @triton.jit
-    def _conv_silu_grad_kernel(x_ptr, w_ptr, bias_ptr, g_ptr, g2_ptr, gy_ptr, dw_ptr, dbias_ptr, L, S, P, Dm, batch,
-                               sx_b, sx_l, sg_b, sg_l, sg_d, K: tl.constexpr, MODE: tl.constexpr, PAIRED: tl.constexpr,
-                               BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
-        """Gradient at the conv output, gy = g · silu'(y) (y recomputed), written in step order as
-        (directions x B, L, d) fp32; this tile's partial sums of dweight and dbias. g (one tensor per
-        direction) may come in any strides."""
-        pid_e, b, direction, w_off, bias_off = _conv_program(batch, Dm, K, PAIRED)
-        g_ptr = _of_direction(direction, g_ptr, g2_ptr, PAIRED)
-        lb, db = tl.program_id(1), tl.program_id(2)
-        steps = lb * BLOCK_L + tl.arange(0, BLOCK_L)
-        d = db * BLOCK_D + tl.arange(0, BLOCK_D)
-        lmask, dmask = steps < L, d < Dm
-        y = _conv_tile(x_ptr, w_ptr + w_off, bias_ptr + bias_off, b, steps, d, L, S, P, Dm, sx_b, sx_l, direction, K,
-                       MODE, PAIRED, BLOCK_L, BLOCK_D)
-        pos = _position(steps, direction, L, S, P, MODE, PAIRED)
-        g = tl.load(g_ptr + b * sg_b + pos[:, None] * sg_l + d[None, :] * sg_d, mask=lmask[:, None] & dmask[None, :],
-                    other=0.0).to(tl.float32)
-        s = tl.sigmoid(y)
-        gy = g * s * (1.0 + y * (1.0 - s))
-        tl.store(gy_ptr + (pid_e * L + steps[:, None]) * Dm + d[None, :], gy, mask=lmask[:, None] & dmask[None, :])
-        part = (pid_e * tl.num_programs(1) + lb) * Dm  # one row of partial sums per (batch, block of steps)
-        tl.store(dbias_ptr + part + d, tl.sum(gy, axis=0), mask=dmask)
-        for j in tl.static_range(K):
-            x = _tap(x_ptr, b, steps, d, j, L, S, P, Dm, sx_b, sx_l, direction, K, MODE, PAIRED)
-            tl.store(dw_ptr + (part * K) + d * K + j, tl.sum(gy * x, axis=0), mask=dmask)
-
-    @triton.jit
-    def _conv_input_grad_kernel(gy_ptr, w_ptr, dx_ptr, L, S, P, Dm, batch, sd_b, sd_l, K: tl.constexpr,
-                                MODE: tl.constexpr, PAIRED: tl.constexpr, BLOCK_L: tl.constexpr,
-                                BLOCK_D: tl.constexpr):
-        """dx at the position of step p = sum_j w[j] gy[p + K - 1 - j]: the conv's transpose. One
-        direction: a program's tile is steps in MODE, written at their positions. PAIRED: a tile of
-        positions, the two directions' terms added (the forward's at the same steps, the other's at the
-        steps MODE reads them: ``_order_step``), so dx is written once."""
-        b, tile = tl.program_id(0), tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
-        d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
-        dmask = d < Dm
-        acc = tl.zeros((BLOCK_L, BLOCK_D), tl.float32)
-        for j in tl.static_range(K):
-            later = tile + (K - 1 - j)
-            ok = later < L
-            gy = tl.load(gy_ptr + (b * L + later[:, None]) * Dm + d[None, :], mask=ok[:, None] & dmask[None, :],
-                         other=0.0)
-            acc += gy * tl.load(w_ptr + d * K + j, mask=dmask, other=0.0).to(tl.float32)[None, :]
-        if PAIRED:  # tile: positions (the forward's steps); the other direction's steps, and its rows of gy
-            steps = _order_step(tile, L, S, P, MODE)
-            for j in tl.static_range(K):
-                later = steps + (K - 1 - j)
-                ok = (later < L) & (tile < L)
-                gy = tl.load(gy_ptr + ((batch + b) * L + later[:, None]) * Dm + d[None, :],
-                             mask=ok[:, None] & dmask[None, :], other=0.0)
-                acc += gy * tl.load(w_ptr + Dm * K + d * K + j, mask=dmask, other=0.0).to(tl.float32)[None, :]
-            pos = tile
-        else:
-            pos = _position(tile, 0, L, S, P, MODE, PAIRED)
-        tl.store(dx_ptr + b * sd_b + pos[:, None] * sd_l + d[None, :], acc, mask=(tile < L)[:, None] & dmask[None, :])
-
-
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """The (B, L, d) view of a channels-last (B, d, L) tensor."""
-    return t.transpose(1, 2)
-
-
-def _grid(batch: int, length: int, channels: int, block_l: int = BLOCK_L, block_d: int = BLOCK_D
-          ) -> tuple[int, int, int]:
-    return batch, triton.cdiv(length, block_l), triton.cdiv(channels, block_d)
-
-
-def _conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mode: int, frame_tokens: int,
-                  prefix: int, paired: bool) -> list[torch.Tensor]:
-    """The forward kernel: one output (B, d, L), channels last, per direction; weight (directions, d, 1, K)
-    and bias (directions, d) contiguous (one direction: nn.Conv1d's (d, 1, K) and (d,) are that)."""
-    batch, channels, length = x.shape
-    rows = _rows(x)
-    outs = [torch.empty(batch, length, channels, device=x.device, dtype=x.dtype) for _ in range(1 + paired)]
-    _conv_silu_fwd_kernel[_grid((1 + paired) * batch, length, channels)](
-        rows, weight, bias, outs[0], outs[-1], length, frame_tokens, prefix, channels, batch, rows.stride(0),
-        rows.stride(1), outs[0].stride(0), outs[0].stride(1), K=weight.shape[-1], MODE=mode, PAIRED=paired,
-        BLOCK_L=BLOCK_L, BLOCK_D=BLOCK_D, num_warps=NUM_WARPS)
-    return [out.transpose(1, 2) for out in outs]
-
-
-def _conv_backward(grads: list[torch.Tensor], x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mode: int,
-                   frame_tokens: int, prefix: int) -> list[torch.Tensor]:
-    """dx (B, d, L) channels last, dweight and dbias (weight's and bias's shapes) from the output gradient
-    of each direction (``grads``: one, or two for a pair)."""
-    batch, channels, length = x.shape
-    paired = len(grads) == 2
-    rows = _rows(x)
-    grad_rows = [_rows(g) for g in grads]
-    if grad_rows[0].stride() != grad_rows[-1].stride():  # a paired launch shares the strides
-        grad_rows = [g.contiguous() for g in grad_rows]
-    grid = _grid(len(grads) * batch, length, channels, GRAD_BLOCK_L, GRAD_BLOCK_D)
-    k = weight.shape[-1]
-    f32 = dict(device=x.device, dtype=torch.float32)
-    gy = torch.empty(len(grads) * batch, length, channels, **f32)
-    dweight = torch.empty(grid[0] * grid[1], channels, k, **f32)
-    dbias = torch.empty(grid[0] * grid[1], channels, **f32)
-    _conv_silu_grad_kernel[grid](rows, weight, bias, grad_rows[0], grad_rows[-1], gy, dweight, dbias, length,
-                                 frame_tokens, prefix, channels, batch, rows.stride(0), rows.stride(1),
-                                 *grad_rows[0].stride(), K=k, MODE=mode, PAIRED=paired, BLOCK_L=GRAD_BLOCK_L,
-                                 BLOCK_D=GRAD_BLOCK_D, num_warps=GRAD_WARPS)
-    dx = torch.empty(batch, length, channels, device=x.device, dtype=x.dtype)
-    _conv_input_grad_kernel[_grid(batch, length, channels)](
-        gy, weight, dx, length, frame_tokens, prefix, channels, batch, dx.stride(0), dx.stride(1), K=k, MODE=mode,
-        PAIRED=paired, BLOCK_L=BLOCK_L, BLOCK_D=BLOCK_D, num_warps=NUM_WARPS)
-    directions = len(grads)
-    return [dx.transpose(1, 2), dweight.view(directions, -1, channels, k).sum(1).view_as(weight).to(weight.dtype),
-            dbias.view(directions, -1, channels).sum(1).view_as(bias).to(bias.dtype)]
-
+from .triton.common import available, is_channels_last
+from .triton.conv import conv_backward, conv_forward
 
 def _conv_silu_body(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mode: int, frame_tokens: int,
                     prefix: int) -> torch.Tensor:
-    return _conv_forward(x, weight, bias, mode, frame_tokens, prefix, False)[0]
+    return conv_forward(x, weight, bias, mode, frame_tokens, prefix, False)[0]
 
 
 _conv_silu_op = torch.library.custom_op("videomamba::conv_silu", _conv_silu_body, mutates_args=())
@@ -220,7 +38,7 @@ def _conv_silu_fake(x, weight, bias, mode, frame_tokens, prefix):
 
 def _conv_silu_backward_body(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                              mode: int, frame_tokens: int, prefix: int) -> list[torch.Tensor]:
-    return _conv_backward([grad], x, weight, bias, mode, frame_tokens, prefix)
+    return conv_backward([grad], x, weight, bias, mode, frame_tokens, prefix)
 
 
 _conv_silu_backward_op = torch.library.custom_op("videomamba::conv_silu_backward", _conv_silu_backward_body,
@@ -266,7 +84,7 @@ def _conv_backward_flops(grad_shape, x_shape, weight_shape, *args, out_shape=Non
 
 def _conv_silu_pair_body(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mode: int, frame_tokens: int,
                          prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
-    first, second = _conv_forward(x, weight, bias, mode, frame_tokens, prefix, True)
+    first, second = conv_forward(x, weight, bias, mode, frame_tokens, prefix, True)
     return first, second
 
 
@@ -281,7 +99,7 @@ def _conv_silu_pair_fake(x, weight, bias, mode, frame_tokens, prefix):
 
 def _conv_silu_pair_backward_body(grad: torch.Tensor, grad_bwd: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                                   bias: torch.Tensor, mode: int, frame_tokens: int, prefix: int) -> list[torch.Tensor]:
-    return _conv_backward([grad, grad_bwd], x, weight, bias, mode, frame_tokens, prefix)
+    return conv_backward([grad, grad_bwd], x, weight, bias, mode, frame_tokens, prefix)
 
 
 _conv_silu_pair_backward_op = torch.library.custom_op("videomamba::conv_silu_pair_backward",
@@ -343,7 +161,7 @@ def sequence_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         raise ValueError(f"sequence_conv_silu: reverse=True and order={order} disagree")
     order = REVERSE if reverse else (order or FORWARD)
     if use_triton is None:
-        use_triton = triton is not None and x.is_cuda and is_channels_last(x) and x.dtype != torch.float64
+        use_triton = available() and x.is_cuda and is_channels_last(x) and x.dtype != torch.float64
     if use_triton:
         if not is_channels_last(x):
             x = x.transpose(1, 2).contiguous().transpose(1, 2)
@@ -368,7 +186,7 @@ def sequence_conv_silu_pair(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
         raise ValueError(f"sequence_conv_silu_pair: weight must be (2, d, 1, K) and bias (2, d), got "
                          f"{tuple(weight.shape)} and {tuple(bias.shape)}")
     if use_triton is None:
-        use_triton = triton is not None and x.is_cuda and is_channels_last(x) and x.dtype != torch.float64
+        use_triton = available() and x.is_cuda and is_channels_last(x) and x.dtype != torch.float64
     if not use_triton:
         return (sequence_conv_silu(x, weight[0], bias[0], use_triton=False),
                 sequence_conv_silu(x, weight[1], bias[1], use_triton=False, order=order))

@@ -4,7 +4,7 @@ Triton's interpreter (TRITON_INTERPRET=1) runs the kernels' arithmetic on the CP
 compiler: a construct it accepts can still fail to compile, and register spills only show in the
 compiled code. Triton wheels bundle ptxas and cuobjdump, so both the compile and the resource use
 (registers, spill stack, shared memory) are available on any machine: the tests compile every
-kernel variant here for sm_90 (H100/H200), and ``python -m videomamba.ops.triton_compile_check``
+kernel variant here for sm_90 (H100/H200), and ``python -m videomamba.ops.triton.compile_check``
 prints the table.
 """
 
@@ -18,8 +18,13 @@ from dataclasses import dataclass
 
 import torch
 
-from . import sequence_conv, triton_scan
-from .token_order import ScanOrder
+from ..token_order import ScanOrder
+from . import conv as conv_kernels
+from . import gate as gate_kernels
+from . import scan as scan_launch
+from . import scan_kernels
+from .common import available as triton_available
+from .settings import CONV, SCAN
 
 _MODE_NAMES = ("", " reversed", " spatial order", " temporal order")
 
@@ -38,7 +43,7 @@ class KernelResources:
 
 def available() -> bool:
     """Whether Triton has its NVIDIA backend with the bundled cuobjdump (no GPU needed)."""
-    if not triton_scan.available():
+    if not triton_available():
         return False
     import triton
 
@@ -55,7 +60,7 @@ _SEQUENCE_POINTERS = {"u_ptr", "u2_ptr", "dt_ptr", "dt2_ptr", "z_ptr", "dout_ptr
 # multiple of 16): the channel and state strides are 1 and become constants, every pointer is 16-byte
 # aligned, and these integers are multiples of 16. The JIT marks all that (``tt.divisibility``), and it
 # decides the layouts: with aligned channel offsets the accesses along the channels are vectorised
-# (``triton_scan.VECTOR_ACCESS``), so a compile without it reports a different kernel than the GPU runs.
+# (``SCAN.vector_access``), so a compile without it reports a different kernel than the GPU runs.
 _UNIT_STRIDES = {"su_d", "sdt_d", "sz_d", "sg_d", "so_d", "sB_n", "sC_n"}
 _ALIGNED_INTEGERS = {"Dm", "part_stride", "su_b", "su_l", "sdt_b", "sdt_l", "sz_b", "sz_l", "sg_b", "sg_l", "so_s",
                      "so_b", "so_l", "sB_b", "sB_l", "sC_b", "sC_l", "sx_b", "sx_l", "sd_b", "sd_l"}
@@ -105,22 +110,22 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
     cuda = torch.device("cuda")
     orders = (ScanOrder("forward"), ScanOrder("reverse"), ScanOrder("spatial", 196, 1), ScanOrder("temporal", 196, 1))
     for mode, order in enumerate(orders[:1] if kernels else orders):
-        states = 16 // (triton_scan.N_SPLIT or 1)
-        constexprs = {"N": 16, "NS": states, "CHUNK": triton_scan.CHUNK,
-                      "BLOCK_D": triton_scan.BLOCK_D, "STAGES": triton_scan.STAGES, "HAS_D": True, "HAS_Z": True,
-                      "HAS_BIAS": True, "TILE_STORES": triton_scan.TILE_STORES,
-                      "HAS_DLAST": True, "ONE_LOOP": triton_scan.CHUNK < triton_scan.ONE_LOOP_BELOW,
-                      "WINDOW": triton_scan._window(triton_scan.CHUNK)}
-        for label, fn, role in (("forward", triton_scan._scan_fwd_kernel, "forward"),
-                                ("backward", triton_scan._scan_bwd_kernel, "backward"),
-                                ("segment summary forward", triton_scan._segment_fwd_kernel, "forward summary"),
-                                ("segment summary backward", triton_scan._segment_bwd_kernel, "backward summary"),
-                                ("window entries", triton_scan._window_entries_kernel, "window entries")):
+        states = 16 // (SCAN.n_split or 1)
+        constexprs = {"N": 16, "NS": states, "CHUNK": SCAN.chunk,
+                      "BLOCK_D": SCAN.block_d, "STAGES": SCAN.stages, "HAS_D": True, "HAS_Z": True,
+                      "HAS_BIAS": True, "TILE_STORES": SCAN.tile_stores,
+                      "HAS_DLAST": True, "ONE_LOOP": SCAN.chunk < SCAN.one_loop_below,
+                      "WINDOW": scan_launch._window(SCAN.chunk)}
+        for label, fn, role in (("forward", scan_kernels._scan_fwd_kernel, "forward"),
+                                ("backward", scan_kernels._scan_bwd_kernel, "backward"),
+                                ("segment summary forward", scan_kernels._segment_fwd_kernel, "forward summary"),
+                                ("segment summary backward", scan_kernels._segment_bwd_kernel, "backward summary"),
+                                ("window entries", scan_kernels._window_entries_kernel, "window entries")):
             if kernels and label not in kernels:
                 continue
-            options = {**constexprs, **triton_scan._kernel_options(cuda, True, order),
-                       "G": triton_scan.CHANNEL_GROUPS[role], "VECTOR": triton_scan.VECTOR_ACCESS[role]}
-            if fn is triton_scan._scan_bwd_kernel:  # the backward runs on the window entries, a window a chunk
+            options = {**constexprs, **scan_launch._kernel_options(cuda, True, order),
+                       "G": SCAN.channel_groups[role], "VECTOR": SCAN.vector_access[role]}
+            if fn is scan_kernels._scan_bwd_kernel:  # the backward runs on the window entries, a window a chunk
                 options["CHUNK"] = options["WINDOW"]
             # bf16: read as 4-byte words; paired: both directions in one launch (the backward one reversed); paired
             # bf16 is what a model under autocast runs
@@ -131,25 +136,25 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
                 # z (the gate is applied once to the directions' sum, ``triton_forward_pair``)
                 variant = {**options, "PAIRED": paired, **({"HAS_DLAST": False, "HAS_Z": False} if paired else {})}
                 chosen = {k: v for k, v in variant.items() if k in fn.arg_names}
-                cap = triton_scan._backward_build(bf16)[0] if fn is triton_scan._scan_bwd_kernel else None
-                results.append(_compile(fn, chosen, triton_scan.NUM_WARPS, capability,
+                cap = scan_launch._backward_build(bf16)[0] if fn is scan_kernels._scan_bwd_kernel else None
+                results.append(_compile(fn, chosen, SCAN.num_warps, capability,
                                         f"{label}{' paired' if paired else _MODE_NAMES[mode]}{' bf16' if bf16 else ''}",
                                         bf16, cap))
     if kernels:
         return results
-    conv = {"K": 4, "MODE": 2, "BLOCK_L": sequence_conv.BLOCK_L, "BLOCK_D": sequence_conv.BLOCK_D}
-    grad = {**conv, "BLOCK_L": sequence_conv.GRAD_BLOCK_L, "BLOCK_D": sequence_conv.GRAD_BLOCK_D}
+    conv = {"K": 4, "MODE": 2, "BLOCK_L": CONV.block_l, "BLOCK_D": CONV.block_d}
+    grad = {**conv, "BLOCK_L": CONV.grad_block_l, "BLOCK_D": CONV.grad_block_d}
     for label, fn, constexprs, warps in (  # the per-frame order: all the code
-            ("conv+silu forward", sequence_conv._conv_silu_fwd_kernel, conv, sequence_conv.NUM_WARPS),
-            ("conv+silu output grad", sequence_conv._conv_silu_grad_kernel, grad, sequence_conv.GRAD_WARPS),
-            ("conv+silu input grad", sequence_conv._conv_input_grad_kernel, conv, sequence_conv.NUM_WARPS)):
+            ("conv+silu forward", conv_kernels._conv_silu_fwd_kernel, conv, CONV.num_warps),
+            ("conv+silu output grad", conv_kernels._conv_silu_grad_kernel, grad, CONV.grad_warps),
+            ("conv+silu input grad", conv_kernels._conv_input_grad_kernel, conv, CONV.num_warps)):
         for paired in (False, True):  # paired: both directions in one launch
             results.append(_compile(fn, {**constexprs, "PAIRED": paired}, warps, capability,
                                     f"{label}{' paired' if paired else ''}"))
-    gate = {"BLOCK_L": triton_scan.GATE_BLOCK_L, "BLOCK_D": triton_scan.GATE_BLOCK_D}
-    for label, fn in (("pair gate forward", triton_scan._pair_gate_fwd_kernel),
-                      ("pair gate backward", triton_scan._pair_gate_bwd_kernel)):
-        results.append(_compile(fn, gate, triton_scan.GATE_WARPS, capability, label))
+    gate = {"BLOCK_L": SCAN.gate_block_l, "BLOCK_D": SCAN.gate_block_d}
+    for label, fn in (("pair gate forward", gate_kernels._pair_gate_fwd_kernel),
+                      ("pair gate backward", gate_kernels._pair_gate_bwd_kernel)):
+        results.append(_compile(fn, gate, SCAN.gate_warps, capability, label))
     return results
 
 if __name__ == "__main__":
