@@ -57,7 +57,7 @@ def _cmd_data_generate(args: argparse.Namespace) -> int:
     from .data.synthetic import SyntheticConfig, generate
 
     cfg = SyntheticConfig(train_size=args.train_size, val_size=args.val_size, frames=args.frames,
-                          size=args.size, seed=args.seed)
+                          size=args.size, seed=args.seed, actions=args.actions, distractors=args.distractors)
     root = generate(args.root, cfg, workers=args.workers)
     print(f"built-in dataset at {root}: motion/{{train,val}}.txt and digit/{{train,val}}.txt")
     return 0
@@ -82,6 +82,9 @@ def _add_data_parsers(sub) -> None:
     gen.add_argument("--frames", type=int, default=16)
     gen.add_argument("--size", type=int, default=64)
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--actions", default="single", choices=["single", "two_phase"],
+                     help="single: ten actions in time-reversed pairs; two_phase: 48 ordered pairs of them")
+    gen.add_argument("--distractors", type=int, default=1, help="drifting squares and discs per clip")
     gen.add_argument("--workers", type=int, default=None)
     gen.set_defaults(func=_cmd_data_generate)
 

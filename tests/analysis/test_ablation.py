@@ -67,15 +67,30 @@ def test_paired_difference_interval_and_exact_sign_flip_test():
 
 
 def test_report_from_finished_runs_lists_the_comparisons(tmp_path):
-    """The shipped H200 results re-summarised without training: the three scan-order comparisons and
-    the temporal-expanding ones appear with their intervals."""
+    """The shipped H200 results of the single-action set re-summarised without training: the three
+    scan-order comparisons and the temporal-expanding ones appear with their intervals."""
     from pathlib import Path
 
     from videomamba.analysis.ablation import STUDIES, AblationSetup, report_from_results
 
-    results = Path(__file__).resolve().parents[2] / "docs/results/ablations_results.jsonl"
-    summary = report_from_results(list(STUDIES), AblationSetup.preset("gpu"), results, tmp_path)
+    results = Path(__file__).resolve().parents[2] / "docs/results/ablations_single_results.jsonl"
+    summary = report_from_results(list(STUDIES), AblationSetup.preset("gpu-single"), results, tmp_path)
     pairs = {(c["better"], c["than"]) for c in summary["comparisons"]["scan"]}
     assert pairs == {("spatiotemporal", "temporal"), ("spatiotemporal", "spatial"), ("temporal", "spatial")}
     assert all(c["n"] == 3 for c in summary["comparisons"]["pos"])
     assert "paired comparisons over seeds" in (tmp_path / "ablations.md").read_text()
+
+
+def test_two_phase_results_pair_six_seeds(tmp_path):
+    """The shipped H100 results of the two-phase set: six seeds pair every comparison, so the sign-flip
+    test can reach p < 0.05, and the spatio-temporal reversal beats the temporal one at that level."""
+    from pathlib import Path
+
+    from videomamba.analysis.ablation import STUDIES, AblationSetup, report_from_results
+
+    results = Path(__file__).resolve().parents[2] / "docs/results/ablations_two_phase_results.jsonl"
+    summary = report_from_results(list(STUDIES), AblationSetup.preset("gpu"), results, tmp_path)
+    scan = {(c["better"], c["than"]): c for c in summary["comparisons"]["scan"]}
+    assert all(c["n"] == 6 and c["min_p"] == 2 / 64 for c in scan.values())
+    first = scan[("spatiotemporal", "temporal")]
+    assert first["separated"] and first["p"] < 0.05 and first["low"] > 0

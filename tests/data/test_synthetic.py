@@ -113,8 +113,11 @@ def test_two_phase_classes_and_flip_map():
 
 
 def test_two_phase_dataset_lists_its_classes(tmp_path):
-    root = generate(tmp_path / "hard", dataclasses.replace(TWO_PHASE, train_size=4, val_size=2), workers=1,
-                    progress=False)
+    from videomamba.cli import main
+
+    root = tmp_path / "hard"
+    assert main(["data", "generate", str(root), "--train-size", "4", "--val-size", "2", "--seed", "3",
+                 "--actions", "two_phase", "--distractors", "3", "--workers", "1"]) == 0
     motion = load_annotations("list", root / "motion" / "train.txt", root=root)
     assert motion.class_names == motion_classes("two_phase")
     assert [r.label for r in motion.records] == [0, 1, 2, 3]
