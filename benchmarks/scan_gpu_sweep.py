@@ -48,10 +48,10 @@ BLOCK_SETTINGS = [(32, (12, 8), 4), (32, (24, 10), 4), (32, (16, 10), 4), (16, (
                   (16, (16, 16), 4), (16, (24, 12), 3), (16, (24, 20), 4)]
 # the backward's register cap (ptxas maxnreg), programs per SM (forward, backward), tile-shaped per-channel
 # stores, and whether the backward summaries' accesses are vectorised
-REGISTER_FIELDS = ("BACKWARD_MAX_REGISTERS", "PROGRAMS_PER_SM", "TILE_STORES")
-REGISTER_SETTINGS = [(None, (12, 8), False, True), (None, (12, 8), True, True), (None, (12, 8), False, False),
-                     (None, (12, 10), False, True), (168, (12, 8), False, True), (168, (12, 12), False, True),
-                     (160, (12, 12), False, True), (128, (12, 16), False, True), (128, (12, 8), False, True)]
+REGISTER_FIELDS = ("BACKWARD_MAX_REGISTERS", "PROGRAMS_PER_SM")
+# (register cap, programs an SM, vectorised accesses in the backward summaries)
+REGISTER_SETTINGS = [(None, (12, 8), True), (None, (12, 8), False), (None, (12, 10), True), (168, (12, 8), True),
+                     (168, (12, 12), True), (160, (12, 12), True), (128, (12, 16), True), (128, (12, 8), True)]
 # one setting changed at a time from the defaults (first): the paired scan's segments (forward, backward),
 # the first pass's summary blocks, the backward's recompute window, the pipeline depth
 TUNING_SETTINGS = [{}, {"SEGMENTS": (None, 4)}, {"SEGMENTS": (None, 6)}, {"SEGMENTS": (5, None)},
@@ -288,8 +288,8 @@ def main() -> None:
     if "registers" in parts:
         print("\n## the backward's register cap, programs per SM in the segment rule, tile-shaped stores and the "
               "backward summaries' accesses, both directions in one launch\n")
-        paired_settings_sweep([dict(zip(REGISTER_FIELDS, setting[:3]),
-                                    VECTOR_ACCESS={**SCAN.vector_access, "backward summary": setting[3]})
+        paired_settings_sweep([dict(zip(REGISTER_FIELDS, setting[:2]),
+                                    VECTOR_ACCESS={**SCAN.vector_access, "backward summary": setting[2]})
                                for setting in REGISTER_SETTINGS], profiled_settings=4)
     if "tuning" in parts:
         print("\n## segments, summary blocks, recompute window and pipeline stages at the shapes short of 2x, both "

@@ -31,7 +31,7 @@ CHECK = textwrap.dedent("""
         shape, softplus, segments = tuple(case["shape"]), case["softplus"], case["segments"]
         dtype = getattr(torch, case["dtype"])
         SCAN.chunk, SCAN.n_split, SCAN.segments = case["chunk"], case["splits"], segments
-        SCAN.poison_outputs, SCAN.fast_softplus, SCAN.tile_stores = True, case["fast_softplus"], case["tile_stores"]
+        SCAN.poison_outputs, SCAN.fast_softplus = True, case["fast_softplus"]
         groups = case["groups"]
         SCAN.channel_groups = default_groups if groups is None else {k: groups for k in default_groups}
         inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=case["optional"])
@@ -68,7 +68,7 @@ CHECK = textwrap.dedent("""
     # the fake (meta) implementation gives the real outputs' shapes, strides (channels-last in, channels-last
     # out) and dtypes, which torch.compile relies on
     from videomamba.ops.selective_scan import _scan_op
-    SCAN.chunk, SCAN.n_split, SCAN.segments, SCAN.tile_stores = 16, None, 2, True
+    SCAN.chunk, SCAN.n_split, SCAN.segments = 16, None, 2
     for case_id in [c for c in cases if c.startswith("opcheck")]:
         dtype = getattr(torch, cases[case_id]["dtype"])
         x = make_inputs(2, 8, 20, 4, torch.float32, seed=3)
@@ -96,7 +96,6 @@ class ScanCase(NamedTuple):
     softplus: bool = True
     optional: bool = True  # D, z and Δ's bias given
     fast_softplus: bool = True  # through the approximate log2 (the default on NVIDIA GPUs)
-    tile_stores: bool = True  # per-channel results stored through tile-shaped pointers (the GPU's default)
 
     @property
     def id(self) -> str:
@@ -106,7 +105,7 @@ class ScanCase(NamedTuple):
         words += [f"{self.segments}-segments"] * (self.segments > 1) + [f"states-split-{self.splits}"] * (self.splits > 1)
         words += [f"{self.groups}-channel-groups"] * (self.groups is not None)
         words += ["no-softplus"] * (not self.softplus) + ["no-D-z-bias"] * (not self.optional)
-        words += ["accurate-softplus"] * (not self.fast_softplus) + ["plain-stores"] * (not self.tile_stores)
+        words += ["accurate-softplus"] * (not self.fast_softplus)
         return "_".join(words)
 
 
@@ -115,43 +114,40 @@ BF16 = "bfloat16"
 SCAN_CASES = [
     # one chunk or many, forward and reversed, tiny shapes (L 1, n 4)
     ScanCase((2, 40, 37, 16), layout="bdl"),
-    ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, softplus=False, optional=False, tile_stores=False),
+    ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, softplus=False, optional=False),
     ScanCase((1, 33, 70, 16), layout="bdl", chunk=32),
-    ScanCase((1, 4, 1, 16), layout="bdl", chunk=64, tile_stores=False),
+    ScanCase((1, 4, 1, 16), layout="bdl", chunk=64),
     ScanCase((2, 20, 70, 16), REV, layout="bdl", chunk=32),
-    ScanCase((1, 8, 5, 4), REV, layout="bdl", chunk=64, softplus=False, optional=False, tile_stores=False),
-    ScanCase((2, 40, 37, 16), layout="bdl", tile_stores=False),
-    ScanCase((2, 20, 70, 16), REV, layout="bdl", chunk=32, tile_stores=False),
+    ScanCase((1, 8, 5, 4), REV, layout="bdl", chunk=64, softplus=False, optional=False),
     # channels last, forward and reversed; bf16 inputs
     ScanCase((2, 40, 37, 16)),
-    ScanCase((2, 33, 70, 16), REV, chunk=32, tile_stores=False),
+    ScanCase((2, 33, 70, 16), REV, chunk=32),
     ScanCase((2, 40, 37, 16), REV, dtype=BF16),
     # the per-frame orders (spatial / temporal reversal: frames of 8 tokens, with and without a class token)
-    ScanCase((2, 40, 41, 16), SPATIAL8, tile_stores=False),
+    ScanCase((2, 40, 41, 16), SPATIAL8),
     ScanCase((1, 33, 40, 16), TEMPORAL8),
-    ScanCase((2, 20, 41, 16), TEMPORAL8_CLS, layout="bdl", dtype=BF16, chunk=32, tile_stores=False),
+    ScanCase((2, 20, 41, 16), TEMPORAL8_CLS, layout="bdl", dtype=BF16, chunk=32),
     # the states split over 2 or 4 programs (partial sums)
     ScanCase((2, 40, 37, 16), splits=2),
-    ScanCase((2, 33, 70, 16), REV, layout="bdl", chunk=32, splits=4, tile_stores=False),
+    ScanCase((2, 33, 70, 16), REV, layout="bdl", chunk=32, splits=4),
     ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, splits=4, softplus=False, optional=False),
-    ScanCase((2, 40, 37, 16), REV, dtype=BF16, splits=2, tile_stores=False),
+    ScanCase((2, 40, 37, 16), REV, dtype=BF16, splits=2),
     # segment-parallel: 3-5 segments (the last one short), with splits, orders, one chunk per segment
     ScanCase((2, 40, 70, 16), segments=3),
-    ScanCase((2, 33, 70, 16), REV, layout="bdl", chunk=8, splits=2, segments=4, tile_stores=False),
+    ScanCase((2, 33, 70, 16), REV, layout="bdl", chunk=8, splits=2, segments=4),
     ScanCase((2, 40, 41, 16), SPATIAL8, chunk=8, segments=5),
-    ScanCase((1, 20, 70, 16), ("temporal", 7, 0), dtype=BF16, segments=5, tile_stores=False),
+    ScanCase((1, 20, 70, 16), ("temporal", 7, 0), dtype=BF16, segments=5),
     ScanCase((1, 8, 5, 4), layout="bdl", chunk=2, segments=3, softplus=False, optional=False),
     # segments of 6 chunks summarised in blocks (SUMMARY_CHUNKS), several blocks folded per segment
-    ScanCase((1, 20, 70, 16), REV, chunk=4, segments=3, tile_stores=False),
+    ScanCase((1, 20, 70, 16), REV, chunk=4, segments=3),
     # every kernel's lanes at 1 (whole channels per thread), 2 or 4 channel groups
     ScanCase((2, 40, 37, 16), REV, groups=1),
-    ScanCase((2, 33, 70, 16), layout="bdl", splits=2, segments=3, groups=2, tile_stores=False),
+    ScanCase((2, 33, 70, 16), layout="bdl", splits=2, segments=3, groups=2),
     ScanCase((2, 40, 41, 16), SPATIAL8, dtype=BF16, chunk=8, segments=5, groups=4),
-    ScanCase((1, 8, 5, 4), layout="bdl", chunk=2, segments=3, groups=1, softplus=False, optional=False,
-             tile_stores=False),
+    ScanCase((1, 8, 5, 4), layout="bdl", chunk=2, segments=3, groups=1, softplus=False, optional=False),
     # softplus through the accurate log
     ScanCase((2, 40, 37, 16), REV, segments=3, fast_softplus=False),
-    ScanCase((1, 20, 70, 16), ("temporal", 7, 0), dtype=BF16, segments=5, fast_softplus=False, tile_stores=False),
+    ScanCase((1, 20, 70, 16), ("temporal", 7, 0), dtype=BF16, segments=5, fast_softplus=False),
 ]
 OPCHECKS = {f"opcheck-fake-implementation-{dtype}": {"dtype": dtype} for dtype in ("float32", "bfloat16")}
 
@@ -364,7 +360,6 @@ def test_segment_rule_fills_the_gpu_without_overfilling_it(monkeypatch):
 
 def test_bf16_is_read_as_words_only_where_every_word_lies_in_the_storage():
     import videomamba.ops.triton.scan as ts
-    from videomamba.ops.triton import SCAN
 
     storage = torch.zeros(1, 10, 8, dtype=torch.bfloat16)  # 160 bytes
     assert ts._reads_words(storage.transpose(1, 2))
@@ -377,11 +372,10 @@ def test_bf16_is_read_as_words_only_where_every_word_lies_in_the_storage():
 
 
 def test_short_sequences_checkpoint_every_recompute_window():
-    """Below SHORT_SEQUENCE steps the forward checkpoints every SHORT_CHUNK steps, the backward's recompute
+    """Below SCAN.short_sequence steps the forward checkpoints every SCAN.short_chunk steps, the backward's recompute
     window (no window-entries pass; measured faster at L 785 on an H100); a given chunk wins; the fake
     implementation's checkpoint shape follows the same rule; the summary blocks keep their length in steps."""
     import videomamba.ops.triton.scan as ts
-    from videomamba.ops.triton import SCAN
 
     assert ts.checkpoint_interval(785) == 8 == ts._window(8) and ts.checkpoint_interval(1569) == 64
     # the largest divisor of the segment's chunks up to SUMMARY_CHUNKS x CHUNK steps (16 chunks of 8, 2 of 64)

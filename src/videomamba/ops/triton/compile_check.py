@@ -113,7 +113,7 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
         states = 16 // (SCAN.n_split or 1)
         constexprs = {"N": 16, "NS": states, "CHUNK": SCAN.chunk,
                       "BLOCK_D": SCAN.block_d, "STAGES": SCAN.stages, "HAS_D": True, "HAS_Z": True,
-                      "HAS_BIAS": True, "TILE_STORES": SCAN.tile_stores,
+                      "HAS_BIAS": True,
                       "HAS_DLAST": True, "ONE_LOOP": SCAN.chunk < SCAN.one_loop_below,
                       "WINDOW": scan_launch._window(SCAN.chunk)}
         for label, fn, role in (("forward", scan_kernels._scan_fwd_kernel, "forward"),

@@ -107,18 +107,15 @@ if triton is not None:
         return tl.sum(tl.sum(tile, axis=1), axis=1)
 
     @triton.jit
-    def _store_channels(ptr, offsets, value, mask, NS: tl.constexpr, TILE: tl.constexpr):
-        """ptr[offsets] = value for a per-channel (G, BLOCK_D // G) vector. TILE: through a tile-shaped
-        pointer whose first state row alone writes. The JIT's coalescing then gives the store the state
-        tile's layout (16-byte vectors, 4 channels a thread), the layout the value was computed in, where a
-        (G, BLOCK_D // G) store takes one channel a lane and every value stored, and whatever it was
-        computed from, crosses between the two through shared memory (``SCAN.tile_stores``)."""
-        if TILE:
-            rows = _per_state(tl.arange(0, NS))
-            tl.store(ptr + _per_channel(offsets) + 0 * rows, _per_channel(value) + 0.0 * rows,
-                     mask=_per_channel(mask) & (rows == 0))
-        else:
-            tl.store(ptr + offsets, value, mask=mask)
+    def _store_channels(ptr, offsets, value, mask, NS: tl.constexpr):
+        """ptr[offsets] = value for a per-channel (G, BLOCK_D // G) vector, through a tile-shaped pointer
+        whose first state row alone writes. The JIT's coalescing then gives the store the state tile's
+        layout (16-byte vectors, 4 channels a thread), the layout the value was computed in; a plain
+        (G, BLOCK_D // G) store takes one channel a lane, and every value stored, and whatever it was
+        computed from, would cross between the two layouts through shared memory."""
+        rows = _per_state(tl.arange(0, NS))
+        tl.store(ptr + _per_channel(offsets) + 0 * rows, _per_channel(value) + 0.0 * rows,
+                 mask=_per_channel(mask) & (rows == 0))
 
     @triton.jit
     def _sequential_prologue(A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N: tl.constexpr, NS: tl.constexpr,

@@ -277,7 +277,7 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
         u, u2, delta, delta2, A, B, B2, C, C2, D if D is not None else u, zs, bias,
         out, last, ckpt, ends, dtsum, channels, length, batch, 0, ckpt.shape[1], seg_chunks, n_segs, n_blocks,
         seg_blocks, order.frame_tokens, order.prefix, *strides(u, delta, zs, out, B, C),
-        N=n, NS=n // splits, BLOCK_D=SCAN.block_d, **_layout("forward"), TILE_STORES=SCAN.tile_stores, CHUNK=chunk,
+        N=n, NS=n // splits, BLOCK_D=SCAN.block_d, **_layout("forward"), CHUNK=chunk,
         ONE_LOOP=chunk < SCAN.one_loop_below,
         STAGES=SCAN.stages, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, **options,
         num_warps=SCAN.num_warps)
@@ -349,7 +349,7 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
         starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
         channels, length, batch, 0, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
         2 * extended * n * length, order.frame_tokens, order.prefix, *strides(u, delta, zs, dout, du, B, C),
-        N=n, NS=n // splits, BLOCK_D=SCAN.block_d, **_layout("backward"), TILE_STORES=SCAN.tile_stores, CHUNK=window,
+        N=n, NS=n // splits, BLOCK_D=SCAN.block_d, **_layout("backward"), CHUNK=window,
         STAGES=SCAN.stages, HAS_D=has_D, HAS_Z=z is not None, HAS_BIAS=has_bias, **options, HAS_DLAST=has_dlast,
         num_warps=SCAN.num_warps, **({"maxnreg": max_registers} if max_registers and nvidia(u.device) else {}))
     dB, dC = sum_parts(dBC.view(1, n_dblocks, -1)).view(2, extended, length, n)

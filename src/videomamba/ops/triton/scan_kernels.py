@@ -78,7 +78,7 @@ if triton is not None:
     @triton.jit
     def _output_step(h, u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, out_ptr, u_row, dt_row, B_row, C_row, z_row, o_row, tm,
                      su_l, sdt_l, sB_l, sC_l, sz_l, so_l, A, bias, Dv, dmask, NS: tl.constexpr, HAS_Z: tl.constexpr,
-                     SOFTPLUS: tl.constexpr, TILE_STORES: tl.constexpr):
+                     SOFTPLUS: tl.constexpr):
         """One step of the forward at memory position ``tm``: the state, and the output stored (gated with z)."""
         h, dt, u = _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, tm, su_l, sdt_l, sB_l, A, bias, dmask,
                                SOFTPLUS)
@@ -87,7 +87,7 @@ if triton is not None:
         if HAS_Z:
             z = _load_f32(z_ptr, z_row + tm * sz_l, dmask)
             y = y * z * tl.sigmoid(z)
-        _store_channels(out_ptr, o_row + tm * so_l, y, dmask, NS, TILE_STORES)
+        _store_channels(out_ptr, o_row + tm * so_l, y, dmask, NS)
         return h
 
     @triton.jit(do_not_specialize=["opaque_zero"])
@@ -98,8 +98,7 @@ if triton is not None:
                          sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                          CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, VECTOR: tl.constexpr,
-                         TILE_STORES: tl.constexpr, ONE_LOOP: tl.constexpr, PAIRED: tl.constexpr):
+                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, VECTOR: tl.constexpr, ONE_LOOP: tl.constexpr, PAIRED: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
@@ -123,7 +122,7 @@ if triton is not None:
                 tl.store(ckpt + (step // CHUNK) * N * Dm, h, mask=_per_channel(dmask) & (step % CHUNK == 0))
                 h = _output_step(h, u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, out_ptr, u_row, dt_row, B_row, C_row, z_row,
                                  o_row, _position(step, direction, L, S, P, MODE, PAIRED), su_l, sdt_l, sB_l, sC_l,
-                                 sz_l, so_l, A, bias, Dv, dmask, NS, HAS_Z, SOFTPLUS, TILE_STORES)
+                                 sz_l, so_l, A, bias, Dv, dmask, NS, HAS_Z, SOFTPLUS)
         else:
             for c in range(seg * seg_chunks, tl.minimum(n_chunks, (seg + 1) * seg_chunks)):
                 tl.store(ckpt_ptr + state + (pid_e * (n_chunks - 1) + c) * N * Dm, h, mask=_per_channel(dmask))
@@ -133,7 +132,7 @@ if triton is not None:
                 for k in tl.range(0, tl.minimum(CHUNK, L - t0), num_stages=STAGES):
                     h = _output_step(h, u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, out_ptr, u_row, dt_row, B_row, C_row,
                                      z_row, o_row, _position(t0 + k, direction, L, S, P, MODE, PAIRED), su_l, sdt_l,
-                                     sB_l, sC_l, sz_l, so_l, A, bias, Dv, dmask, NS, HAS_Z, SOFTPLUS, TILE_STORES)
+                                     sB_l, sC_l, sz_l, so_l, A, bias, Dv, dmask, NS, HAS_Z, SOFTPLUS)
         tl.store(last_ptr + state, h, mask=_per_channel(dmask) & (seg == n_segs - 1))
 
     @triton.jit(do_not_specialize=["opaque_zero"])
@@ -174,7 +173,7 @@ if triton is not None:
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                          CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr,
-                         HAS_DLAST: tl.constexpr, VECTOR: tl.constexpr, TILE_STORES: tl.constexpr,
+                         HAS_DLAST: tl.constexpr, VECTOR: tl.constexpr,
                          PAIRED: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
@@ -203,8 +202,8 @@ if triton is not None:
         g = _carried_in(g, ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask, Dm, n_blocks, n_blocks - 1,
                         n_blocks - (seg + 1) * seg_blocks, N, -1)
         dA = tl.zeros((NS, G, BLOCK_D // G), tl.float32)
-        if TILE_STORES:  # D in the layout of the sums over the states, so that D·dy and dD are computed there
-            Dv = _sum_states(_per_channel(Dv) * (_per_state(tl.arange(0, NS)) == 0))
+        # D in the layout of the sums over the states, so that D·dy and dD are computed there
+        Dv = _sum_states(_per_channel(Dv) * (_per_state(tl.arange(0, NS)) == 0))
         dD = tl.zeros((G, BLOCK_D // G), tl.float32)
         dbias = tl.zeros((G, BLOCK_D // G), tl.float32)
         last_chunk = tl.minimum(n_chunks, (seg + 1) * seg_chunks) - 1
@@ -232,8 +231,7 @@ if triton is not None:
                     z = _load_f32(z_ptr, z_row + t * sz_l, dmask)
                     sg = tl.sigmoid(z)
                     y = _sum_states(h_t * Ct) + Dv * u
-                    _store_channels(dz_ptr, o_row + t * so_l, go * y * sg * (1.0 + z * (1.0 - sg)), dmask, NS,
-                                    TILE_STORES)
+                    _store_channels(dz_ptr, o_row + t * so_l, go * y * sg * (1.0 + z * (1.0 - sg)), dmask, NS)
                     dy = go * z * sg
                 else:
                     dy = go
@@ -248,7 +246,7 @@ if triton is not None:
                 ddt = gB * u + 0.6931471805599453 * _sum_states(A * g_a_hprev)
                 dA += _per_channel(dt) * g_a_hprev
                 dD += dy * u * (pid_s == 0)
-                _store_channels(du_ptr, o_row + t * so_l, gB * dt + Dv * dy, dmask, NS, TILE_STORES)
+                _store_channels(du_ptr, o_row + t * so_l, gB * dt + Dv * dy, dmask, NS)
                 # this block's shares of dB and dC; channels past Dm add zeros (their loads were masked, so
                 # their u, the output gradient, g and h are zero)
                 dB_t = _sum_channels(g * _per_channel(dt * u))
@@ -259,11 +257,11 @@ if triton is not None:
                 if SOFTPLUS:
                     ddt = ddt * tl.sigmoid(raw)
                 dbias += ddt
-                _store_channels(ddt_ptr, o_row + t * so_l, ddt, dmask, NS, TILE_STORES)
+                _store_channels(ddt_ptr, o_row + t * so_l, ddt, dmask, NS)
                 g = g * a
         # partial sums per (direction, segment, batch) for dA and per (direction, segment and split, batch) for
         # dD and dbias, each direction's parts together: ``_sum_parts_kernel`` adds them afterwards
         tl.store(dA_ptr + state + (direction * (n_segs - 1) + seg) * batch * N * Dm, dA, mask=_per_channel(dmask))
         parts = pid_e + (direction * (tl.num_programs(2) - 1) + pid_2) * batch
-        _store_channels(dD_ptr, parts * Dm + d, dD, dmask, NS, TILE_STORES)
-        _store_channels(dbias_ptr, parts * Dm + d, dbias, dmask, NS, TILE_STORES)
+        _store_channels(dD_ptr, parts * Dm + d, dD, dmask, NS)
+        _store_channels(dbias_ptr, parts * Dm + d, dbias, dmask, NS)

@@ -68,8 +68,6 @@ class ScanSettings:
     vector_access: dict[str, bool] = field(default_factory=lambda: {
         "forward": True, "forward summary": True, "window entries": True, "backward summary": False,
         "backward": True})
-    # per-channel results stored through tile-shaped pointers: one shared-memory round trip fewer a step
-    tile_stores: bool = True
     # the pair gate's elementwise kernels: steps and channels per program, warps
     gate_block_l: int = 32
     gate_block_d: int = 64
