@@ -182,11 +182,23 @@ def sweep(frame_counts=(16, 32, 64, 128)) -> None:
         print(f"| {frames} | {ours['train_ms']:.1f} | {vit['train_ms']:.1f} | {compiled['train_ms']:.1f} | "
               f"{ours['infer_cps']:.0f} | {vit['infer_cps']:.0f} | {compiled['infer_cps']:.0f} |", flush=True)
     print()
+    from videomamba.analysis.efficiency import projected_crossover
+
+    frames = list(results)
     for what, key, better in (("training", "train_ms", min), ("inference", "infer_cps", max)):
         for label, index in (("eager", 1), ("compiled", 2)):
             wins = [f for f, r in results.items() if better(r[0][key], r[index][key]) == r[0][key]]
+            # time per step (training) or per clip (inference): linear for VideoMamba, quadratic for attention
+            cost = (lambda r: r[key]) if key == "train_ms" else (lambda r: 1e3 / r[key])  # noqa: E731
+            try:
+                crossing = projected_crossover(frames, [cost(results[f][0]) for f in frames],
+                                               [cost(results[f][index]) for f in frames])
+            except ValueError:
+                crossing = None
+            projected = f"; projected crossover at {crossing:.0f} frames" if crossing else ""
             print(f"- {what}, against the {label} ViT-S: VideoMamba faster at "
-                  f"{', '.join(map(str, wins)) if wins else 'none'} of {', '.join(map(str, results))} frames")
+                  f"{', '.join(map(str, wins)) if wins else 'none'} of {', '.join(map(str, frames))} frames"
+                  f"{projected}")
     os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
     print()
 

@@ -89,3 +89,17 @@ def test_vit_baseline_and_table(tmp_path):
     write_efficiency_report(rows, tmp_path, "note")
     for name in ("efficiency.md", "efficiency.csv", "efficiency.png"):
         assert (tmp_path / name).is_file()
+
+
+def test_projected_crossover_of_a_line_and_a_parabola():
+    from videomamba.analysis.efficiency import projected_crossover
+
+    frames = [16, 32, 64, 128]
+    mamba = [40.0 + 2.0 * f for f in frames]  # crosses 0.01 f^2 + f + 10 where 0.01 f^2 - f - 30 = 0
+    attention = [0.01 * f * f + f + 10.0 for f in frames]
+    expected = (1.0 + (1.0 + 4 * 0.01 * 30.0) ** 0.5) / (2 * 0.01)
+    assert abs(projected_crossover(frames, mamba, attention) - expected) < 1e-6
+    assert projected_crossover(frames, attention, mamba) is None  # the Mamba side already faster
+    assert projected_crossover(frames, [f * 10.0 for f in frames], [1.0 + f for f in frames]) is None  # never
+    with pytest.raises(ValueError, match="at least 3"):
+        projected_crossover([16, 32], [1.0, 2.0], [1.0, 2.0])

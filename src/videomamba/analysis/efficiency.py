@@ -119,6 +119,27 @@ def vit_attention_macs(tokens: int, dim: int = 384, depth: int = 12) -> int:
     return depth * 2 * tokens * tokens * dim
 
 
+def projected_crossover(frame_counts: list[int], mamba_ms: list[float], attention_ms: list[float]) -> float | None:
+    """The frame count from which the Mamba model's time falls below the attention model's, projected
+    from measurements: a line through the Mamba times (its cost is linear in the tokens) and a
+    parabola through the attention times (quadratic), least squares; the smallest positive frame
+    count where the two meet with attention ahead before it. None if they do not meet ahead, or the
+    Mamba model is already faster at the fewest frames measured. A projection, not a measurement: it
+    assumes the fitted shapes hold beyond the measured range."""
+    import numpy as np
+
+    frames = np.asarray(frame_counts, dtype=float)
+    if len(frames) < 3:
+        raise ValueError("projected_crossover needs at least 3 frame counts (a parabola has 3 parameters)")
+    line = np.polyfit(frames, np.asarray(mamba_ms, dtype=float), 1)
+    parabola = np.polyfit(frames, np.asarray(attention_ms, dtype=float), 2)
+    if mamba_ms[0] <= attention_ms[0]:
+        return None
+    roots = np.roots(parabola - np.r_[0.0, line])
+    ahead = sorted(r.real for r in roots if abs(r.imag) < 1e-9 and r.real > frames[0])
+    return float(ahead[0]) if ahead else None
+
+
 @dataclass
 class Measurement:
     model: str
