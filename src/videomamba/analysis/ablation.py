@@ -113,8 +113,9 @@ class AblationSetup:
         raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
 
     @property
-    def motion_classes(self) -> list[str]:
-        return motion_classes(self.synthetic.get("actions", "single"))
+    def actions(self) -> str:
+        """The generator's action set for the video studies ('single' or 'two_phase')."""
+        return self.synthetic.get("actions", "single")
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,8 @@ def render_data(setup: AblationSetup, folder: Path, progress: bool = True) -> Pa
     synth = SyntheticConfig(train_size=setup.train_clips, val_size=setup.val_clips, frames=setup.stored_frames,
                             size=setup.img_size, seed=1000, **setup.synthetic)
     # the image set is the generator's standard setting whatever the video studies use, as ImageNet is
-    # the same for every video benchmark: on frames of the two-phase set with three distractors the
-    # width-192 image model did not learn at all (chance after 10 epochs) and the width-96 one reached 58 %
+    # the same for every video benchmark (on two-phase frames the wide image model failed to learn,
+    # docs/ablations.md)
     images = SyntheticConfig(train_size=setup.image_clips, val_size=0, frames=setup.image_clip_frames,
                              size=setup.img_size, seed=2000)
     meta = json.dumps([dataclasses.asdict(synth), dataclasses.asdict(images), setup.image_frames_per_clip],
@@ -246,8 +247,7 @@ def _worker_init(data_path: str, device: str) -> None:
 
 def _settings(setup: AblationSetup, num_frames: int, task: str, seed: int) -> TensorTrainSettings:
     return TensorTrainSettings(num_frames=num_frames, epochs=setup.epochs, batch_size=setup.batch_size, lr=setup.lr,
-                               flip_label_map=flip_label_map(setup.synthetic.get("actions", "single")) if task == "motion" else None,
-                               seed=seed)
+                               flip_label_map=flip_label_map(setup.actions) if task == "motion" else None, seed=seed)
 
 
 def _train_image_model(args: tuple[AblationSetup, int, str]) -> dict:
@@ -273,7 +273,7 @@ def _train_video_model(args: tuple[AblationSetup, Job, str | None, str | None]) 
     setup, job, init_path, save_path = args
     device = _WORKER["device"]
     torch.manual_seed(job.seed)
-    classes = setup.motion_classes if job.task == "motion" else DIGIT_CLASSES
+    classes = motion_classes(setup.actions) if job.task == "motion" else DIGIT_CLASSES
     cfg = model_config(setup.model, **dict(job.overrides), num_frames=job.num_frames, img_size=setup.img_size,
                        num_classes=len(classes), class_names=list(classes))
     model = VideoMamba(cfg)

@@ -131,10 +131,10 @@ def projected_crossover(frame_counts: list[int], mamba_ms: list[float], attentio
     frames = np.asarray(frame_counts, dtype=float)
     if len(frames) < 3:
         raise ValueError("projected_crossover needs at least 3 frame counts (a parabola has 3 parameters)")
-    line = np.polyfit(frames, np.asarray(mamba_ms, dtype=float), 1)
-    parabola = np.polyfit(frames, np.asarray(attention_ms, dtype=float), 2)
     if mamba_ms[0] <= attention_ms[0]:
         return None
+    line = np.polyfit(frames, np.asarray(mamba_ms, dtype=float), 1)
+    parabola = np.polyfit(frames, np.asarray(attention_ms, dtype=float), 2)
     roots = np.roots(parabola - np.r_[0.0, line])
     ahead = sorted(r.real for r in roots if abs(r.imag) < 1e-9 and r.real > frames[0])
     return float(ahead[0]) if ahead else None

@@ -277,9 +277,9 @@ def render(params: ClipParams, cfg: SyntheticConfig, action: int | None = None, 
     mask = alpha > 0.35
     opacity = torch.as_tensor(states["alpha"], dtype=torch.float32)[:, None, None] * alpha
     frames = _background(params, cfg)[None].repeat(len(progress), 1, 1, 1)  # (T, 3, S, S)
+    T = len(progress)
+    steps = np.arange(T)
     for other in params.distractors if distractor else []:
-        T = len(progress)
-        steps = np.arange(T)
         dx = other.start[0] + other.velocity[0] * steps
         dy = other.start[1] + other.velocity[1] * steps
         shape = torch.ones(1, 1, 16, 16)

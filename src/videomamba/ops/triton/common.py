@@ -17,17 +17,22 @@ def nvidia(device: torch.device) -> bool:
     """Whether ``device`` is an NVIDIA GPU (not ROCm): where the PTX-only paths apply."""
     return device.type == "cuda" and torch.version.hip is None
 
+
 def available() -> bool:
     """Whether Triton imports (kernels then run on CUDA tensors, or anywhere under TRITON_INTERPRET=1)."""
     return triton is not None
+
 
 def is_channels_last(t: torch.Tensor) -> bool:
     """Whether a (b, d, L) tensor has its channels fastest in memory ((b, L, d) rows, as a linear layer
     writes them, possibly a slice of wider rows)."""
     return t.stride(1) == 1 and t.stride(2) != 1 and t.shape[1] > 1
 
+
 def poisoned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` filled with NaN where ``SCAN.poison_outputs`` asks for it (correctness checks), else as is."""
     return t.fill_(float("nan")) if SCAN.poison_outputs and t.is_floating_point() else t
+
 
 def empty_like_layout(like: torch.Tensor, dtype: torch.dtype, batch: int | None = None) -> torch.Tensor:
     """An empty (b, d, L) tensor in ``like``'s memory order: channels last ((b, L, d) in memory, as a
@@ -37,7 +42,7 @@ def empty_like_layout(like: torch.Tensor, dtype: torch.dtype, batch: int | None 
     batch = like.shape[0] if batch is None else batch
     if is_channels_last(like):
         return poisoned(torch.empty_strided((batch, channels, length), (length * channels, 1, channels),
-                                             device=like.device, dtype=dtype))
+                                            device=like.device, dtype=dtype))
     return poisoned(torch.empty(batch, channels, length, device=like.device, dtype=dtype))
 
 
