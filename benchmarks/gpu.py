@@ -5,7 +5,7 @@ the GPU, each with its baselines measured in the same run.
            frames; b 32, L 1569: 16 frames), bf16 and fp32, ours against mamba_ssm's CUDA scan x2,
            captured in CUDA graphs (GPU time), with the memory and exp floors of the card
   e2e      videomamba_small at 16 / 32 / 64 frames: training step (batch 8) and inference (batch 32),
-           ours (also with 12 and 24 blocks recomputed), the same network on mamba_ssm's scan, and a
+           ours (also with activations recomputed, with 12 and 24 blocks recomputed), the same network on mamba_ssm's scan, and a
            ViT-S with flash attention (SDPA), eager
   sweep    16 / 32 / 64 / 128 frames against the ViT-S eager and torch.compile'd: training and
            inference, and the frame count from which VideoMamba is the faster
@@ -117,12 +117,13 @@ def _measure(model_fn, frames: int, run_fn=None, infer: bool = True) -> dict:
     return out
 
 
-def _videomamba(frames: int, recomputed: bool | int = False):
+def _videomamba(frames: int, recomputed: bool | int = False, activations_recomputed: bool = False):
     def build():
         import videomamba
 
         model = videomamba.create_model("videomamba_small", num_frames=frames).to(DEV)
         model.grad_checkpointing = recomputed
+        model.recompute_activations = activations_recomputed
         return model
     return build
 
@@ -144,7 +145,11 @@ def end_to_end(have_mamba: bool, frame_counts=(16, 32, 64)) -> None:
     for frames in frame_counts:
         rows = {"ViT-S (SDPA)": _measure(_vit, frames)}
         rows["ours"] = _measure(_videomamba(frames), frames)
+        rows["ours, activations recomputed"] = _measure(_videomamba(frames, activations_recomputed=True), frames,
+                                                         infer=False)
         rows["ours, 12 blocks recomputed"] = _measure(_videomamba(frames, 12), frames, infer=False)
+        rows["ours, 12 blocks + activations recomputed"] = _measure(
+            _videomamba(frames, 12, activations_recomputed=True), frames, infer=False)
         rows["ours, 24 blocks recomputed"] = _measure(_videomamba(frames, True), frames, infer=False)
         if have_mamba:
             with sg._MambaSsmScan():

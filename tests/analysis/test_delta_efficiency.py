@@ -26,7 +26,7 @@ def test_planted_delta_lands_on_its_token(scan_order):
     for layer in model.layers:
         for scan in (layer.mixer.scan_fwd, layer.mixer.scan_bwd):
             if scan is not None:
-                scan.project = lambda x, original=scan.project: _plant(original(x), position)
+                scan.project = lambda x, *rest, original=scan.project: _plant(original(x, *rest), position)
     maps = delta.compute_delta_maps(model, torch.randn(1, 3, 6, 48, 48))
     for direction in ("forward", "backward", "mean"):
         pixels = maps.pixels(direction)

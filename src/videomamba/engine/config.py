@@ -97,6 +97,9 @@ class TrainSection:
     ema_decay: float = 0.9998
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
     grad_checkpointing: bool | int = False  # True: recompute every block in the backward; N: the first N
+    # keep a block's cheap activations (in_proj and conv outputs, Δ, the gated scan output) out of memory
+    # and recompute them in the backward, as mamba_ssm's checkpoint levels do; gradients are bit for bit
+    recompute_activations: bool = False
     compile: bool = False
     # torch.compile's mode with compile: "reduce-overhead" captures CUDA graphs, which takes the host's
     # Python and launch time off the step (on an H100 the 32-frame videomamba_small step went from

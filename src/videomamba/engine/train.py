@@ -107,6 +107,7 @@ class Trainer:
         self.class_names = self.train_set.class_names
         self.model = build_model(config, len(self.class_names), self.class_names).to(info.device)
         self.model.grad_checkpointing = train.grad_checkpointing
+        self.model.recompute_activations = train.recompute_activations
         world = info.world_size
         self.micro = train.micro_batch or train.batch_size // world
         if self.micro < 1 or train.batch_size % (self.micro * world):

@@ -19,10 +19,20 @@ from torch import nn
 
 from ..ops import (ScanInputs, ScanOrder, selective_scan, selective_scan_pair, sequence_conv_silu,
                    sequence_conv_silu_pair)
+from ..ops.recompute import Recompute
 
 
 def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float64 else t.float()
+
+
+def _as_autocast_casts(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in the autocast dtype where autocast is on: cast once here, where each of in_proj's two matmuls
+    would cast (and save) its own copy."""
+    device = t.device.type
+    if torch.is_autocast_enabled(device) and t.is_floating_point():
+        return t.to(torch.get_autocast_dtype(device))
+    return t
 
 
 class ScaledInputLinear(nn.Linear):
@@ -70,16 +80,19 @@ class ScanDirection(nn.Module):
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1))
         self.D = nn.Parameter(torch.ones(d_inner))
 
-    def scan_inputs(self, x: torch.Tensor) -> ScanInputs:
+    def scan_inputs(self, x: torch.Tensor, recompute: Recompute | None = None) -> ScanInputs:
         """This direction's scan inputs from the in_proj output x (B, d_inner, L), read in forward order:
-        the causal conv and SiLU, then ``project``."""
-        return self.project(sequence_conv_silu(x, self.conv1d.weight, self.conv1d.bias))
+        the causal conv and SiLU, then ``project``. ``recompute``: the scope whose recipes the conv output
+        and Δ become (``BiMambaMixer.forward``)."""
+        recompute = recompute or Recompute(enabled=False)
+        return self.project(recompute.run(sequence_conv_silu, x, self.conv1d.weight, self.conv1d.bias), recompute)
 
-    def project(self, x: torch.Tensor) -> ScanInputs:
+    def project(self, x: torch.Tensor, recompute: Recompute | None = None) -> ScanInputs:
         """The scan inputs from the conv + SiLU output x: x_proj, dt_proj (its bias goes to the scan, added
         in float32 at least), A and D (float32 at least: float64 models stay float64)."""
+        recompute = recompute or Recompute(enabled=False)
         dt, B, C = torch.split(self.x_proj(x.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)
+        dt = recompute.run(F.linear, dt, self.dt_proj.weight).transpose(1, 2)
         return ScanInputs(x, dt, -torch.exp(_at_least_float32(self.A_log)), B.transpose(1, 2), C.transpose(1, 2),
                           _at_least_float32(self.D), _at_least_float32(self.dt_proj.bias))
 
@@ -109,33 +122,41 @@ class BiMambaMixer(nn.Module):
         self.scan_bwd = ScanDirection(self.d_inner, d_state, self.dt_rank, d_conv) if bidirectional else None
         self.out_proj = ScaledInputLinear(self.d_inner, dim, bias=False)
 
-    def forward(self, hidden: torch.Tensor, backward_order: ScanOrder | None = None, return_delta: bool = False):
+    def forward(self, hidden: torch.Tensor, backward_order: ScanOrder | None = None, return_delta: bool = False,
+                recompute: bool = False):
         """hidden (B, L, dim) -> (B, L, dim); with ``return_delta`` also the channel-mean Δ of each
         direction, (B, L) in forward order (None for a missing direction).
+
+        ``recompute``: make the in_proj outputs (x, z), the conv outputs, Δ and the gated scan output again
+        in the backward instead of storing them (``ops.recompute``), as mamba_ssm's checkpoint levels do;
+        what is stored is what they are made from (the in_proj input, x_proj's small output, the scan's
+        checkpoints and ungated sum). The gradients are the same, bit for bit.
 
         ``backward_order``: the order in which the backward direction reads the forward-order tensors
         (``ops.ScanOrder``; required when bidirectional). The ops read the positions in that order and
         write each result at the position it read, so nothing here is permuted: on the GPU the kernels
         compute the positions, elsewhere the ops gather and scatter inside.
         """
-        # (B, d_inner, L) views of (B, L, d_inner) projections, channels fastest in memory: the GPU
+        if self.scan_bwd is not None and backward_order is None:
+            raise ValueError("a bidirectional mixer needs the backward direction's ScanOrder")
+        # the scope must close while the recipes' outputs are still referenced: it spans the whole body.
+        # x, z: (B, d_inner, L) views of (B, L, d_inner) projections, channels fastest in memory: the GPU
         # kernels (conv, scan) read them as they are and write channels-last results, so x_proj, the
         # scan and out_proj see (B, L, d) rows without transposed copies
-        x, z = (half.transpose(1, 2) for half in self.in_proj(hidden))
-        if self.scan_bwd is None:
-            inputs = [self.scan_fwd.scan_inputs(x)]
-            y = selective_scan(**inputs[0]._asdict(), z=z, delta_softplus=True)
-        else:
-            if backward_order is None:
-                raise ValueError("a bidirectional mixer needs the backward direction's ScanOrder")
-            directions = (self.scan_fwd, self.scan_bwd)
-            convolved = sequence_conv_silu_pair(x, torch.stack([d.conv1d.weight for d in directions]),
-                                                torch.stack([d.conv1d.bias for d in directions]), backward_order)
-            inputs = [d.project(u) for d, u in zip(directions, convolved)]
-            y = selective_scan_pair(*inputs, z, backward_order, delta_softplus=True)
-        # the mean's 1/2 goes on out_proj's weight: no (B, L, d_inner) multiply forward or backward
-        mean = self.scan_bwd is not None and self.combine == "mean"
-        out = self.out_proj(y.transpose(1, 2), input_scale=0.5 if mean else 1.0)
+        with Recompute(enabled=recompute) as scope:
+            x, z = (half.transpose(1, 2) for half in scope.run(self.in_proj, _as_autocast_casts(hidden)))
+            if self.scan_bwd is None:
+                inputs = [self.scan_fwd.scan_inputs(x, scope)]
+                y = selective_scan(**inputs[0]._asdict(), z=z, delta_softplus=True)
+            else:
+                directions = (self.scan_fwd, self.scan_bwd)
+                convolved = scope.run(sequence_conv_silu_pair, x, torch.stack([d.conv1d.weight for d in directions]),
+                                      torch.stack([d.conv1d.bias for d in directions]), backward_order)
+                inputs = [d.project(u, scope) for d, u in zip(directions, convolved)]
+                y = selective_scan_pair(*inputs, z, backward_order, delta_softplus=True, recompute=scope)
+            # the mean's 1/2 goes on out_proj's weight: no (B, L, d_inner) multiply forward or backward
+            mean = self.scan_bwd is not None and self.combine == "mean"
+            out = self.out_proj(y.transpose(1, 2), input_scale=0.5 if mean else 1.0)
         if not return_delta:
             return out
         deltas = [ScanDirection.channel_mean_delta(i) for i in inputs]

@@ -118,8 +118,9 @@ class Block(nn.Module):
                                   d_conv=cfg.d_conv, bidirectional=cfg.scan_order != "none", combine=cfg.combine)
         self.drop_path_rate = drop_path_rate
 
-    def forward(self, residual: torch.Tensor, order: ScanOrder | None = None, return_delta: bool = False):
-        out = self.mixer(self.norm(residual), order, return_delta)
+    def forward(self, residual: torch.Tensor, order: ScanOrder | None = None, return_delta: bool = False,
+                recompute: bool = False):
+        out = self.mixer(self.norm(residual), order, return_delta, recompute)
         out, deltas = out if return_delta else (out, None)
         residual = residual + drop_path(out.to(residual.dtype), self.drop_path_rate, self.training)
         return residual, deltas
@@ -165,6 +166,9 @@ class VideoMamba(nn.Module):
         # recompute blocks in the backward pass instead of storing their activations: False, True (every
         # block) or the number of leading blocks (memory against time, as OpenGVLab's checkpoint_num)
         self.grad_checkpointing: bool | int = False
+        # inside the blocks that are stored, recompute the mixer's large cheap activations (in_proj and conv
+        # outputs, Δ) in the backward instead of storing them (``BiMambaMixer.forward``)
+        self.recompute_activations: bool = False
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -223,12 +227,15 @@ class VideoMamba(nn.Module):
         recomputed = 0
         if self.training and torch.is_grad_enabled():
             recomputed = len(self.layers) if self.grad_checkpointing is True else int(self.grad_checkpointing or 0)
+        # saved-tensor hooks are not traced by torch.compile: a compiled model stores its activations
+        recompute = (self.recompute_activations and torch.is_grad_enabled()
+                     and not torch.compiler.is_compiling())
         for index, layer in enumerate(self.layers):
             if index < recomputed:  # recompute this block in the backward pass instead of storing it
                 residual, deltas = torch.utils.checkpoint.checkpoint(layer, residual, order, want_delta,
                                                                      use_reentrant=False)
             else:
-                residual, deltas = layer(residual, order, want_delta)
+                residual, deltas = layer(residual, order, want_delta, recompute)
             if want_delta:
                 internals.deltas.append(tuple(deltas))
             if internals is not None and "features" in record:

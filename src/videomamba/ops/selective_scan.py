@@ -29,6 +29,7 @@ from . import cpu_kernel
 from . import triton as triton_ops
 from .chunked import chunked_backward, chunked_forward
 from .eager import custom_op_needed, distinct_outputs, eager_function
+from .recompute import Recompute
 from .reference import selective_scan_reference
 from .token_order import MODES, REVERSE, ScanOrder, gather_steps
 
@@ -419,9 +420,13 @@ def _pair_backward_flops(saved_shape, total_shape, dout_shape, u_shape, u_bwd_sh
 
 def selective_scan_pair(forward: ScanInputs, backward: ScanInputs, z: torch.Tensor | None = None,
                         order: ScanOrder = REVERSE, delta_softplus: bool = False,
-                        backend: str | None = None) -> torch.Tensor:
+                        backend: str | None = None, recompute: Recompute | None = None) -> torch.Tensor:
     """Both directions of a bidirectional mixer, added:
     ``selective_scan(**forward, z=z) + selective_scan(**backward, z=z, order=order)``.
+
+    ``recompute``: a scope (``ops.recompute``) told how the gated output is made again from what the
+    backward keeps anyway (the directions' ungated sum and z), where the kernels run: an op that saves the
+    output (the out_proj's matmul) then does not store it.
 
     Each direction has its own inputs and parameters (``ScanInputs``) and both share the gate z; the
     backward direction reads its (forward-order) tensors in ``order``. On the Triton backend the two
@@ -448,7 +453,9 @@ def selective_scan_pair(forward: ScanInputs, backward: ScanInputs, z: torch.Tens
     # B and C (N wide) made float32 here, once: the kernels read them so, and the op's backward would
     # otherwise convert the saved bf16 ones again
     run = _pair_op if custom_op_needed() else _EagerPair.apply
-    out, _, _ = run(forward.u, backward.u, forward.delta, backward.delta, A, forward.B.float(),
-                    backward.B.float(), forward.C.float(), backward.C.float(), stack("D"), z, stack("delta_bias"),
-                    bool(delta_softplus), order.code, order.frame_tokens, order.prefix)
+    out, _, total = run(forward.u, backward.u, forward.delta, backward.delta, A, forward.B.float(),
+                        backward.B.float(), forward.C.float(), backward.C.float(), stack("D"), z, stack("delta_bias"),
+                        bool(delta_softplus), order.code, order.frame_tokens, order.prefix)
+    if recompute is not None and z is not None:
+        recompute.made_by(out, triton_ops.gate_output, total, z)
     return out

@@ -14,10 +14,11 @@ and ``ops.sequence_conv`` wrap them as custom ops and pick them where they apply
 """
 
 from .common import available, empty_like_layout, is_channels_last
+from .gate import gate_output
 from .scan import (checkpoint_shape, empty_state, empty_state_sums, triton_backward, triton_backward_pair,
                    triton_forward, triton_forward_pair)
 from .settings import CONV, SCAN, override
 
 __all__ = ["available", "is_channels_last", "empty_like_layout", "empty_state", "empty_state_sums", "checkpoint_shape",
-           "triton_forward", "triton_backward", "triton_forward_pair", "triton_backward_pair", "SCAN", "CONV",
-           "override"]
+           "triton_forward", "triton_backward", "triton_forward_pair", "triton_backward_pair", "gate_output",
+           "SCAN", "CONV", "override"]

@@ -152,9 +152,10 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
             results.append(_compile(fn, {**constexprs, "PAIRED": paired}, warps, capability,
                                     f"{label}{' paired' if paired else ''}"))
     gate = {"BLOCK_L": SCAN.gate_block_l, "BLOCK_D": SCAN.gate_block_d}
-    for label, fn in (("pair gate forward", gate_kernels._pair_gate_fwd_kernel),
-                      ("pair gate backward", gate_kernels._pair_gate_bwd_kernel)):
-        results.append(_compile(fn, gate, SCAN.gate_warps, capability, label))
+    for label, fn, constexprs in (("pair gate forward", gate_kernels._pair_gate_fwd_kernel, {"SUMMED": False}),
+                                  ("pair gate output again", gate_kernels._pair_gate_fwd_kernel, {"SUMMED": True}),
+                                  ("pair gate backward", gate_kernels._pair_gate_bwd_kernel, {})):
+        results.append(_compile(fn, {**gate, **constexprs}, SCAN.gate_warps, capability, label))
     return results
 
 if __name__ == "__main__":
