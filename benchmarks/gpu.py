@@ -13,7 +13,7 @@ the GPU, each with its baselines measured in the same run.
 
 Usage, on the GPU machine from the repository root (mamba_ssm built first by
 benchmarks/build_mamba_ssm.sh; without it its columns stay empty):
-  PYTHONPATH=src python3 benchmarks/gpu.py [scan] [e2e] [sweep] [profile]
+  PYTHONPATH=src python3 benchmarks/gpu.py [scan] [e2e] [sweep] [profile] [--frames 16 32 64]
 """
 
 from __future__ import annotations
@@ -253,10 +253,21 @@ def profile(frames: int = 64) -> None:
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("parts", nargs="*", help="the tables to print: scan, e2e, profile, sweep (default: all)")
+    parser.add_argument("--frames", type=int, nargs="+", default=None,
+                        help="frame counts for e2e and sweep (default 16 32 64; sweep 16 32 64 128)")
+    args = parser.parse_args()
+    unknown = set(args.parts) - {"scan", "e2e", "profile", "sweep"}
+    if unknown:
+        parser.error(f"unknown tables {sorted(unknown)}; choose from scan, e2e, profile, sweep")
     have_mamba = sg.header("GPU benchmark")
-    parts = sys.argv[1:] or ["scan", "e2e", "profile", "sweep"]
-    tables = {"scan": lambda: scan_table(have_mamba), "e2e": lambda: end_to_end(have_mamba), "profile": profile,
-              "sweep": sweep}
+    parts = args.parts or ["scan", "e2e", "profile", "sweep"]
+    frames = {} if args.frames is None else {"frame_counts": tuple(args.frames)}
+    tables = {"scan": lambda: scan_table(have_mamba), "e2e": lambda: end_to_end(have_mamba, **frames),
+              "profile": profile, "sweep": lambda: sweep(**frames)}
     for part in parts:
         try:  # one table failing (out of memory, a compile error) leaves the others to run
             tables[part]()
