@@ -66,6 +66,21 @@ def test_paired_difference_interval_and_exact_sign_flip_test():
     assert seeds_needed() == 6
 
 
+def test_seeds_to_separate_is_the_first_sample_size_whose_interval_excludes_zero():
+    from videomamba.analysis.ablation import paired_difference, seeds_to_separate
+
+    # mean 2.5, spread 3.57: t(9) 2.262 * 3.57 / sqrt(10) = 2.55 > 2.5, t(10) 2.228 * 3.57 / sqrt(11) = 2.40 < 2.5
+    assert seeds_to_separate(2.5, 3.57) == 11 and seeds_to_separate(-2.5, 3.57) == 11
+    assert seeds_to_separate(0.0, 1.0) is None and seeds_to_separate(0.01, 10.0) is None
+    assert seeds_to_separate(1.0, 0.0) == 6  # no spread: the sign-flip test's own minimum
+    # the estimate agrees with the interval: differences drawn with that mean and spread at that n separate
+    for n in (6, 10, 11, 12):
+        diffs = [2.5 + 3.57 * ((-1) ** s) * (1 if s < n - n % 2 else 0) for s in range(n)]
+        test = paired_difference(dict(enumerate(diffs)), {s: 0.0 for s in range(n)})
+        needed = test["seeds_to_separate"]
+        assert test["separated"] == (needed is not None and needed <= n)
+
+
 def test_report_from_finished_runs_lists_the_comparisons(tmp_path):
     """The shipped H200 results of the single-action set re-summarised without training: the three
     scan-order comparisons and the temporal-expanding ones appear with their intervals."""

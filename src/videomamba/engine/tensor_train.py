@@ -119,10 +119,10 @@ def augment(video: torch.Tensor, labels: torch.Tensor, scale: tuple[float, float
         flip = torch.rand(B, device=device, generator=generator) < 0.5
         sign = torch.where(flip, -1.0, 1.0)
         if flip_label_map:
-            table = torch.arange(num_classes, device=device)
+            table = torch.arange(num_classes)  # filled on the host: one copy, not a launch per entry
             for src, dst in flip_label_map.items():
                 table[src] = dst
-            labels = torch.where(flip, table[labels], labels)
+            labels = torch.where(flip, table.to(device)[labels], labels)
     theta = torch.zeros(B, 2, 3, device=device)
     theta[:, 0, 0] = side * sign
     theta[:, 1, 1] = side
