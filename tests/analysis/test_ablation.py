@@ -98,7 +98,8 @@ def test_report_from_finished_runs_lists_the_comparisons(tmp_path):
 
 def test_two_phase_results_pair_six_seeds(tmp_path):
     """The shipped H100 results of the two-phase set: six seeds pair every comparison, so the sign-flip
-    test can reach p < 0.05, and the spatio-temporal reversal beats the temporal one at that level."""
+    test can reach p < 0.05; the default model sits inside the 60-85 % band the benchmark is sized for,
+    and the report states what docs/ablations.md reads from it."""
     from pathlib import Path
 
     from videomamba.analysis.ablation import STUDIES, AblationSetup, report_from_results
@@ -107,5 +108,10 @@ def test_two_phase_results_pair_six_seeds(tmp_path):
     summary = report_from_results(list(STUDIES), AblationSetup.preset("gpu"), results, tmp_path)
     scan = {(c["better"], c["than"]): c for c in summary["comparisons"]["scan"]}
     assert all(c["n"] == 6 and c["min_p"] == 2 / 64 for c in scan.values())
+    assert 60 <= summary["studies"]["pos"]["temporal_expand"]["mean"] <= 85
     first = scan[("spatiotemporal", "temporal")]
-    assert first["separated"] and first["p"] < 0.05 and first["low"] > 0
+    assert first["mean"] > 0 and not first["separated"] and first["seeds_to_separate"] > 6
+    width = summary["comparisons"]["width"][0]
+    assert width["separated"] and width["low"] > 0
+    report = (tmp_path / "ablations.md").read_text()
+    assert "| scan | spatiotemporal vs temporal | +2.5 | [-1.3, +6.2] | 0.16 (0.03) | no | 11 |" in report
