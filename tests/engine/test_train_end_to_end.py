@@ -181,3 +181,23 @@ def test_corrupt_video_never_kills_an_epoch_and_is_named_once(tmp_path, tiny_dat
     assert run.stderr.count(f"{tmp_path / 'broken.mp4'}: ") == 1
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert len(summary["bad_files"]) == 1
+
+
+def test_recomputed_activations_train_to_the_same_weights(tmp_path, tiny_data):
+    """train.recompute_activations reaches the model and changes memory only: the same weights, bit for bit."""
+    runs = {}
+    for recompute in (False, True):
+        run = tmp_path / f"recompute_{recompute}"
+        cfg = write_config(tmp_path / f"{recompute}.yaml", tiny_config(
+            tiny_data, run, train={"max_steps": 3, "recompute_activations": recompute}))
+        done = subprocess.run(train_cmd(cfg), env=ENV, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[recompute] = final_weights(run)
+    from videomamba.engine.config import load_config
+    from videomamba.engine.distributed import DistInfo
+    from videomamba.engine.train import Trainer
+
+    trainer = Trainer(load_config(tmp_path / "True.yaml"), DistInfo(), progress=False)
+    assert trainer.model.recompute_activations is True
+    for key, value in runs[False].items():
+        assert torch.equal(value, runs[True][key]), key
