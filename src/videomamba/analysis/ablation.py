@@ -83,8 +83,8 @@ class AblationSetup:
     model_overrides: dict = field(default_factory=dict)
     width_factor: int = 2  # the 'wide' variant's width, as a multiple of the model's
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5)  # 6: the fewest for which a sign-flip test can reach p < 0.05
-    # longer and with larger batches than the engine's default: at 12 epochs of batch 64 the default
-    # model was still underfitting the two-phase set (training loss 1.8, 50 % top-1)
+    # longer and with larger batches than gpu-single's recipe, under which the default model underfits
+    # the two-phase set (docs/ablations.md)
     epochs: int = 24
     batch_size: int = 128
     lr: float = 2e-3
@@ -380,7 +380,7 @@ def paired_difference(first: dict[int, float], second: dict[int, float]) -> dict
         spread = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
         half = _t975(n - 1) * spread / math.sqrt(n)
     else:
-        spread, half = math.nan, math.inf
+        half = math.inf
     observed = abs(mean)
     extreme = sum(abs(sum(d if (pattern >> i) & 1 else -d for i, d in enumerate(diffs))) / n >= observed - 1e-12
                   for pattern in range(2 ** n))
