@@ -142,6 +142,16 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
                                         bf16, cap))
     if kernels:
         return results
+    # the window-tile backward (``SCAN.backward_tile``; a window of 4 where it is off): one direction with z and a
+    # last-state gradient in fp32, and the model's build (paired, bf16)
+    tile = {"N": 16, "NS": 16, "BLOCK_D": SCAN.backward_tile_block_d, "G": SCAN.backward_tile_groups,
+            "WINDOW": SCAN.backward_tile or 4, "STAGES": SCAN.backward_tile_stages, "VECTOR": True, "HAS_D": True,
+            "HAS_BIAS": True, **scan_launch._kernel_options(cuda, True, orders[1])}
+    for label, bf16, variant in (("backward tile reversed", False, {"HAS_Z": True, "HAS_DLAST": True, "PAIRED": False}),
+                                 ("backward tile paired bf16", True, {"HAS_Z": False, "HAS_DLAST": False,
+                                                                      "PAIRED": True})):
+        results.append(_compile(scan_kernels._scan_bwd_tile_kernel, {**tile, **variant}, SCAN.backward_tile_warps,
+                                capability, label, bf16))
     conv = {"K": 4, "MODE": 2, "BLOCK_L": CONV.block_l, "BLOCK_D": CONV.block_d}
     grad = {**conv, "BLOCK_L": CONV.grad_block_l, "BLOCK_D": CONV.grad_block_d}
     for label, fn, constexprs, warps in (  # the per-frame order: all the code

@@ -83,6 +83,15 @@ class ScanSettings:
         "fp32": (168, 12), "bf16": (None, 8)})
     # a register cap forced on every backward build (None: ``backward_builds``')
     backward_max_registers: int | None = None
+    # the backward a window at a time in registers (``_scan_bwd_tile_kernel``): the window's steps (a power of
+    # two dividing the checkpoint interval; None: the scratch-buffer backward, ``_scan_bwd_kernel``), its warps,
+    # and the programs an SM that the segment rule plans for
+    backward_tile: int | None = None
+    backward_tile_block_d: int = 16
+    backward_tile_groups: int = 4
+    backward_tile_warps: int = 1
+    backward_tile_stages: int = 1
+    backward_tile_programs_per_sm: int = 8
 
 
 @dataclass

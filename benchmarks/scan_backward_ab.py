@@ -1,0 +1,145 @@
+"""The scan's backward kernels against each other on one GPU, in one run: the scratch-buffer backward
+(``_scan_bwd_kernel``) and the window-tile backward (``_scan_bwd_tile_kernel``) at several tile shapes.
+
+For each variant: (1) both directions' forward+backward against the float64 reference at a small shape
+(fp32 and bf16 inputs), the largest error over the output and every gradient; (2) the same call at the
+model's shapes (b 8, L 6273: 64 frames; b 32, L 1569: 16 frames), bf16 u, Δ and z, captured in a CUDA
+graph; (3) where its GPU time goes at b 8, L 6273 (torch.profiler, by kernel). Then videomamba_small's
+64-frame training step (batch 8, bf16 autocast, fused AdamW) under the fastest variant and the
+default, and the ViT-S with SDPA, in the same process.
+
+Usage, on the GPU machine from the repository root:
+  PYTHONPATH=src python3 benchmarks/scan_backward_ab.py [--variants NAME ...] [--no-model]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scan_gpu as sg  # noqa: E402
+
+from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair  # noqa: E402
+from videomamba.ops.triton import SCAN, override  # noqa: E402
+
+# name -> SCAN fields; the tile fields: window steps, warps, channel groups, channels a program, pipelining
+VARIANTS = {
+    "scratch (default)": {},
+    "tile W4 BD16 G4": dict(backward_tile=4, backward_tile_block_d=16, backward_tile_groups=4),
+    "tile W4 BD16 G4 pipelined": dict(backward_tile=4, backward_tile_block_d=16, backward_tile_groups=4,
+                                      backward_tile_stages=2),
+    "tile W4 BD8 G2": dict(backward_tile=4, backward_tile_block_d=8, backward_tile_groups=2,
+                           backward_tile_programs_per_sm=12),
+    "tile W2 BD32 G4": dict(backward_tile=2, backward_tile_block_d=32, backward_tile_groups=4),
+    "tile W4 BD32 G4 2 warps": dict(backward_tile=4, backward_tile_block_d=32, backward_tile_groups=4,
+                                    backward_tile_warps=2, backward_tile_programs_per_sm=4),
+    "tile W8 BD8 G4": dict(backward_tile=8, backward_tile_block_d=8, backward_tile_groups=4),
+}
+
+
+def _pair_inputs(b: int, L: int, dtype: torch.dtype, seed: int = 0):
+    """Both directions' inputs (u, Δ and z in ``dtype``; the rest fp32), leaves with gradients."""
+    directions = []
+    for s in (seed, seed + 1):
+        x = sg.inputs(b, 768, L, seed=s)
+        directions.append({k: (v.to(dtype) if k in ("u", "delta", "z") else v).detach().requires_grad_()
+                           for k, v in x.items()})
+    return directions
+
+
+def _call(directions, backend: str = "triton"):
+    z = directions[0]["z"]
+    scans = [ScanInputs(**{k: v for k, v in x.items() if k != "z"}) for x in directions]
+    return selective_scan_pair(scans[0], scans[1], z, ScanOrder("reverse"), delta_softplus=True, backend=backend)
+
+
+def max_error(dtype: torch.dtype) -> float:
+    """Largest error over the output and every gradient, against the float64 reference, relative to the
+    largest magnitude of each (b 2, L 1000, d_inner 768)."""
+    got = _pair_inputs(2, 1000, dtype, seed=5)
+    truth = [{k: v.detach().double().requires_grad_() for k, v in x.items()} for x in got]
+    y, y_true = _call(got), _call(truth, "reference")
+    w = torch.randn(y.shape, device=y.device, dtype=torch.float64)
+    (y.double() * w).sum().backward()
+    (y_true * w).sum().backward()
+    errors = [((y.double() - y_true).abs().max() / y_true.abs().max().clamp(min=1)).item()]
+    for x, t in zip(got, truth):
+        for k in x:
+            errors.append(((x[k].grad.double() - t[k].grad).abs().max() / t[k].grad.abs().max().clamp(min=1)).item())
+    return max(errors)
+
+
+def step_ms(b: int, L: int) -> tuple[float, dict[str, float]]:
+    """(graphed forward+backward ms, GPU µs by kernel of one step) at (b, L), bf16 u, Δ, z."""
+    directions = _pair_inputs(b, L, torch.bfloat16)
+    leaves = [v for x in directions for v in x.values()]
+    grad = torch.randn_like(_call(directions))
+
+    def step():
+        for v in leaves:
+            v.grad = None
+        _call(directions).backward(grad)
+    ms = min(sg._graph_ms(step, replays=10) for _ in range(2))
+    kernels: dict[str, float] = {}
+    if (b, L) == (8, 6273):
+        step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize()
+        for e in prof.key_averages():
+            if e.self_device_time_total > 0:
+                kernels[e.key] = e.self_device_time_total / 1e3
+    return ms, kernels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help="variant names (default: all)")
+    parser.add_argument("--no-model", action="store_true", help="skip the 64-frame training steps")
+    args = parser.parse_args()
+    sg.header("backward kernels A/B")
+    sg.warm_up_gpu()
+    print("| variant | max error fp32 | max error bf16 | b 8, L 6273 ms | b 32, L 1569 ms | "
+          "largest kernels at b 8, L 6273 (ms) |\n|---|---|---|---|---|---|")
+    timed = {}
+    for name in args.variants:
+        try:
+            with override(SCAN, **VARIANTS[name]):
+                errors = [max_error(dtype) for dtype in (torch.float32, torch.bfloat16)]
+                long_ms, kernels = step_ms(8, 6273)
+                torch.cuda.empty_cache()
+                short_ms, _ = step_ms(32, 1569)
+                torch.cuda.empty_cache()
+        except Exception as err:  # noqa: BLE001 - report and go on
+            print(f"| {name} | failed: {str(err)[:300]} |", flush=True)
+            torch.cuda.empty_cache()
+            continue
+        timed[name] = long_ms
+        top = sorted(kernels.items(), key=lambda kv: -kv[1])[:5]
+        print(f"| {name} | {errors[0]:.1e} | {errors[1]:.1e} | {long_ms:.3f} | {short_ms:.3f} | "
+              + "; ".join(f"{k[:32]} {v:.3f}" for k, v in top) + " |", flush=True)
+    print()
+    if args.no_model or not timed:
+        return
+    import gpu
+
+    best = min(timed, key=timed.get)
+    print(f"## videomamba_small, 64 frames, batch 8: the default against {best}\n")
+    print("| model | train ms | peak GiB | infer clips/s |\n|---|---|---|---|")
+    for label, settings in (("ViT-S (SDPA)", None), ("ours, default", {}), (f"ours, {best}", VARIANTS[best])):
+        if settings is None:
+            r = gpu._measure(gpu._vit, 64)
+        else:
+            with override(SCAN, **settings):
+                r = gpu._measure(gpu._videomamba(64), 64)
+        print(f"| {label} | {r['train_ms']:.1f} | {r['train_gib']:.1f} | {r['infer_cps']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
