@@ -32,6 +32,7 @@ CHECK = textwrap.dedent("""
         dtype = getattr(torch, case["dtype"])
         SCAN.chunk, SCAN.n_split, SCAN.segments = case["chunk"], case["splits"], segments
         SCAN.poison_outputs, SCAN.fast_softplus, SCAN.backward_tile = True, case["fast_softplus"], case["tile"]
+        SCAN.forward_tile = case["forward_tile"]
         groups = case["groups"]
         SCAN.channel_groups = default_groups if groups is None else {k: groups for k in default_groups}
         inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=case["optional"])
@@ -68,7 +69,7 @@ CHECK = textwrap.dedent("""
     # the fake (meta) implementation gives the real outputs' shapes, strides (channels-last in, channels-last
     # out) and dtypes, which torch.compile relies on
     from videomamba.ops.selective_scan import _scan_op
-    SCAN.chunk, SCAN.n_split, SCAN.segments, SCAN.backward_tile = 16, None, 2, None
+    SCAN.chunk, SCAN.n_split, SCAN.segments, SCAN.backward_tile, SCAN.forward_tile = 16, None, 2, None, None
     for case_id in [c for c in cases if c.startswith("opcheck")]:
         dtype = getattr(torch, cases[case_id]["dtype"])
         x = make_inputs(2, 8, 20, 4, torch.float32, seed=3)
@@ -97,6 +98,7 @@ class ScanCase(NamedTuple):
     optional: bool = True  # D, z and Δ's bias given
     fast_softplus: bool = True  # through the approximate log2 (the default on NVIDIA GPUs)
     tile: int | None = None  # the backward a window of this many steps at a time in registers (SCAN.backward_tile)
+    forward_tile: int | None = None  # likewise the forward (SCAN.forward_tile)
 
     @property
     def id(self) -> str:
@@ -107,7 +109,8 @@ class ScanCase(NamedTuple):
         words += [f"{self.groups}-channel-groups"] * (self.groups is not None)
         words += ["no-softplus"] * (not self.softplus) + ["no-D-z-bias"] * (not self.optional)
         words += ["accurate-softplus"] * (not self.fast_softplus)
-        words += [f"backward-tile-{self.tile}"] * (self.tile is not None)
+        words += [f"bwd-tile{self.tile}"] * (self.tile is not None)
+        words += [f"fwd-tile{self.forward_tile}"] * (self.forward_tile is not None)
         return "_".join(words)
 
 
@@ -150,11 +153,12 @@ SCAN_CASES = [
     # softplus through the accurate log
     ScanCase((2, 40, 37, 16), REV, segments=3, fast_softplus=False),
     ScanCase((1, 20, 70, 16), ("temporal", 7, 0), dtype=BF16, segments=5, fast_softplus=False),
-    # the window-tile backward: whole and partial windows, every order, bf16, segments, splits, no optional inputs
+    # the window-tile kernels: whole and partial windows, every order, bf16, segments, splits, no optional inputs
     ScanCase((1, 20, 37, 16), REV, tile=4),
-    ScanCase((1, 20, 41, 16), SPATIAL8, dtype=BF16, chunk=8, segments=3, tile=4),
-    ScanCase((1, 20, 41, 16), TEMPORAL8_CLS, layout="bdl", chunk=8, splits=2, tile=8),
-    ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, softplus=False, optional=False, tile=2),
+    ScanCase((1, 20, 41, 16), SPATIAL8, dtype=BF16, chunk=8, segments=3, tile=4, forward_tile=4),
+    ScanCase((1, 20, 41, 16), TEMPORAL8_CLS, layout="bdl", chunk=8, splits=2, tile=8, forward_tile=2),
+    ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, softplus=False, optional=False, tile=2, forward_tile=8),
+    ScanCase((2, 20, 70, 16), chunk=16, segments=3, forward_tile=4),
 ]
 OPCHECKS = {f"opcheck-fake-implementation-{dtype}": {"dtype": dtype} for dtype in ("float32", "bfloat16")}
 
@@ -194,7 +198,7 @@ CHECK_PAIR = textwrap.dedent("""
         failures = results.setdefault(case_id, [])
         shape, order, layout, dtype = tuple(case["shape"]), ScanOrder(*case["order"]), case["layout"], getattr(torch, case["dtype"])
         SCAN.chunk, SCAN.segments, SCAN.n_split, SCAN.poison_outputs = case["chunk"], case["segments"], case["splits"], True
-        SCAN.backward_tile = case["tile"]
+        SCAN.backward_tile, SCAN.forward_tile = case["tile"], case["forward_tile"]
         directions = [make_inputs(*shape, torch.float64, seed=sum(shape) + k, with_optional=case["optional"]) for k in (0, 1)]
         z = directions[0].pop("z")
         directions[1].pop("z")
@@ -222,7 +226,7 @@ CHECK_PAIR = textwrap.dedent("""
             err = ((value - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
             if not err < tolerance:
                 failures.append(f"{name}: error {err:.2e} over max |value|, tolerance {tolerance}")
-    SCAN.chunk, SCAN.n_split, SCAN.segments, SCAN.backward_tile = 16, None, 2, None
+    SCAN.chunk, SCAN.n_split, SCAN.segments, SCAN.backward_tile, SCAN.forward_tile = 16, None, 2, None, None
     for case_id in [c for c in cases if c.startswith("opcheck")]:
         dtype = getattr(torch, cases[case_id]["dtype"])
         x = [make_inputs(2, 8, 20, 4, torch.float32, seed=3 + k) for k in (0, 1)]
@@ -241,7 +245,7 @@ PAIR_CASES = [ScanCase((2, 40, 41, 16), REV), ScanCase((2, 33, 41, 16), SPATIAL8
               ScanCase((1, 40, 40, 16), TEMPORAL8, layout="bdl", chunk=8, segments=4, splits=2),
               ScanCase((2, 40, 41, 16), REV, dtype=BF16, chunk=8, segments=3),
               ScanCase((1, 8, 5, 4), REV, layout="bdl", chunk=64, optional=False),
-              ScanCase((1, 20, 41, 16), REV, dtype=BF16, chunk=8, segments=3, tile=4)]
+              ScanCase((1, 20, 41, 16), REV, dtype=BF16, chunk=8, segments=3, tile=4, forward_tile=4)]
 
 
 def _pair_cases() -> dict[str, dict]:

@@ -60,8 +60,8 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
 if triton is not None:
-    from .scan_kernels import (_scan_bwd_kernel, _scan_bwd_tile_kernel, _scan_fwd_kernel, _segment_bwd_kernel,
-                               _segment_fwd_kernel, _window_entries_kernel)
+    from .scan_kernels import (_scan_bwd_kernel, _scan_bwd_tile_kernel, _scan_fwd_kernel, _scan_fwd_tile_kernel,
+                               _segment_bwd_kernel, _segment_fwd_kernel, _window_entries_kernel)
 
 
 def _backward_build(reads_words: bool) -> tuple[int | None, int]:
@@ -172,7 +172,8 @@ def _segments(batch: int, channels: int, n_chunks: int, device: torch.device, ba
     elif device.type != "cuda":
         wanted = 1
     else:
-        per_sm = _backward_build(reads_words)[1] if backward else SCAN.programs_per_sm[0]
+        per_sm = _backward_build(reads_words)[1] if backward \
+            else SCAN.forward_tile_programs_per_sm if SCAN.forward_tile else SCAN.programs_per_sm[0]
         wanted = _best_segments(batch * triton.cdiv(channels, block_d or SCAN.block_d), _sm_count(device) * per_sm,
                                 max(1, n_chunks // SCAN.min_segment_chunks), SCAN.segment_cost)
     seg_chunks = triton.cdiv(n_chunks, max(1, min(wanted, n_chunks)))
@@ -262,8 +263,12 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
     last = empty_state(extended, channels, n, u.device)
     ckpt = poisoned(torch.empty(checkpoint_shape(extended, channels, n, length, chunk), device=u.device,
                                  dtype=torch.float32))
-    seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, backward=False)
-    dtype, splits = u.dtype, _state_splits(extended, channels, n, u.device, n_segs)
+    tile = min(SCAN.forward_tile, chunk) if SCAN.forward_tile else None
+    if tile and (chunk % tile or tile & (tile - 1)):
+        raise ValueError(f"the forward's window tile {tile} must be a power of two dividing the checkpoint interval {chunk}")
+    block_d = SCAN.forward_tile_block_d if tile else SCAN.block_d
+    seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, backward=False, block_d=block_d)
+    dtype, splits = u.dtype, _state_splits(extended, channels, n, u.device, n_segs, block_d)
     out = _result(u, dtype, splits, extended)
     (u, u2), (delta, delta2) = _pair(u, u2), _pair(delta, delta2)
     (B, B2), (C, C2), z = _pair(B, B2, False), _pair(C, C2, False), _as_float(z)
@@ -280,6 +285,15 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
             n_blocks, order.frame_tokens, order.prefix, *strides(u, delta, B), N=n, NS=n // splits, BLOCK_D=SCAN.block_d,
             **_layout("forward summary"), STAGES=SCAN.stages, HAS_BIAS=delta_bias is not None, **options,
             num_warps=SCAN.num_warps)
+    if tile:
+        _scan_fwd_tile_kernel[(extended, triton.cdiv(channels, block_d), splits * n_segs)](
+            u, u2, delta, delta2, A, B, B2, C, C2, D if D is not None else u, zs, bias,
+            out, last, ckpt, ends, dtsum, channels, length, batch, 0, ckpt.shape[1], seg_chunks, n_segs, n_blocks,
+            seg_blocks, order.frame_tokens, order.prefix, *strides(u, delta, zs, out, B, C),
+            N=n, NS=n // splits, BLOCK_D=block_d, G=SCAN.forward_tile_groups, CHUNK=chunk, WINDOW=tile,
+            STAGES=SCAN.forward_tile_stages, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+            VECTOR=True, **options, num_warps=1)
+        return _finish(out, dtype), last, ckpt
     _scan_fwd_kernel[(*grid, splits * n_segs)](
         u, u2, delta, delta2, A, B, B2, C, C2, D if D is not None else u, zs, bias,
         out, last, ckpt, ends, dtsum, channels, length, batch, 0, ckpt.shape[1], seg_chunks, n_segs, n_blocks,

@@ -374,3 +374,58 @@ if triton is not None:
         parts = pid_e + (direction * (tl.num_programs(2) - 1) + pid_2) * batch
         tl.store(dD_ptr + parts * Dm + d, dD, mask=dmask)
         tl.store(dbias_ptr + parts * Dm + d, dbias, mask=dmask)
+
+    @triton.jit(do_not_specialize=["opaque_zero"])
+    def _scan_fwd_tile_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr,
+                              bias_ptr, out_ptr, last_ptr, ckpt_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, opaque_zero,
+                              n_chunks, seg_chunks, n_segs, n_blocks, seg_blocks, S, P,
+                              su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, so_s, so_b, so_d, so_l,
+                              sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
+                              N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
+                              CHUNK: tl.constexpr, WINDOW: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr,
+                              HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                              MODE: tl.constexpr, VECTOR: tl.constexpr, PAIRED: tl.constexpr):
+        """The forward a window at a time (as ``_scan_bwd_tile_kernel``): the window's states by a scan along its
+        WINDOW steps, its outputs from them at once, the state entering every chunk stored as a checkpoint."""
+        pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
+            A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
+        u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
+        dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
+        B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
+        C_ptr = _of_direction(direction, C_ptr, C2_ptr, PAIRED)
+        u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
+        o_row = pid_s * so_s + pid_e * so_b + d * so_d
+        B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
+        h = _carried_in(tl.zeros((NS, G, BLOCK_D // G), tl.float32), ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask,
+                        Dm, n_blocks, 0, seg * seg_blocks, N, 1)
+        row = tl.arange(0, WINDOW)
+        A4, dmask3 = A[None], dmask[None]
+        first_row, last_row = (row == 0)[:, None, None, None], (row == WINDOW - 1)[:, None, None, None]
+        ckpt = ckpt_ptr + state + (pid_e * (n_chunks - 1)) * N * Dm
+        first = seg * seg_chunks * (CHUNK // WINDOW)
+        end = tl.minimum(tl.cdiv(L, WINDOW), (seg + 1) * seg_chunks * (CHUNK // WINDOW))
+        for w in tl.range(first, end, num_stages=STAGES):
+            tl.store(ckpt + (w // (CHUNK // WINDOW)) * N * Dm, h,
+                     mask=_per_channel(dmask) & (w % (CHUNK // WINDOW) == 0))
+            steps = w * WINDOW + row
+            valid = steps < L
+            t = _position(tl.minimum(steps, L - 1), direction, L, S, P, MODE, PAIRED)
+            t3 = t[:, None, None]
+            cmask = valid[:, None, None] & dmask3
+            u = _load_f32(u_ptr, u_row[None] + t3 * su_l, cmask)
+            dt = _load_f32(dt_ptr, dt_row[None] + t3 * sdt_l, cmask) + bias[None]
+            if SOFTPLUS:
+                dt = _softplus(dt, SOFTPLUS)
+            dt = tl.where(cmask, dt, 0.0)  # rows past the end: a = 1, b = 0, the state carried unchanged
+            Bw = tl.load(B_ptr + B_row[None, :] + t[:, None] * sB_l, mask=valid[:, None], other=0.0)[:, :, None, None]
+            Cw = tl.load(C_ptr + C_row[None, :] + t[:, None] * sC_l, mask=valid[:, None], other=0.0)[:, :, None, None]
+            a = tl.exp2(dt[:, None] * A4)
+            b = Bw * (dt * u)[:, None] + tl.where(first_row, a * h[None], 0.0)
+            _, hw = tl.associative_scan((a, b), 0, _linear_combine)
+            y = tl.sum(hw * Cw, axis=1) + Dv[None] * u
+            if HAS_Z:
+                z = _load_f32(z_ptr, z_row[None] + t3 * sz_l, cmask)
+                y = y * z * tl.sigmoid(z)
+            tl.store(out_ptr + o_row[None] + t3 * so_l, y, mask=cmask)
+            h = tl.sum(tl.where(last_row, hw, 0.0), axis=0)
+        tl.store(last_ptr + state, h, mask=_per_channel(dmask) & (seg == n_segs - 1))

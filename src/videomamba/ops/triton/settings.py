@@ -92,6 +92,14 @@ class ScanSettings:
     backward_tile_warps: int = 1
     backward_tile_stages: int = 1
     backward_tile_programs_per_sm: int = 8
+    # the forward a window at a time in registers (``_scan_fwd_tile_kernel``; None: ``_scan_fwd_kernel``): the
+    # window's steps (a power of two dividing the checkpoint interval), channels a program, channel groups,
+    # pipelining, and the programs an SM that the segment rule plans for
+    forward_tile: int | None = None
+    forward_tile_block_d: int = 16
+    forward_tile_groups: int = 4
+    forward_tile_stages: int = 1
+    forward_tile_programs_per_sm: int = 8
 
 
 @dataclass
