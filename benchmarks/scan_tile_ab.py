@@ -33,16 +33,16 @@ from videomamba.ops.triton import SCAN, override  # noqa: E402
 BWD_TILE = dict(backward_tile=4, backward_tile_block_d=16, backward_tile_groups=4)
 VARIANTS = {
     "default": {},
-    "bwd tile W4 BD16 G4": BWD_TILE,
-    "bwd tile W4 BD16 G4 pipelined": dict(BWD_TILE, backward_tile_stages=2),
-    "bwd tile W4 BD8 G2": dict(backward_tile=4, backward_tile_block_d=8, backward_tile_groups=2,
-                               backward_tile_programs_per_sm=12),
-    "bwd tile W2 BD32 G4": dict(backward_tile=2, backward_tile_block_d=32, backward_tile_groups=4),
-    "bwd tile W8 BD8 G4": dict(backward_tile=8, backward_tile_block_d=8, backward_tile_groups=4),
-    "fwd tile W4 BD16 G4": dict(forward_tile=4, forward_tile_block_d=16, forward_tile_programs_per_sm=12),
-    "fwd tile W4 BD32 G4": dict(forward_tile=4, forward_tile_block_d=32),
     "fwd + bwd tile W4 BD16 G4": dict(BWD_TILE, forward_tile=4, forward_tile_block_d=16,
                                       forward_tile_programs_per_sm=12),
+    "bwd tile W4 BD16 G4": BWD_TILE,
+    "fwd tile W4 BD16 G4": dict(forward_tile=4, forward_tile_block_d=16, forward_tile_programs_per_sm=12),
+    "bwd tile W4 BD8 G2": dict(backward_tile=4, backward_tile_block_d=8, backward_tile_groups=2,
+                               backward_tile_programs_per_sm=12),
+    "fwd tile W4 BD32 G4": dict(forward_tile=4, forward_tile_block_d=32),
+    "bwd tile W4 BD16 G4 pipelined": dict(BWD_TILE, backward_tile_stages=2),
+    "bwd tile W2 BD32 G4": dict(backward_tile=2, backward_tile_block_d=32, backward_tile_groups=4),
+    "bwd tile W8 BD8 G4": dict(backward_tile=8, backward_tile_block_d=8, backward_tile_groups=4),
 }
 
 

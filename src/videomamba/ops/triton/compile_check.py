@@ -39,6 +39,9 @@ class KernelResources:
     shared: int
     async_copies: int = 0  # LDGSTS instructions in the SASS: loads issued ahead by the software pipeline
     shuffles: int = 0  # SHFL instructions in the SASS (the backward's dB/dC sums across lanes)
+    # SASS instructions of each loop (by its backward branch), smallest first: the step or window loops' bodies,
+    # the work one step (or window) issues a warp
+    loops: tuple[int, ...] = ()
 
 
 def available() -> bool:
@@ -97,9 +100,24 @@ def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, 
         usage = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True,
                                check=True).stdout
         sass = subprocess.run([tool, "-sass", path], capture_output=True, text=True, check=True).stdout
+        loops = _loop_bodies(subprocess.run([os.path.join(os.path.dirname(tool), "nvdisasm"), "-c", path],
+                                            capture_output=True, text=True, check=True).stdout)
     numbers = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED):(\d+)", usage)}
     return KernelResources(label, numbers.get("REG", -1), numbers.get("STACK", -1), numbers.get("SHARED", -1),
-                           len(re.findall(r"\bLDGSTS\b", sass)), len(re.findall(r"\bSHFL\b", sass)))
+                           len(re.findall(r"\bLDGSTS\b", sass)), len(re.findall(r"\bSHFL\b", sass)), loops)
+
+
+def _loop_bodies(listing: str) -> tuple[int, ...]:
+    """The instruction count of every loop in an nvdisasm listing: from a label to a branch back to it."""
+    instructions = [int(m.group(1), 16) for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+\S", listing)]
+    labels = {m.group(1): int(m.group(2), 16)
+              for m in re.finditer(r"^\s*\.(L_x_\d+):\s*\n(?:\s*//.*\n)*\s*/\*([0-9a-f]{4,})\*/", listing, re.M)}
+    bodies = []
+    for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?BRA\S*\s+`?\(?\.(L_x_\d+)", listing):
+        at, target = int(m.group(1), 16), labels.get(m.group(2))
+        if target is not None and target < at:
+            bodies.append(sum(1 for a in instructions if target <= a <= at))
+    return tuple(sorted(bodies))
 
 
 def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = None) -> list[KernelResources]:
@@ -142,8 +160,8 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
                                         bf16, cap))
     if kernels:
         return results
-    # the window-tile backward (``SCAN.backward_tile``; a window of 4 where it is off): one direction with z and a
-    # last-state gradient in fp32, and the model's build (paired, bf16)
+    # the window-tile kernels (``SCAN.backward_tile``, ``SCAN.forward_tile``; a window of 4 where off): the backward
+    # for one direction with z and a last-state gradient in fp32, and both in the model's build (paired, bf16)
     tile = {"N": 16, "NS": 16, "BLOCK_D": SCAN.backward_tile_block_d, "G": SCAN.backward_tile_groups,
             "WINDOW": SCAN.backward_tile or 4, "STAGES": SCAN.backward_tile_stages, "VECTOR": True, "HAS_D": True,
             "HAS_BIAS": True, **scan_launch._kernel_options(cuda, True, orders[1])}
@@ -152,6 +170,11 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
                                                                       "PAIRED": True})):
         results.append(_compile(scan_kernels._scan_bwd_tile_kernel, {**tile, **variant}, SCAN.backward_tile_warps,
                                 capability, label, bf16))
+    forward_tile = {**tile, "BLOCK_D": SCAN.forward_tile_block_d, "G": SCAN.forward_tile_groups, "CHUNK": SCAN.chunk,
+                    "WINDOW": SCAN.forward_tile or 4, "STAGES": SCAN.forward_tile_stages, "HAS_Z": False,
+                    "PAIRED": True}
+    results.append(_compile(scan_kernels._scan_fwd_tile_kernel, forward_tile, 1, capability,
+                            "forward tile paired bf16", True))
     conv = {"K": 4, "MODE": 2, "BLOCK_L": CONV.block_l, "BLOCK_D": CONV.block_d}
     grad = {**conv, "BLOCK_L": CONV.grad_block_l, "BLOCK_D": CONV.grad_block_d}
     for label, fn, constexprs, warps in (  # the per-frame order: all the code
@@ -169,8 +192,8 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
     return results
 
 if __name__ == "__main__":
-    print("| kernel (sm_90) | registers | spill stack (B/thread) | shared (B) | async copies (LDGSTS) | shuffles |\n"
-          "|---|---|---|---|---|---|")
+    print("| kernel (sm_90) | registers | spill stack (B/thread) | shared (B) | async copies (LDGSTS) | shuffles "
+          "| loop bodies (instructions) |\n|---|---|---|---|---|---|---|")
     for row in kernel_resources():
         print(f"| {row.name} | {row.registers} | {row.spill_stack} | {row.shared} | {row.async_copies} "
-              f"| {row.shuffles} |")
+              f"| {row.shuffles} | {', '.join(map(str, row.loops))} |")
