@@ -17,14 +17,14 @@ def test_every_kernel_compiles_for_hopper():
                          | {f"{k}{v}" for k in scans for v in (" bf16", " paired", " paired bf16")}
                          | {f"{k}{v}" for k in convs for v in ("", " paired")}
                          | {"pair gate forward", "pair gate output again", "pair gate backward"}
-                         | {"backward tile reversed", "backward tile paired bf16", "forward tile paired bf16"})
+                         | {"forward tile paired bf16"})
     # the default tiles fit the registers, also in the model's build (paired, bf16, the one closest to the
     # limit); a spill costs local-memory traffic a
     # step. The fp32 backward alone is capped on purpose (``BACKWARD_BUILDS``: 12 programs an SM, measured
     # faster with its few spilled bytes); its cap holds and the spill stays small
     cap = SCAN.backward_builds["fp32"][0]
     for row in rows.values():
-        capped = cap if row.name.startswith("backward") and "bf16" not in row.name and "tile" not in row.name else None
+        capped = cap if row.name.startswith("backward") and "bf16" not in row.name else None
         assert 0 < row.registers <= (capped or 255) and row.shared >= 0, row
         assert row.spill_stack <= (32 if capped else 0), row
     for kernel in scans:

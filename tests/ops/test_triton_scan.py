@@ -31,8 +31,7 @@ CHECK = textwrap.dedent("""
         shape, softplus, segments = tuple(case["shape"]), case["softplus"], case["segments"]
         dtype = getattr(torch, case["dtype"])
         SCAN.chunk, SCAN.n_split, SCAN.segments = case["chunk"], case["splits"], segments
-        SCAN.poison_outputs, SCAN.fast_softplus, SCAN.backward_tile = True, case["fast_softplus"], case["tile"]
-        SCAN.forward_tile = case["forward_tile"]
+        SCAN.poison_outputs, SCAN.fast_softplus, SCAN.forward_tile = True, case["fast_softplus"], case["forward_tile"]
         groups = case["groups"]
         SCAN.channel_groups = default_groups if groups is None else {k: groups for k in default_groups}
         inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=case["optional"])
@@ -69,7 +68,7 @@ CHECK = textwrap.dedent("""
     # the fake (meta) implementation gives the real outputs' shapes, strides (channels-last in, channels-last
     # out) and dtypes, which torch.compile relies on
     from videomamba.ops.selective_scan import _scan_op
-    SCAN.chunk, SCAN.n_split, SCAN.segments, SCAN.backward_tile, SCAN.forward_tile = 16, None, 2, None, None
+    SCAN.chunk, SCAN.n_split, SCAN.segments, SCAN.forward_tile = 16, None, 2, None
     for case_id in [c for c in cases if c.startswith("opcheck")]:
         dtype = getattr(torch, cases[case_id]["dtype"])
         x = make_inputs(2, 8, 20, 4, torch.float32, seed=3)
@@ -97,8 +96,9 @@ class ScanCase(NamedTuple):
     softplus: bool = True
     optional: bool = True  # D, z and Δ's bias given
     fast_softplus: bool = True  # through the approximate log2 (the default on NVIDIA GPUs)
-    tile: int | None = None  # the backward a window of this many steps at a time in registers (SCAN.backward_tile)
-    forward_tile: int | None = None  # likewise the forward (SCAN.forward_tile)
+    # the forward a window of this many steps at a time in registers (SCAN.forward_tile, the default on the GPU);
+    # None: a step at a time (``_scan_fwd_kernel``)
+    forward_tile: int | None = None
 
     @property
     def id(self) -> str:
@@ -109,7 +109,6 @@ class ScanCase(NamedTuple):
         words += [f"{self.groups}-channel-groups"] * (self.groups is not None)
         words += ["no-softplus"] * (not self.softplus) + ["no-D-z-bias"] * (not self.optional)
         words += ["accurate-softplus"] * (not self.fast_softplus)
-        words += [f"bwd-tile{self.tile}"] * (self.tile is not None)
         words += [f"fwd-tile{self.forward_tile}"] * (self.forward_tile is not None)
         return "_".join(words)
 
@@ -153,11 +152,12 @@ SCAN_CASES = [
     # softplus through the accurate log
     ScanCase((2, 40, 37, 16), REV, segments=3, fast_softplus=False),
     ScanCase((1, 20, 70, 16), ("temporal", 7, 0), dtype=BF16, segments=5, fast_softplus=False),
-    # the window-tile kernels: whole and partial windows, every order, bf16, segments, splits, no optional inputs
-    ScanCase((1, 20, 37, 16), REV, tile=4),
-    ScanCase((1, 20, 41, 16), SPATIAL8, dtype=BF16, chunk=8, segments=3, tile=4, forward_tile=4),
-    ScanCase((1, 20, 41, 16), TEMPORAL8_CLS, layout="bdl", chunk=8, splits=2, tile=8, forward_tile=2),
-    ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, softplus=False, optional=False, tile=2, forward_tile=8),
+    # the window-tile forward: whole and partial windows (a window of 8 on chunks of 8 and 16, of 4 and 2), every
+    # order, bf16, segments, splits, no optional inputs
+    ScanCase((1, 20, 37, 16), REV, forward_tile=8),
+    ScanCase((1, 20, 41, 16), SPATIAL8, dtype=BF16, chunk=8, segments=3, forward_tile=8),
+    ScanCase((1, 20, 41, 16), TEMPORAL8_CLS, layout="bdl", chunk=8, splits=2, forward_tile=2),
+    ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, softplus=False, optional=False, forward_tile=8),
     ScanCase((2, 20, 70, 16), chunk=16, segments=3, forward_tile=4),
 ]
 OPCHECKS = {f"opcheck-fake-implementation-{dtype}": {"dtype": dtype} for dtype in ("float32", "bfloat16")}
@@ -198,7 +198,7 @@ CHECK_PAIR = textwrap.dedent("""
         failures = results.setdefault(case_id, [])
         shape, order, layout, dtype = tuple(case["shape"]), ScanOrder(*case["order"]), case["layout"], getattr(torch, case["dtype"])
         SCAN.chunk, SCAN.segments, SCAN.n_split, SCAN.poison_outputs = case["chunk"], case["segments"], case["splits"], True
-        SCAN.backward_tile, SCAN.forward_tile = case["tile"], case["forward_tile"]
+        SCAN.forward_tile = case["forward_tile"]
         directions = [make_inputs(*shape, torch.float64, seed=sum(shape) + k, with_optional=case["optional"]) for k in (0, 1)]
         z = directions[0].pop("z")
         directions[1].pop("z")
@@ -226,7 +226,7 @@ CHECK_PAIR = textwrap.dedent("""
             err = ((value - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
             if not err < tolerance:
                 failures.append(f"{name}: error {err:.2e} over max |value|, tolerance {tolerance}")
-    SCAN.chunk, SCAN.n_split, SCAN.segments, SCAN.backward_tile, SCAN.forward_tile = 16, None, 2, None, None
+    SCAN.chunk, SCAN.n_split, SCAN.segments, SCAN.forward_tile = 16, None, 2, None
     for case_id in [c for c in cases if c.startswith("opcheck")]:
         dtype = getattr(torch, cases[case_id]["dtype"])
         x = [make_inputs(2, 8, 20, 4, torch.float32, seed=3 + k) for k in (0, 1)]
@@ -245,7 +245,7 @@ PAIR_CASES = [ScanCase((2, 40, 41, 16), REV), ScanCase((2, 33, 41, 16), SPATIAL8
               ScanCase((1, 40, 40, 16), TEMPORAL8, layout="bdl", chunk=8, segments=4, splits=2),
               ScanCase((2, 40, 41, 16), REV, dtype=BF16, chunk=8, segments=3),
               ScanCase((1, 8, 5, 4), REV, layout="bdl", chunk=64, optional=False),
-              ScanCase((1, 20, 41, 16), REV, dtype=BF16, chunk=8, segments=3, tile=4, forward_tile=4)]
+              ScanCase((1, 20, 41, 16), REV, dtype=BF16, chunk=8, segments=3, forward_tile=8)]
 
 
 def _pair_cases() -> dict[str, dict]:
@@ -342,6 +342,12 @@ def test_segment_rule_fills_the_gpu_without_overfilling_it(monkeypatch):
     monkeypatch.setattr(ts, "_sm_count", lambda device: 132)  # an H100
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     chunks = -(-6273 // ts.checkpoint_interval(6273))  # 64 frames of VideoMamba-S
+    # the window-tile forward (the default): programs of 16 channels, 8 an SM. Both directions of batch 8 are 768
+    # programs, one wave without a summary pass; one direction is cut in 5 segments as the backward is
+    assert ts._segments(16, 768, chunks, cuda, False, True) == (99, 1)
+    assert ts._segments(8, 768, chunks, cuda, False, True) == ts._segments(8, 768, chunks, cuda, True, True) == (20, 5)
+    # the step-at-a-time forward: 32 channels a program, 16 an SM
+    monkeypatch.setattr(SCAN, "forward_tile", None)
     # the model's bf16 build (read as words): 8 backward programs an SM
     bf16 = [ts._segments(8, 768, chunks, cuda, backward, reads_words=True)[1] for backward in (False, True)]
     assert bf16 == [11, 5]

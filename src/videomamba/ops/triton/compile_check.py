@@ -160,19 +160,11 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
                                         bf16, cap))
     if kernels:
         return results
-    # the window-tile kernels (``SCAN.backward_tile``, ``SCAN.forward_tile``; a window of 4 where off): the backward
-    # for one direction with z and a last-state gradient in fp32, and both in the model's build (paired, bf16)
-    tile = {"N": 16, "NS": 16, "BLOCK_D": SCAN.backward_tile_block_d, "G": SCAN.backward_tile_groups,
-            "WINDOW": SCAN.backward_tile or 4, "STAGES": SCAN.backward_tile_stages, "VECTOR": True, "HAS_D": True,
-            "HAS_BIAS": True, **scan_launch._kernel_options(cuda, True, orders[1])}
-    for label, bf16, variant in (("backward tile reversed", False, {"HAS_Z": True, "HAS_DLAST": True, "PAIRED": False}),
-                                 ("backward tile paired bf16", True, {"HAS_Z": False, "HAS_DLAST": False,
-                                                                      "PAIRED": True})):
-        results.append(_compile(scan_kernels._scan_bwd_tile_kernel, {**tile, **variant}, SCAN.backward_tile_warps,
-                                capability, label, bf16))
-    forward_tile = {**tile, "BLOCK_D": SCAN.forward_tile_block_d, "G": SCAN.forward_tile_groups, "CHUNK": SCAN.chunk,
-                    "WINDOW": SCAN.forward_tile or 4, "STAGES": SCAN.forward_tile_stages, "HAS_Z": False,
-                    "PAIRED": True}
+    # the window-tile forward (``SCAN.forward_tile``; a window of 8 where off) in the model's build (paired, bf16)
+    forward_tile = {"N": 16, "NS": 16, "BLOCK_D": SCAN.forward_tile_block_d, "G": SCAN.forward_tile_groups,
+                    "CHUNK": SCAN.chunk, "WINDOW": SCAN.forward_tile or 8, "STAGES": SCAN.forward_tile_stages,
+                    "VECTOR": True, "HAS_D": True, "HAS_Z": False, "HAS_BIAS": True, "PAIRED": True,
+                    **scan_launch._kernel_options(cuda, True, orders[1])}
     results.append(_compile(scan_kernels._scan_fwd_tile_kernel, forward_tile, 1, capability,
                             "forward tile paired bf16", True))
     conv = {"K": 4, "MODE": 2, "BLOCK_L": CONV.block_l, "BLOCK_D": CONV.block_d}

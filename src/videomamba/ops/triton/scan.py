@@ -23,6 +23,10 @@ h_t is linear in the state entering a block with the factor exp(A Σ Δ). The ba
 for the adjoint, from the end. Alternatively (``SCAN.n_split``) the N states are split over several
 programs (partial sums).
 
+Forward (``SCAN.forward_tile``, the default): a window of steps at a time, held as one register tile of
+(window, N, block) whose states come from one ``tl.associative_scan`` along the steps; programs of
+``SCAN.forward_tile_block_d`` channels. Without it, a step at a time, as the backward.
+
 Forward: also stores the state at the start of every chunk (``SCAN.chunk`` steps), (b, L / chunk, N, d),
 a chunk-th of what storing every state would cost; the checkpoints are an output of the custom op,
 saved for the backward. Backward: a parallel pass turns them into the states entering every
@@ -60,16 +64,13 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
 if triton is not None:
-    from .scan_kernels import (_scan_bwd_kernel, _scan_bwd_tile_kernel, _scan_fwd_kernel, _scan_fwd_tile_kernel,
-                               _segment_bwd_kernel, _segment_fwd_kernel, _window_entries_kernel)
+    from .scan_kernels import (_scan_bwd_kernel, _scan_fwd_kernel, _scan_fwd_tile_kernel, _segment_bwd_kernel,
+                               _segment_fwd_kernel, _window_entries_kernel)
 
 
 def _backward_build(reads_words: bool) -> tuple[int | None, int]:
     """(register cap or None, programs an SM) of the backward kernel's build for inputs read as bf16 words
-    or not (``SCAN.backward_builds``; ``SCAN.backward_max_registers`` and ``SCAN.programs_per_sm`` override).
-    The window-tile backward (``SCAN.backward_tile``) is uncapped."""
-    if SCAN.backward_tile:
-        return SCAN.backward_max_registers, SCAN.programs_per_sm[1] or SCAN.backward_tile_programs_per_sm
+    or not (``SCAN.backward_builds``; ``SCAN.backward_max_registers`` and ``SCAN.programs_per_sm`` override)."""
     cap, per_sm = SCAN.backward_builds["bf16" if reads_words else "fp32"]
     return SCAN.backward_max_registers or cap, SCAN.programs_per_sm[1] or per_sm
 
@@ -81,11 +82,9 @@ def _layout(role: str) -> dict:
 
 def _window(chunk: int) -> int:
     """The backward's recompute window (``SCAN.backward_window``) for checkpoints ``chunk`` steps apart."""
-    window = min(SCAN.backward_tile or SCAN.backward_window or chunk, chunk)
+    window = min(SCAN.backward_window or chunk, chunk)
     if chunk % window:
-        raise ValueError(f"the backward's window {window} must divide the checkpoint interval {chunk}")
-    if SCAN.backward_tile and window & (window - 1):
-        raise ValueError(f"the backward's window tile needs a power-of-two window, got {window}")
+        raise ValueError(f"SCAN.backward_window {window} must divide the checkpoint interval {chunk}")
     return window
 
 
@@ -162,19 +161,21 @@ def _best_segments(programs: int, slots: int, limit: int, cost: float) -> int:
 
 
 def _segments(batch: int, channels: int, n_chunks: int, device: torch.device, backward: bool,
-              reads_words: bool = False, block_d: int | None = None) -> tuple[int, int]:
+              reads_words: bool = False) -> tuple[int, int]:
     """(chunks per segment, segments) for a scan of ``n_chunks`` chunks (``SCAN.segments``); the backward's count
-    depends on its build (``reads_words``: bf16 inputs read as words) and its blocks of ``block_d`` channels
-    (None: SCAN.block_d)."""
+    depends on its build (``reads_words``: bf16 inputs read as words), the forward's on its kernel (the window
+    tile's programs are narrower: ``SCAN.forward_tile``)."""
     forced = SCAN.segments[backward] if isinstance(SCAN.segments, tuple) else SCAN.segments
     if forced is not None:
         wanted = forced
     elif device.type != "cuda":
         wanted = 1
     else:
+        tile = SCAN.forward_tile and not backward
         per_sm = _backward_build(reads_words)[1] if backward \
-            else SCAN.forward_tile_programs_per_sm if SCAN.forward_tile else SCAN.programs_per_sm[0]
-        wanted = _best_segments(batch * triton.cdiv(channels, block_d or SCAN.block_d), _sm_count(device) * per_sm,
+            else SCAN.forward_tile_programs_per_sm if tile else SCAN.programs_per_sm[0]
+        block_d = SCAN.forward_tile_block_d if tile else SCAN.block_d
+        wanted = _best_segments(batch * triton.cdiv(channels, block_d), _sm_count(device) * per_sm,
                                 max(1, n_chunks // SCAN.min_segment_chunks), SCAN.segment_cost)
     seg_chunks = triton.cdiv(n_chunks, max(1, min(wanted, n_chunks)))
     return seg_chunks, triton.cdiv(n_chunks, seg_chunks)
@@ -267,7 +268,7 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
     if tile and (chunk % tile or tile & (tile - 1)):
         raise ValueError(f"the forward's window tile {tile} must be a power of two dividing the checkpoint interval {chunk}")
     block_d = SCAN.forward_tile_block_d if tile else SCAN.block_d
-    seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, backward=False, block_d=block_d)
+    seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, backward=False)
     dtype, splits = u.dtype, _state_splits(extended, channels, n, u.device, n_segs, block_d)
     out = _result(u, dtype, splits, extended)
     (u, u2), (delta, delta2) = _pair(u, u2), _pair(delta, delta2)
@@ -319,15 +320,12 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     if ckpt is None:
         _, _, ckpt = _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta_softplus, order,
                                    chunk)
-    # the main pass's blocks of channels (the window-tile backward has its own width); the passes before it
-    # (window entries, summaries) keep SCAN.block_d: what they write does not depend on the blocks
-    block_d = SCAN.backward_tile_block_d if SCAN.backward_tile else SCAN.block_d
-    n_dblocks, n_pass_blocks = triton.cdiv(channels, block_d), triton.cdiv(channels, SCAN.block_d)
+    n_dblocks = triton.cdiv(channels, SCAN.block_d)
     f32 = dict(device=u.device, dtype=torch.float32)
     reads_words = any(t is not None and _reads_words(t) for t in (u, delta, dout, z))
     max_registers, _ = _backward_build(reads_words)
-    seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, True, reads_words, block_d)
-    splits = _state_splits(extended, channels, n, u.device, n_segs, block_d)
+    seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, True, reads_words)
+    splits = _state_splits(extended, channels, n, u.device, n_segs)
     dtypes = (u.dtype, delta.dtype, z.dtype if z is not None else None)
     du, ddelta = _result(u, dtypes[0], splits, extended), _result(u, dtypes[1], splits, extended)
     dz = _result(u, dtypes[2], splits, extended) if z is not None else None
@@ -349,7 +347,7 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     window = _window(chunk)
     if window < chunk:  # the states entering every window, from the checkpoints: the backward's starting points
         entries = poisoned(torch.empty(extended, -(-length // window), n, channels, **f32))
-        _window_entries_kernel[(extended, n_pass_blocks, splits * ckpt.shape[1])](
+        _window_entries_kernel[(extended, n_dblocks, splits * ckpt.shape[1])](
             u, u2, delta, delta2, A, B, B2, delta_bias if has_bias else u, ckpt, entries, channels, length, batch, 0,
             ckpt.shape[1], entries.shape[1], order.frame_tokens, order.prefix, *strides(u, delta, B), N=n,
             NS=n // splits, BLOCK_D=SCAN.block_d, **_layout("window entries"), CHUNK=chunk, WINDOW=window, STAGES=SCAN.stages,
@@ -362,32 +360,20 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1], chunk)
     ends, dtsum = _segment_summaries(extended, channels, n, n_blocks, u.device)
     if n_segs > 1:  # every block after the first segment
-        _segment_bwd_kernel[(extended, n_pass_blocks, splits * (n_blocks - seg_blocks))](
+        _segment_bwd_kernel[(extended, n_dblocks, splits * (n_blocks - seg_blocks))](
             delta, delta2, A, C, C2, zs, bias, dout, ends, dtsum, channels, length, batch, 0, block_chunks * chunk,
             n_blocks, seg_blocks, order.frame_tokens, order.prefix, *strides(delta, zs, dout, C), N=n,
             NS=n // splits, BLOCK_D=SCAN.block_d, **_layout("backward summary"), STAGES=SCAN.stages, HAS_Z=z is not None,
             HAS_BIAS=has_bias, **options, num_warps=SCAN.num_warps)
-    grid = (extended, n_dblocks, splits * n_segs)
-    cap = {"maxnreg": max_registers} if max_registers and nvidia(u.device) else {}
-    if SCAN.backward_tile:
-        _scan_bwd_tile_kernel[grid](
-            u, u2, delta, delta2, A, B, B2, C, C2, D if has_D else u, zs, bias,
-            starts, dout, dlast, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
-            channels, length, batch, 0, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
-            2 * extended * n * length, order.frame_tokens, order.prefix, *strides(u, delta, zs, dout, du, B, C),
-            N=n, NS=n // splits, BLOCK_D=block_d, G=SCAN.backward_tile_groups, WINDOW=window,
-            STAGES=SCAN.backward_tile_stages, VECTOR=True, HAS_D=has_D, HAS_Z=z is not None, HAS_BIAS=has_bias,
-            **options, HAS_DLAST=has_dlast, num_warps=SCAN.backward_tile_warps, **cap)
-    else:
-        scratch = torch.empty(extended * n_dblocks * n_segs * splits * window * SCAN.block_d * (n // splits), **f32)
-        _scan_bwd_kernel[grid](
-            u, u2, delta, delta2, A, B, B2, C, C2, D if has_D else u, zs, bias,
-            starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends,
-            dtsum, channels, length, batch, 0, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
-            2 * extended * n * length, order.frame_tokens, order.prefix, *strides(u, delta, zs, dout, du, B, C),
-            N=n, NS=n // splits, BLOCK_D=SCAN.block_d, **_layout("backward"), CHUNK=window,
-            STAGES=SCAN.stages, HAS_D=has_D, HAS_Z=z is not None, HAS_BIAS=has_bias, **options, HAS_DLAST=has_dlast,
-            num_warps=SCAN.num_warps, **cap)
+    scratch = torch.empty(extended * n_dblocks * n_segs * splits * window * SCAN.block_d * (n // splits), **f32)
+    _scan_bwd_kernel[(extended, n_dblocks, splits * n_segs)](
+        u, u2, delta, delta2, A, B, B2, C, C2, D if has_D else u, zs, bias,
+        starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
+        channels, length, batch, 0, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
+        2 * extended * n * length, order.frame_tokens, order.prefix, *strides(u, delta, zs, dout, du, B, C),
+        N=n, NS=n // splits, BLOCK_D=SCAN.block_d, **_layout("backward"), CHUNK=window,
+        STAGES=SCAN.stages, HAS_D=has_D, HAS_Z=z is not None, HAS_BIAS=has_bias, **options, HAS_DLAST=has_dlast,
+        num_warps=SCAN.num_warps, **({"maxnreg": max_registers} if max_registers and nvidia(u.device) else {}))
     dB, dC = sum_parts(dBC.view(1, n_dblocks, -1)).view(2, extended, length, n)
     dB, dC = dB.transpose(1, 2), dC.transpose(1, 2)  # (directions x b, N, L) views, as ``empty_state_sums``
     dD, dbias = sum_parts(dDbias.view(2 * directions, n_segs * splits * batch, channels)).view(2, directions, channels)

@@ -271,110 +271,6 @@ if triton is not None:
         """Two spans of h ← a·h + b, the earlier first: one span."""
         return a_early * a_late, a_late * b_early + b_late
 
-    @triton.jit
-    def _adjoint_combine(first_late, decay_late, sum_late, first_early, decay_early, sum_early):
-        """Two spans of the adjoint recurrence G_k = c_k + a_{k+1} G_{k+1}, as a reverse scan meets them (the later
-        span first). A span [i, j] is the map G_i = sum + decay · a_{j+1} G_{j+1} with its first factor a_i:
-        joining needs the later span's first factor, which the earlier span's map does not hold."""
-        carried = decay_early * first_late
-        return first_early, carried * decay_late, sum_early + carried * sum_late
-
-    @triton.jit(do_not_specialize=["opaque_zero"])
-    def _scan_bwd_tile_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr,
-                              bias_ptr, entries_ptr, dout_ptr, dlast_ptr, du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr,
-                              dD_ptr, dz_ptr, dbias_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, opaque_zero, n_windows,
-                              seg_windows, n_segs, n_blocks, seg_blocks, part_stride, S, P,
-                              su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
-                              so_s, so_b, so_d, so_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
-                              N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr, WINDOW: tl.constexpr,
-                              STAGES: tl.constexpr,
-                              HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                              SOFTPLUS: tl.constexpr, MODE: tl.constexpr, HAS_DLAST: tl.constexpr,
-                              VECTOR: tl.constexpr, PAIRED: tl.constexpr):
-        """The backward a window at a time, the window's WINDOW steps as one (WINDOW, NS, 1, BLOCK_D) register
-        tile: its states from the window's entry state by a scan along the steps (``_linear_combine``), its
-        adjoints from the adjoint entering its end by a reverse scan (``_adjoint_combine``), every gradient of
-        its steps from the two tiles at once. Nothing goes through a scratch buffer, and no step waits for the
-        one before it except inside the two scans (a few multiply-adds per element)."""
-        pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
-            A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
-        u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
-        dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
-        B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
-        C_ptr = _of_direction(direction, C_ptr, C2_ptr, PAIRED)
-        u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
-        g_row, o_row = pid_b * sg_b + d * sg_d, pid_s * so_s + pid_e * so_b + d * so_d
-        B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
-        brow = pid_e * N * L + n
-        pid_2 = tl.program_id(2)
-        if HAS_DLAST:
-            g = tl.load(dlast_ptr + state, mask=_per_channel(dmask), other=0.0)
-        else:
-            g = tl.zeros((NS, G, BLOCK_D // G), tl.float32)
-        g = _carried_in(g, ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask, Dm, n_blocks, n_blocks - 1,
-                        n_blocks - (seg + 1) * seg_blocks, N, -1)
-        # the window's rows: per (step, channel) values are (WINDOW, 1, BLOCK_D), per (step, state) (WINDOW, NS),
-        # tiles (WINDOW, NS, 1, BLOCK_D)
-        row = tl.arange(0, WINDOW)
-        A4, dmask3 = A[None], dmask[None]
-        first_row, last_row = (row == 0)[:, None, None, None], (row == WINDOW - 1)[:, None, None, None]
-        dA = tl.zeros((NS, G, BLOCK_D // G), tl.float32)
-        dD = tl.zeros((G, BLOCK_D // G), tl.float32)
-        dbias = tl.zeros((G, BLOCK_D // G), tl.float32)
-        last_window = tl.minimum(n_windows, (seg + 1) * seg_windows) - 1
-        for wi in tl.range(0, last_window + 1 - seg * seg_windows, num_stages=STAGES):
-            w = last_window - wi
-            steps = w * WINDOW + row
-            valid = steps < L
-            t = _position(tl.minimum(steps, L - 1), direction, L, S, P, MODE, PAIRED)
-            t3 = t[:, None, None]
-            cmask = valid[:, None, None] & dmask3
-            u = _load_f32(u_ptr, u_row[None] + t3 * su_l, cmask)
-            raw = _load_f32(dt_ptr, dt_row[None] + t3 * sdt_l, cmask) + bias[None]
-            dt = _softplus(raw, SOFTPLUS) if SOFTPLUS else raw
-            dt = tl.where(cmask, dt, 0.0)  # rows past the end: a = 1, b = 0, no output gradient
-            Bw = tl.load(B_ptr + B_row[None, :] + t[:, None] * sB_l, mask=valid[:, None], other=0.0)[:, :, None, None]
-            Cw = tl.load(C_ptr + C_row[None, :] + t[:, None] * sC_l, mask=valid[:, None], other=0.0)[:, :, None, None]
-            go = _load_f32(dout_ptr, g_row[None] + t3 * sg_l, cmask)
-            a = tl.exp2(dt[:, None] * A4)
-            dtu = dt * u
-            b = Bw * dtu[:, None]
-            h0 = tl.load(entries_ptr + state + (pid_e * (n_windows - 1) + w) * N * Dm, mask=_per_channel(dmask),
-                         other=0.0)
-            _, h = tl.associative_scan((a, b + tl.where(first_row, a * h0[None], 0.0)), 0, _linear_combine)
-            if HAS_Z:
-                z = _load_f32(z_ptr, z_row[None] + t3 * sz_l, cmask)
-                sg = tl.sigmoid(z)
-                y = tl.sum(h * Cw, axis=1) + Dv[None] * u
-                tl.store(dz_ptr + o_row[None] + t3 * so_l, go * y * sg * (1.0 + z * (1.0 - sg)), mask=cmask)
-                dy = go * z * sg
-            else:
-                dy = go
-            tl.store(dC_ptr + pid_d * part_stride + brow[None, :] + t[:, None] * N,
-                     tl.sum(tl.sum(h * dy[:, None], axis=3), axis=2), mask=valid[:, None])
-            c = Cw * dy[:, None] + tl.where(last_row, g[None], 0.0)
-            _, _, adj = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, tl.float32), tl.flip(c, 0)), 0,
-                                            _adjoint_combine)
-            adj = tl.flip(adj, 0)
-            g = tl.sum(tl.where(first_row, a * adj, 0.0), axis=0)  # a_0 G_0: the adjoint handed to the window before
-            gB = tl.sum(adj * Bw, axis=1)
-            g_a_hprev = adj * (h - b)  # a_k h_{k-1} = h_k - b_k
-            ddt = gB * u + 0.6931471805599453 * tl.sum(A4 * g_a_hprev, axis=1)
-            dA += tl.sum(dt[:, None] * g_a_hprev, axis=0)
-            dD += tl.sum(dy * u, axis=0) * (pid_s == 0)
-            tl.store(du_ptr + o_row[None] + t3 * so_l, gB * dt + Dv[None] * dy, mask=cmask)
-            tl.store(dB_ptr + pid_d * part_stride + brow[None, :] + t[:, None] * N,
-                     tl.sum(tl.sum(adj * dtu[:, None], axis=3), axis=2), mask=valid[:, None])
-            if SOFTPLUS:
-                ddt = ddt * tl.sigmoid(raw)
-            ddt = tl.where(cmask, ddt, 0.0)
-            dbias += tl.sum(ddt, axis=0)
-            tl.store(ddt_ptr + o_row[None] + t3 * so_l, ddt, mask=cmask)
-        tl.store(dA_ptr + state + (direction * (n_segs - 1) + seg) * batch * N * Dm, dA, mask=_per_channel(dmask))
-        parts = pid_e + (direction * (tl.num_programs(2) - 1) + pid_2) * batch
-        tl.store(dD_ptr + parts * Dm + d, dD, mask=dmask)
-        tl.store(dbias_ptr + parts * Dm + d, dbias, mask=dmask)
-
     @triton.jit(do_not_specialize=["opaque_zero"])
     def _scan_fwd_tile_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr,
                               bias_ptr, out_ptr, last_ptr, ckpt_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, opaque_zero,
@@ -385,8 +281,10 @@ if triton is not None:
                               CHUNK: tl.constexpr, WINDOW: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr,
                               HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                               MODE: tl.constexpr, VECTOR: tl.constexpr, PAIRED: tl.constexpr):
-        """The forward a window at a time (as ``_scan_bwd_tile_kernel``): the window's states by a scan along its
-        WINDOW steps, its outputs from them at once, the state entering every chunk stored as a checkpoint."""
+        """The forward a window at a time: the window's WINDOW steps as one (WINDOW, NS, G, BLOCK_D // G) register
+        tile, its states from the state entering it by a scan along the steps (``_linear_combine``), its outputs
+        from them at once, the state entering every chunk stored as a checkpoint. Only the scan waits from one
+        step to the next: the loads, exps and sums of a window are independent of each other."""
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
         u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)

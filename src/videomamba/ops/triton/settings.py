@@ -83,19 +83,11 @@ class ScanSettings:
         "fp32": (168, 12), "bf16": (None, 8)})
     # a register cap forced on every backward build (None: ``backward_builds``')
     backward_max_registers: int | None = None
-    # the backward a window at a time in registers (``_scan_bwd_tile_kernel``): the window's steps (a power of
-    # two dividing the checkpoint interval; None: the scratch-buffer backward, ``_scan_bwd_kernel``), its warps,
-    # and the programs an SM that the segment rule plans for
-    backward_tile: int | None = None
-    backward_tile_block_d: int = 16
-    backward_tile_groups: int = 4
-    backward_tile_warps: int = 1
-    backward_tile_stages: int = 1
-    backward_tile_programs_per_sm: int = 8
-    # the forward a window at a time in registers (``_scan_fwd_tile_kernel``; None: ``_scan_fwd_kernel``): the
-    # window's steps (a power of two dividing the checkpoint interval), channels a program, channel groups,
-    # pipelining, and the programs an SM that the segment rule plans for
-    forward_tile: int | None = None
+    # the forward a window at a time in registers (``_scan_fwd_tile_kernel``; None: ``_scan_fwd_kernel``, a step
+    # at a time): the window's steps (a power of two; at most the checkpoint interval), channels a program,
+    # channel groups, pipelining, and the programs an SM that the segment rule plans for (242 registers: 8).
+    # A window of 8 on 16 channels measured fastest of the tile shapes tried (docs/benchmarks.md)
+    forward_tile: int | None = 8
     forward_tile_block_d: int = 16
     forward_tile_groups: int = 4
     forward_tile_stages: int = 1
