@@ -10,7 +10,8 @@ graph; (3) where its GPU time goes at b 8, L 6273 (torch.profiler, by kernel). T
 default, and the ViT-S with SDPA, in the same process.
 
 Usage, on the GPU machine from the repository root:
-  PYTHONPATH=src python3 benchmarks/scan_tile_ab.py [--variants NAME ...] [--no-model]
+  PYTHONPATH=src python3 benchmarks/scan_tile_ab.py [--variants NAME ...] [--long-only] [--no-model]
+("default" is the window-8 forward on 16 channels.)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scan_gpu as sg  # noqa: E402
+from scan_gpu_sweep import _fresh_step  # noqa: E402
 
 from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair  # noqa: E402
 from videomamba.ops.triton import SCAN, override  # noqa: E402
@@ -37,7 +39,6 @@ VARIANTS = {
     "fwd tile W4 BD32 G4": dict(forward_tile=4, forward_tile_block_d=32),
     "fwd tile W4 BD16 G4 pipelined": dict(forward_tile=4, forward_tile_block_d=16, forward_tile_programs_per_sm=12,
                                           forward_tile_stages=2),
-    "fwd tile W8 BD16 G4": dict(forward_tile=8, forward_tile_block_d=16),
 }
 
 
@@ -76,13 +77,8 @@ def max_error(dtype: torch.dtype) -> float:
 def step_ms(b: int, L: int) -> tuple[float, dict[str, float]]:
     """(graphed forward+backward ms, GPU µs by kernel of one step) at (b, L), bf16 u, Δ, z."""
     directions = _pair_inputs(b, L, torch.bfloat16)
-    leaves = [v for x in directions for v in x.values()]
-    grad = torch.randn_like(_call(directions))
-
-    def step():
-        for v in leaves:
-            v.grad = None
-        _call(directions).backward(grad)
+    step = _fresh_step(lambda: _call(directions), torch.randn_like(_call(directions)),
+                       [v for x in directions for v in x.values()])
     ms = min(sg._graph_ms(step, replays=10) for _ in range(2))
     kernels: dict[str, float] = {}
     if (b, L) == (8, 6273):

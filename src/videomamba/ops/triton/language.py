@@ -175,6 +175,13 @@ if triton is not None:
             return first_ptr
 
     @triton.jit
+    def _direction_inputs(direction, u_ptr, u2_ptr, dt_ptr, dt2_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr,
+                          PAIRED: tl.constexpr):
+        """A program's u, Δ, B and C: each the first or the second of its pair (``_of_direction``)."""
+        return (_of_direction(direction, u_ptr, u2_ptr, PAIRED), _of_direction(direction, dt_ptr, dt2_ptr, PAIRED),
+                _of_direction(direction, B_ptr, B2_ptr, PAIRED), _of_direction(direction, C_ptr, C2_ptr, PAIRED))
+
+    @triton.jit
     def _state_step(h, u_ptr, dt_ptr, B_ptr, u_row, dt_row, B_row, t, su_l, sdt_l, sB_l, A, bias, dmask,
                     SOFTPLUS: tl.constexpr):
         """One step of the state recurrence at position t: (h_t, Δ_t, u_t)."""

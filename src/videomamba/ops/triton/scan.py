@@ -160,6 +160,13 @@ def _best_segments(programs: int, slots: int, limit: int, cost: float) -> int:
     return min(candidates, key=lambda s: -(-programs * s // slots) / s * (1 + cost * s))
 
 
+def _forward_programs() -> tuple[int, int]:
+    """(channels a program, programs an SM planned for) of the forward kernel in use (``SCAN.forward_tile``)."""
+    if SCAN.forward_tile:
+        return SCAN.forward_tile_block_d, SCAN.forward_tile_programs_per_sm
+    return SCAN.block_d, SCAN.programs_per_sm[0]
+
+
 def _segments(batch: int, channels: int, n_chunks: int, device: torch.device, backward: bool,
               reads_words: bool = False) -> tuple[int, int]:
     """(chunks per segment, segments) for a scan of ``n_chunks`` chunks (``SCAN.segments``); the backward's count
@@ -171,10 +178,7 @@ def _segments(batch: int, channels: int, n_chunks: int, device: torch.device, ba
     elif device.type != "cuda":
         wanted = 1
     else:
-        tile = SCAN.forward_tile and not backward
-        per_sm = _backward_build(reads_words)[1] if backward \
-            else SCAN.forward_tile_programs_per_sm if tile else SCAN.programs_per_sm[0]
-        block_d = SCAN.forward_tile_block_d if tile else SCAN.block_d
+        block_d, per_sm = (SCAN.block_d, _backward_build(reads_words)[1]) if backward else _forward_programs()
         wanted = _best_segments(batch * triton.cdiv(channels, block_d), _sm_count(device) * per_sm,
                                 max(1, n_chunks // SCAN.min_segment_chunks), SCAN.segment_cost)
     seg_chunks = triton.cdiv(n_chunks, max(1, min(wanted, n_chunks)))
@@ -267,7 +271,7 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
     tile = min(SCAN.forward_tile, chunk) if SCAN.forward_tile else None
     if tile and (chunk % tile or tile & (tile - 1)):
         raise ValueError(f"the forward's window tile {tile} must be a power of two dividing the checkpoint interval {chunk}")
-    block_d = SCAN.forward_tile_block_d if tile else SCAN.block_d
+    block_d = _forward_programs()[0]
     seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, backward=False)
     dtype, splits = u.dtype, _state_splits(extended, channels, n, u.device, n_segs, block_d)
     out = _result(u, dtype, splits, extended)
@@ -355,6 +359,7 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
         starts, seg_windows = entries, seg_chunks * (chunk // window)
     else:
         starts, seg_windows = ckpt, seg_chunks
+    scratch = torch.empty(extended * n_dblocks * n_segs * splits * window * SCAN.block_d * (n // splits), **f32)
     zs = z if z is not None else u
     bias = delta_bias if has_bias else u
     block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1], chunk)
@@ -365,7 +370,6 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
             n_blocks, seg_blocks, order.frame_tokens, order.prefix, *strides(delta, zs, dout, C), N=n,
             NS=n // splits, BLOCK_D=SCAN.block_d, **_layout("backward summary"), STAGES=SCAN.stages, HAS_Z=z is not None,
             HAS_BIAS=has_bias, **options, num_warps=SCAN.num_warps)
-    scratch = torch.empty(extended * n_dblocks * n_segs * splits * window * SCAN.block_d * (n // splits), **f32)
     _scan_bwd_kernel[(extended, n_dblocks, splits * n_segs)](
         u, u2, delta, delta2, A, B, B2, C, C2, D if has_D else u, zs, bias,
         starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,

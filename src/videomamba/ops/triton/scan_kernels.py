@@ -10,7 +10,9 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
 if triton is not None:
-    from .language import (_softplus, _load_f32, _position, _per_state, _per_channel, _sum_states, _sum_channels, _store_channels, _sequential_prologue, _of_direction, _state_step, _carried_in)
+    from .language import (_carried_in, _direction_inputs, _load_f32, _of_direction, _per_channel, _per_state,
+                           _position, _sequential_prologue, _softplus, _state_step, _store_channels, _sum_channels,
+                           _sum_states)
 
     @triton.jit(do_not_specialize=["opaque_zero"])
     def _segment_fwd_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, bias_ptr, ends_ptr, dtsum_ptr,
@@ -101,10 +103,8 @@ if triton is not None:
                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, VECTOR: tl.constexpr, ONE_LOOP: tl.constexpr, PAIRED: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
-        u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
-        dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
-        B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
-        C_ptr = _of_direction(direction, C_ptr, C2_ptr, PAIRED)
+        u_ptr, dt_ptr, B_ptr, C_ptr = _direction_inputs(direction, u_ptr, u2_ptr, dt_ptr, dt2_ptr, B_ptr, B2_ptr,
+                                                        C_ptr, C2_ptr, PAIRED)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
         o_row = pid_s * so_s + pid_e * so_b + d * so_d  # a split's partial output: y·silu(z) is linear in y
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
@@ -177,10 +177,8 @@ if triton is not None:
                          PAIRED: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
-        u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
-        dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
-        B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
-        C_ptr = _of_direction(direction, C_ptr, C2_ptr, PAIRED)
+        u_ptr, dt_ptr, B_ptr, C_ptr = _direction_inputs(direction, u_ptr, u2_ptr, dt_ptr, dt2_ptr, B_ptr, B2_ptr,
+                                                        C_ptr, C2_ptr, PAIRED)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
         # dout (shared by the directions); the gradients we write (a split's partial du, ddelta, dz: each is
         # linear in its sums), per direction
@@ -287,10 +285,8 @@ if triton is not None:
         step to the next: the loads, exps and sums of a window are independent of each other."""
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
-        u_ptr = _of_direction(direction, u_ptr, u2_ptr, PAIRED)
-        dt_ptr = _of_direction(direction, dt_ptr, dt2_ptr, PAIRED)
-        B_ptr = _of_direction(direction, B_ptr, B2_ptr, PAIRED)
-        C_ptr = _of_direction(direction, C_ptr, C2_ptr, PAIRED)
+        u_ptr, dt_ptr, B_ptr, C_ptr = _direction_inputs(direction, u_ptr, u2_ptr, dt_ptr, dt2_ptr, B_ptr, B2_ptr,
+                                                        C_ptr, C2_ptr, PAIRED)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
         o_row = pid_s * so_s + pid_e * so_b + d * so_d
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
