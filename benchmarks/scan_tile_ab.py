@@ -1,13 +1,14 @@
-"""The scan's forward kernels against each other on one GPU, in one run: the window-tile forward
+"""The scan kernels' settings against each other on one GPU, in one run: the window-tile forward
 (``_scan_fwd_tile_kernel``, the default) at several tile shapes and the step-at-a-time forward
-(``_scan_fwd_kernel``), each with the backward.
+(``_scan_fwd_kernel``), and the backward's pipelining depth and register budget.
 
 For each variant: (1) both directions' forward+backward against the float64 reference at a small shape
 (fp32 and bf16 inputs), the largest error over the output and every gradient; (2) the same call at the
 model's shapes (b 8, L 6273: 64 frames; b 32, L 1569: 16 frames), bf16 u, Δ and z, captured in a CUDA
 graph; (3) where its GPU time goes at b 8, L 6273 (torch.profiler, by kernel). Then videomamba_small's
 64-frame training step (batch 8, bf16 autocast, fused AdamW) under the fastest variant and the
-default, and the ViT-S with SDPA, in the same process.
+default, the default with the residual add and RMSNorm in PyTorch (``ops.add_rms_norm`` unfused), and
+the ViT-S with SDPA, in the same process.
 
 Usage, on the GPU machine from the repository root:
   PYTHONPATH=src python3 benchmarks/scan_tile_ab.py [--variants NAME ...] [--long-only] [--no-model]
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from unittest import mock
 from pathlib import Path
 
 import torch
@@ -27,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scan_gpu as sg  # noqa: E402
 from scan_gpu_sweep import _fresh_step  # noqa: E402
 
-from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair  # noqa: E402
+from videomamba.ops import ScanInputs, ScanOrder, residual_norm, selective_scan_pair  # noqa: E402
 from videomamba.ops.triton import SCAN, override  # noqa: E402
 
 # name -> SCAN fields: the window-tile forward's window steps (W), channels a program (BD), channel groups (G),
@@ -39,6 +41,14 @@ VARIANTS = {
     "fwd tile W4 BD32 G4": dict(forward_tile=4, forward_tile_block_d=32),
     "fwd tile W4 BD16 G4 pipelined": dict(forward_tile=4, forward_tile_block_d=16, forward_tile_programs_per_sm=12,
                                           forward_tile_stages=2),
+    # the step loops' pipelining depth (every pass but the tile forward): 2 stages compile the paired bf16
+    # backward to 733 instructions a step against 787 at 4 (235 registers, 8 programs an SM)
+    "stages 2": dict(stages=2),
+    "stages 3": dict(stages=3),
+    # the bf16 backward capped at 192 registers (10 programs an SM, no spill at 2 stages) or planned at the
+    # 9 programs an SM its 210 uncapped registers allow
+    "stages 2, bwd 192 registers": dict(stages=2, backward_builds={"fp32": (168, 12), "bf16": (192, 10)}),
+    "bwd planned 9 an SM": dict(backward_builds={"fp32": (168, 12), "bf16": (None, 9)}),
 }
 
 
@@ -129,10 +139,14 @@ def main() -> None:
     chosen = [name for name in dict.fromkeys([best, "fwd step at a time"]) if name in timed and name != "default"]
     print(f"## videomamba_small, 64 frames, batch 8: the default against {', '.join(chosen)}\n")
     print("| model | train ms | peak GiB | infer clips/s |\n|---|---|---|---|")
-    rows = [("ViT-S (SDPA)", None), ("ours, default", {})] + [(f"ours, {name}", VARIANTS[name]) for name in chosen]
+    rows = ([("ViT-S (SDPA)", None), ("ours, default", {}), ("ours, residual add + RMSNorm unfused", "unfused")]
+            + [(f"ours, {name}", VARIANTS[name]) for name in chosen])
     for label, settings in rows:
         if settings is None:
             r = gpu._measure(gpu._vit, 64)
+        elif settings == "unfused":
+            with mock.patch.object(residual_norm, "fused_available", lambda residual: False):
+                r = gpu._measure(gpu._videomamba(64), 64)
         else:
             with override(SCAN, **settings):
                 r = gpu._measure(gpu._videomamba(64), 64)

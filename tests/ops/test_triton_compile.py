@@ -17,7 +17,8 @@ def test_every_kernel_compiles_for_hopper():
                          | {f"{k}{v}" for k in scans for v in (" bf16", " paired", " paired bf16")}
                          | {f"{k}{v}" for k in convs for v in ("", " paired")}
                          | {"pair gate forward", "pair gate output again", "pair gate backward"}
-                         | {"forward tile paired bf16"})
+                         | {"forward tile paired bf16"}
+                         | {"add + rms norm forward", "add + rms norm backward"})
     # the default tiles fit the registers, also in the model's build (paired, bf16, the one closest to the
     # limit); a spill costs local-memory traffic a
     # step. The fp32 backward alone is capped on purpose (``BACKWARD_BUILDS``: 12 programs an SM, measured

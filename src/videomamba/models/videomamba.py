@@ -17,7 +17,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from ..ops import ScanOrder
+from ..ops import ScanOrder, add_rms_norm
 from .mixer import BiMambaMixer
 from .pos_embed import (LEARNED_POS_EMBEDS, POS_EMBEDS, random_table, resample_table,
                         sinusoidal_table, video_table_from_image)
@@ -109,7 +109,12 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: residual + drop_path(mixer(RMSNorm(residual))), residual in float32."""
+    """Pre-norm residual block: residual + drop_path(mixer(RMSNorm(residual))), residual in float32.
+
+    The add is left to whoever reads the residual next (the next block, or the final norm), where
+    ``ops.add_rms_norm`` fuses it with that norm: a block takes the residual stream and the previous
+    block's output (None for the first block) and returns the stream with that output added, and its own.
+    """
 
     def __init__(self, cfg: VideoMambaConfig, drop_path_rate: float):
         super().__init__()
@@ -118,12 +123,21 @@ class Block(nn.Module):
                                   d_conv=cfg.d_conv, bidirectional=cfg.scan_order != "none", combine=cfg.combine)
         self.drop_path_rate = drop_path_rate
 
-    def forward(self, residual: torch.Tensor, order: ScanOrder | None = None, return_delta: bool = False,
-                recompute: bool = False):
-        out = self.mixer(self.norm(residual), order, return_delta, recompute)
+    def forward(self, residual: torch.Tensor, branch: torch.Tensor | None = None, order: ScanOrder | None = None,
+                return_delta: bool = False, recompute: bool = False):
+        """(residual + branch, this block's output (drop path applied), the mixer's Δ or None)."""
+        residual, hidden = add_rms_norm(residual, branch, self.norm.weight, self.norm.eps, _compute_dtype(residual))
+        out = self.mixer(hidden, order, return_delta, recompute)
         out, deltas = out if return_delta else (out, None)
-        residual = residual + drop_path(out.to(residual.dtype), self.drop_path_rate, self.training)
-        return residual, deltas
+        if self.drop_path_rate and self.training:  # the stream's dtype: the rescale 1 / keep not rounded to bf16
+            out = drop_path(out.to(residual.dtype), self.drop_path_rate, True)
+        return residual, out, deltas
+
+
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype the mixer computes in: autocast's where it is on, else ``t``'s."""
+    device = t.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else t.dtype
 
 
 @dataclass
@@ -230,17 +244,18 @@ class VideoMamba(nn.Module):
         # saved-tensor hooks are not traced by torch.compile: a compiled model stores its activations
         recompute = (self.recompute_activations and torch.is_grad_enabled()
                      and not torch.compiler.is_compiling())
+        branch = None
         for index, layer in enumerate(self.layers):
             if index < recomputed:  # recompute this block in the backward pass instead of storing it
-                residual, deltas = torch.utils.checkpoint.checkpoint(layer, residual, order, want_delta,
-                                                                     use_reentrant=False)
+                residual, branch, deltas = torch.utils.checkpoint.checkpoint(layer, residual, branch, order, want_delta,
+                                                                             use_reentrant=False)
             else:
-                residual, deltas = layer(residual, order, want_delta, recompute)
+                residual, branch, deltas = layer(residual, branch, order, want_delta, recompute)
             if want_delta:
                 internals.deltas.append(tuple(deltas))
             if internals is not None and "features" in record:
-                internals.features.append(residual)
-        return self.norm_f(residual)
+                internals.features.append(residual + branch)
+        return add_rms_norm(residual, branch, self.norm_f.weight, self.norm_f.eps)[1]
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Normed tokens (B, L, d) -> logits (B, num_classes), or the pooled (B, d) with pre_logits."""

@@ -21,10 +21,11 @@ import torch
 from ..token_order import ScanOrder
 from . import conv as conv_kernels
 from . import gate as gate_kernels
+from . import norm as norm_kernels
 from . import scan as scan_launch
 from . import scan_kernels
 from .common import available as triton_available
-from .settings import CONV, SCAN
+from .settings import CONV, NORM, SCAN
 
 _MODE_NAMES = ("", " reversed", " spatial order", " temporal order")
 
@@ -56,7 +57,7 @@ def available() -> bool:
 # the d_inner-wide tensors the scan kernels read and write in the inputs' dtype (bf16 rows of the report;
 # B and C reach the kernels in fp32)
 _SEQUENCE_POINTERS = {"u_ptr", "u2_ptr", "dt_ptr", "dt2_ptr", "z_ptr", "dout_ptr", "out_ptr", "du_ptr", "ddt_ptr",
-                      "dz_ptr"}
+                      "dz_ptr", "branch_ptr", "normed_ptr", "dnormed_ptr", "dbranch_ptr"}
 
 
 # what Triton's JIT makes of the arguments of a model's call (the mixer's (b, L, d) activations, d_inner a
@@ -66,14 +67,16 @@ _SEQUENCE_POINTERS = {"u_ptr", "u2_ptr", "dt_ptr", "dt2_ptr", "z_ptr", "dout_ptr
 # (``SCAN.vector_access``), so a compile without it reports a different kernel than the GPU runs.
 _UNIT_STRIDES = {"su_d", "sdt_d", "sz_d", "sg_d", "so_d", "sB_n", "sC_n"}
 _ALIGNED_INTEGERS = {"Dm", "part_stride", "su_b", "su_l", "sdt_b", "sdt_l", "sz_b", "sz_l", "sg_b", "sg_l", "so_s",
-                     "so_b", "so_l", "sB_b", "sB_l", "sC_b", "sC_l", "sx_b", "sx_l", "sd_b", "sd_l"}
+                     "so_b", "so_l", "sB_b", "sB_l", "sC_b", "sC_l", "sx_b", "sx_l", "sd_b", "sd_l", "D"}
+_FLOAT_ARGUMENTS = {"eps"}
 
 
 def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, bf16: bool = False,
              max_registers: int | None = None) -> KernelResources:
     """``fn`` compiled for ``capability`` as the JIT compiles it for a model's call (``_UNIT_STRIDES``,
     ``_ALIGNED_INTEGERS``) and its resources as cuobjdump reports them: arguments named ``*_ptr`` are
-    fp32 pointers (with ``bf16``, the sequence tensors bf16), the other non-constexpr arguments int32."""
+    fp32 pointers (with ``bf16``, the sequence tensors bf16), the other non-constexpr arguments int32 (fp32:
+    ``_FLOAT_ARGUMENTS``)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -87,7 +90,7 @@ def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, 
             return "constexpr"
         if name.endswith("_ptr"):
             return "*bf16" if bf16 and name in _SEQUENCE_POINTERS else "*fp32"
-        return "i32"
+        return "fp32" if name in _FLOAT_ARGUMENTS else "i32"
 
     source = ASTSource(fn, {name: kind(name) for name in fn.arg_names}, constexprs=constexprs, attrs=attrs)
     options = {"num_warps": num_warps, **({"maxnreg": max_registers} if max_registers else {})}
@@ -181,6 +184,13 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
                                   ("pair gate output again", gate_kernels._pair_gate_fwd_kernel, {"SUMMED": True}),
                                   ("pair gate backward", gate_kernels._pair_gate_bwd_kernel, {})):
         results.append(_compile(fn, {**gate, **constexprs}, SCAN.gate_warps, capability, label))
+    # the residual add + RMSNorm at VideoMamba-S's width (384), bf16 branch and output, as a model calls it
+    width = 512
+    norm = {"BLOCK_ROWS": max(1, NORM.block_elements // width), "BLOCK_D": width, "HAS_BRANCH": True}
+    for label, fn, constexprs in (
+            ("add + rms norm forward", norm_kernels._add_rms_norm_fwd_kernel, norm),
+            ("add + rms norm backward", norm_kernels._add_rms_norm_bwd_kernel, {**norm, "HAS_DTOTAL": True})):
+        results.append(_compile(fn, constexprs, NORM.num_warps, capability, label, bf16=True))
     return results
 
 if __name__ == "__main__":

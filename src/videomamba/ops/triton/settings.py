@@ -1,8 +1,8 @@
 """The Triton kernels' launch settings: tile sizes, warps, pipelining, segmenting, builds.
 
-One ``ScanSettings`` (``SCAN``) and one ``ConvSettings`` (``CONV``) hold every choice the launchers
-read at call time, so a benchmark or a test changes them in one place (``override``). The values are
-the ones measured fastest on an H100 (Triton 3.6); docs/benchmarks.md gives the measurements. A
+One ``ScanSettings`` (``SCAN``), one ``ConvSettings`` (``CONV``) and one ``NormSettings`` (``NORM``) hold
+every choice the launchers read at call time, so a benchmark or a test changes them in one place
+(``override``). The values are the ones measured fastest on an H100 (Triton 3.6); docs/benchmarks.md gives the measurements. A
 setting that lost its measurement is not kept as a switch.
 """
 
@@ -108,13 +108,24 @@ class ConvSettings:
     grad_warps: int = 1
 
 
+@dataclass
+class NormSettings:
+    """How the residual add + RMSNorm kernels are launched (``ops.triton.norm``)."""
+
+    block_elements: int = 4096  # a program's tile: this many elements, whole rows (at least one)
+    num_warps: int = 4
+    # the backward's programs at most (each loops over blocks of rows and writes one partial weight gradient)
+    backward_programs: int = 1024
+
+
 SCAN = ScanSettings()
 CONV = ConvSettings()
+NORM = NormSettings()
 
 
 @contextlib.contextmanager
-def override(settings: ScanSettings | ConvSettings, **changes) -> Iterator[None]:
-    """Change fields of ``settings`` (``SCAN`` or ``CONV``) inside the ``with`` block; restored after."""
+def override(settings: ScanSettings | ConvSettings | NormSettings, **changes) -> Iterator[None]:
+    """Change fields of ``settings`` (``SCAN``, ``CONV`` or ``NORM``) inside the ``with`` block; restored after."""
     names = {f.name for f in dataclasses.fields(settings)}
     unknown = set(changes) - names
     if unknown:
