@@ -152,8 +152,9 @@ def _scan_call(backend: str, x: dict):
     if backend == "mamba_ssm":
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
-        return lambda: selective_scan_fn(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
-                                         x["delta_bias"], delta_softplus=True)
+        # mamba_ssm takes a variable B and C in u's dtype (what its model's x_proj gives under autocast)
+        return lambda: selective_scan_fn(x["u"], x["delta"], x["A"], x["B"].to(x["u"].dtype), x["C"].to(x["u"].dtype),
+                                         x["D"], x["z"], x["delta_bias"], delta_softplus=True)
     return lambda: selective_scan(**x, delta_softplus=True, backend=backend.split("_")[0],
                                   reverse=backend == "triton_rev")
 
@@ -317,10 +318,14 @@ class _MambaSsmScan:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
         def scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-            return selective_scan_fn(u.contiguous(), delta.contiguous(), A, B.contiguous(), C.contiguous(), D,
-                                     z.contiguous() if z is not None else None, delta_bias, delta_softplus)
+            # B and C in u's dtype, as mamba_ssm requires of a variable B and C (our mixer keeps them fp32)
+            return selective_scan_fn(u.contiguous(), delta.contiguous(), A, B.to(u.dtype).contiguous(),
+                                     C.to(u.dtype).contiguous(), D, z.contiguous() if z is not None else None,
+                                     delta_bias, delta_softplus)
 
-        def pair(forward, backward, z=None, order=None, delta_softplus=False):
+        def pair(forward, backward, z=None, order=None, delta_softplus=False, recompute=None):
+            # ``recompute`` (the mixer's activation recompute scope) is ignored: the baseline stores what
+            # mamba_ssm's scan stores
             if order.mode == "reverse":
                 to_steps = back = lambda t: t.flip(-1)  # noqa: E731
             else:
