@@ -31,9 +31,11 @@ from scan_gpu_sweep import _fresh_step  # noqa: E402
 
 from videomamba.ops import ScanInputs, ScanOrder, residual_norm, selective_scan_pair  # noqa: E402
 from videomamba.ops.triton import SCAN, override  # noqa: E402
+from videomamba.ops.triton.settings import ScanSettings  # noqa: E402
 
 # name -> SCAN fields: the window-tile forward's window steps (W), channels a program (BD), channel groups (G),
 # pipelining, programs an SM planned for (from its registers: 65536 / (32 x registers))
+UPCAST = "upcast"  # a variant key that is no SCAN field: cast the bf16 inputs to fp32 in the timed call
 VARIANTS = {
     "default": {},
     "fwd step at a time": dict(forward_tile=None),
@@ -49,6 +51,13 @@ VARIANTS = {
     # 9 programs an SM its 210 uncapped registers allow
     "stages 2, bwd 192 registers": dict(stages=2, backward_builds={"fp32": (168, 12), "bf16": (192, 10)}),
     "bwd planned 9 an SM": dict(backward_builds={"fp32": (168, 12), "bf16": (None, 9)}),
+    # the backward's tile as 8 groups of 4 channels: with bf16 inputs 4 channels and 4 states a thread (the
+    # fp32 build's layout) where G 1 gives 8 channels and 2 states; 662 instructions a step against 787
+    "bwd G8": dict(channel_groups=dict(ScanSettings().channel_groups, backward=8)),
+    "bwd G8, stages 2": dict(channel_groups=dict(ScanSettings().channel_groups, backward=8), stages=2),
+    # bf16 u, Δ and z cast to fp32 before the kernels (and their gradients back), timed with the casts: the
+    # fp32 builds issue 588 instructions a backward step against 787 for the bf16 word reads
+    "fp32 kernels, casts included": {UPCAST: True},
 }
 
 
@@ -62,18 +71,23 @@ def _pair_inputs(b: int, L: int, dtype: torch.dtype, seed: int = 0):
     return directions
 
 
-def _call(directions, backend: str = "triton"):
+def _call(directions, backend: str = "triton", upcast: bool = False):
+    """Both directions' scan; ``upcast``: u, Δ and z cast to fp32 first, the output back to their dtype."""
+    dtype = directions[0]["u"].dtype
+    if upcast:
+        directions = [{k: (v.float() if k in ("u", "delta", "z") else v) for k, v in x.items()} for x in directions]
     z = directions[0]["z"]
     scans = [ScanInputs(**{k: v for k, v in x.items() if k != "z"}) for x in directions]
-    return selective_scan_pair(scans[0], scans[1], z, ScanOrder("reverse"), delta_softplus=True, backend=backend)
+    y = selective_scan_pair(scans[0], scans[1], z, ScanOrder("reverse"), delta_softplus=True, backend=backend)
+    return y.to(dtype) if upcast else y
 
 
-def max_error(dtype: torch.dtype) -> float:
+def max_error(dtype: torch.dtype, upcast: bool = False) -> float:
     """Largest error over the output and every gradient, against the float64 reference, relative to the
     largest magnitude of each (b 2, L 1000, d_inner 768)."""
     got = _pair_inputs(2, 1000, dtype, seed=5)
     truth = [{k: v.detach().double().requires_grad_() for k, v in x.items()} for x in got]
-    y, y_true = _call(got), _call(truth, "reference")
+    y, y_true = _call(got, upcast=upcast), _call(truth, "reference")
     w = torch.randn(y.shape, device=y.device, dtype=torch.float64)
     (y.double() * w).sum().backward()
     (y_true * w).sum().backward()
@@ -84,10 +98,10 @@ def max_error(dtype: torch.dtype) -> float:
     return max(errors)
 
 
-def step_ms(b: int, L: int) -> tuple[float, dict[str, float]]:
+def step_ms(b: int, L: int, upcast: bool = False) -> tuple[float, dict[str, float]]:
     """(graphed forward+backward ms, GPU µs by kernel of one step) at (b, L), bf16 u, Δ, z."""
     directions = _pair_inputs(b, L, torch.bfloat16)
-    step = _fresh_step(lambda: _call(directions), torch.randn_like(_call(directions)),
+    step = _fresh_step(lambda: _call(directions, upcast=upcast), torch.randn_like(_call(directions)),
                        [v for x in directions for v in x.values()])
     ms = min(sg._graph_ms(step, replays=10) for _ in range(2))
     kernels: dict[str, float] = {}
@@ -116,11 +130,13 @@ def main() -> None:
     timed = {}
     for name in args.variants:
         try:
-            with override(SCAN, **VARIANTS[name]):
-                errors = [max_error(dtype) for dtype in (torch.float32, torch.bfloat16)]
-                long_ms, kernels = step_ms(8, 6273)
+            settings = {k: v for k, v in VARIANTS[name].items() if k != UPCAST}
+            upcast = VARIANTS[name].get(UPCAST, False)
+            with override(SCAN, **settings):
+                errors = [max_error(dtype, upcast) for dtype in (torch.float32, torch.bfloat16)]
+                long_ms, kernels = step_ms(8, 6273, upcast)
                 torch.cuda.empty_cache()
-                short_ms = float("nan") if args.long_only else step_ms(32, 1569)[0]
+                short_ms = float("nan") if args.long_only else step_ms(32, 1569, upcast)[0]
                 torch.cuda.empty_cache()
         except Exception as err:  # noqa: BLE001 - report and go on
             print(f"| {name} | failed: {str(err)[:300]} |", flush=True)
@@ -136,7 +152,8 @@ def main() -> None:
     import gpu
 
     best = min(timed, key=timed.get)
-    chosen = [name for name in dict.fromkeys([best, "fwd step at a time"]) if name in timed and name != "default"]
+    chosen = [name for name in dict.fromkeys([best, "fwd step at a time"])
+              if name in timed and name != "default" and UPCAST not in VARIANTS[name]]
     print(f"## videomamba_small, 64 frames, batch 8: the default against {', '.join(chosen)}\n")
     print("| model | train ms | peak GiB | infer clips/s |\n|---|---|---|---|")
     rows = ([("ViT-S (SDPA)", None), ("ours, default", {}), ("ours, residual add + RMSNorm unfused", "unfused")]

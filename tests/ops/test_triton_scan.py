@@ -144,10 +144,11 @@ SCAN_CASES = [
     ScanCase((1, 8, 5, 4), layout="bdl", chunk=2, segments=3, softplus=False, optional=False),
     # segments of 6 chunks summarised in blocks (SUMMARY_CHUNKS), several blocks folded per segment
     ScanCase((1, 20, 70, 16), REV, chunk=4, segments=3),
-    # every kernel's lanes at 1 (whole channels per thread), 2 or 4 channel groups
+    # every kernel's lanes at 1 (whole channels per thread), 2, 4 or 8 channel groups
     ScanCase((2, 40, 37, 16), REV, groups=1),
     ScanCase((2, 33, 70, 16), layout="bdl", splits=2, segments=3, groups=2),
     ScanCase((2, 40, 41, 16), SPATIAL8, dtype=BF16, chunk=8, segments=5, groups=4),
+    ScanCase((2, 40, 37, 16), REV, dtype=BF16, groups=8),
     ScanCase((1, 8, 5, 4), layout="bdl", chunk=2, segments=3, groups=1, softplus=False, optional=False),
     # softplus through the accurate log
     ScanCase((2, 40, 37, 16), REV, segments=3, fast_softplus=False),

@@ -247,8 +247,8 @@ if triton is not None:
                 _store_channels(du_ptr, o_row + t * so_l, gB * dt + Dv * dy, dmask, NS)
                 # this block's shares of dB and dC; channels past Dm add zeros (their loads were masked, so
                 # their u, the output gradient, g and h are zero)
-                dB_t = _sum_channels(g * _per_channel(dt * u))
-                dC_t = _sum_channels(h_t * _per_channel(dy))
+                dB_t = _sum_channels(g * _per_channel(dt * u), VECTOR)
+                dC_t = _sum_channels(h_t * _per_channel(dy), VECTOR)
                 # this block's partial sums; the blocks are added afterwards
                 tl.store(dB_ptr + pid_d * part_stride + brow + t * N, dB_t)
                 tl.store(dC_ptr + pid_d * part_stride + brow + t * N, dC_t)
