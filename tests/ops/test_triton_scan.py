@@ -148,7 +148,7 @@ SCAN_CASES = [
     ScanCase((2, 40, 37, 16), REV, groups=1),
     ScanCase((2, 33, 70, 16), layout="bdl", splits=2, segments=3, groups=2),
     ScanCase((2, 40, 41, 16), SPATIAL8, dtype=BF16, chunk=8, segments=5, groups=4),
-    ScanCase((2, 40, 37, 16), REV, dtype=BF16, groups=8),
+    ScanCase((1, 12, 37, 16), REV, dtype=BF16, chunk=4, groups=8),
     ScanCase((1, 8, 5, 4), layout="bdl", chunk=2, segments=3, groups=1, softplus=False, optional=False),
     # softplus through the accurate log
     ScanCase((2, 40, 37, 16), REV, segments=3, fast_softplus=False),

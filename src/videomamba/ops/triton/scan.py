@@ -331,8 +331,13 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, True, reads_words)
     splits = _state_splits(extended, channels, n, u.device, n_segs)
     dtypes = (u.dtype, delta.dtype, z.dtype if z is not None else None)
-    du, ddelta = _result(u, dtypes[0], splits, extended), _result(u, dtypes[1], splits, extended)
-    dz = _result(u, dtypes[2], splits, extended) if z is not None else None
+    # with bf16 inputs du, ddelta and dz are written fp32 and cast after the kernel: its tile follows its stores'
+    # 16-byte vectors, and fp32 ones give it 4 channels and 4 states a thread (bf16 ones: 8 and 2), which
+    # takes fewer instructions and shuffles a step (659 against 787) and ran faster, the casts included
+    # (docs/benchmarks.md)
+    written = (torch.float32,) * 3 if reads_words else dtypes
+    du, ddelta = _result(u, written[0], splits, extended), _result(u, written[1], splits, extended)
+    dz = _result(u, written[2], splits, extended) if z is not None else None
     (u, u2), (delta, delta2) = _pair(u, u2), _pair(delta, delta2)
     (B, B2), (C, C2) = _pair(B, B2, False), _pair(C, C2, False)
     z, dout = _as_float(z), _as_float(dout)
@@ -382,7 +387,8 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     dB, dC = dB.transpose(1, 2), dC.transpose(1, 2)  # (directions x b, N, L) views, as ``empty_state_sums``
     dD, dbias = sum_parts(dDbias.view(2 * directions, n_segs * splits * batch, channels)).view(2, directions, channels)
     dA = sum_parts(dA.view(directions, n_segs * batch, n * channels), rows=n).view(directions, channels, n)
-    return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), _finish(dz, dtypes[2]) if dz is not None else None,
+    return (_finish(du, dtypes[0]).to(dtypes[0]), _finish(ddelta, dtypes[1]).to(dtypes[1]),
+            _finish(dz, dtypes[2]).to(dtypes[2]) if dz is not None else None,
             dB, dC, dA, dD if has_D else None, dbias if has_bias else None)
 
 
