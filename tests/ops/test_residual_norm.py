@@ -106,6 +106,39 @@ def test_add_rms_norm_kernels_on_the_gpu_match_float64(case):
     assert failures == [], failures
 
 
+COMPILE = textwrap.dedent("""
+    import sys, torch
+    from videomamba.ops.residual_norm import add_rms_norm
+    torch.manual_seed(0)
+
+    def blocks(residual, first, second, w1, w2):
+        # a first block (no branch yet), a second one (the first's output added), the final norm's add
+        residual, normed = add_rms_norm(residual, None, w1, 1e-5, torch.bfloat16, use_triton=True)
+        residual, normed2 = add_rms_norm(residual, first + normed, w2, 1e-5, torch.bfloat16, use_triton=True)
+        total, out = add_rms_norm(residual, second * normed2, w1, 1e-5, use_triton=True)
+        return out.sum() + (total * total).mean()
+
+    leaves = [torch.randn(2, 7, 24), torch.randn(2, 7, 24).bfloat16(), torch.randn(2, 7, 24).bfloat16(),
+              torch.rand(24) + 0.5, torch.rand(24) + 0.5]
+    results = []
+    for fn in (blocks, torch.compile(blocks, fullgraph=True, backend="aot_eager")):
+        args = [t.clone().requires_grad_() for t in leaves]
+        loss = fn(*args)
+        loss.backward()
+        results.append([loss] + [a.grad for a in args])
+    errors = [((a.double() - b.double()).abs().max() / b.double().abs().max().clamp(min=1)).item()
+              for a, b in zip(*results)]
+    print("errors", errors)
+    sys.exit(0 if max(errors) < 1e-6 else 1)
+""")
+
+
+def test_fused_ops_trace_into_one_graph_and_match_eager():
+    """Both custom ops under torch.compile(fullgraph=True) (schemas, fake implementations, autograd
+    registrations, optional gradients): loss and every gradient as eager, in the interpreter."""
+    triton_subprocess.assert_check_passes(COMPILE, "cpu", interpret=True, timeout=600)
+
+
 def test_pytorch_path_is_the_add_then_rms_norm():
     """Off the kernels: exactly the residual plus the branch, then nn.RMSNorm, then the cast."""
     from videomamba.ops.residual_norm import add_rms_norm

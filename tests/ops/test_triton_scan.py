@@ -257,7 +257,8 @@ def _pair_cases() -> dict[str, dict]:
 def _results(check: str, device: str) -> dict[str, list[str]]:
     """Every case of one check script run once per device (in the interpreter on the CPU)."""
     script, cases = {"scan": (CHECK, _scan_cases()), "pair": (CHECK_PAIR, _pair_cases())}[check]
-    return triton_subprocess.run_cases(script, device, device == "cpu", cases, timeout=900)
+    # two processes at once: the interpreter runs on one core, and the scan check is the suite's longest test
+    return triton_subprocess.run_cases(script, device, device == "cpu", cases, timeout=900, processes=2)
 
 
 def _assert_case_passed(check: str, device: str, case: str) -> None:

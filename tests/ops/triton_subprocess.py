@@ -21,16 +21,35 @@ def assert_check_passes(script: str, device: str, interpret: bool, timeout: int)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
 
-def run_cases(script: str, device: str, interpret: bool, cases: dict[str, dict], timeout: int) -> dict[str, list[str]]:
+def run_cases(script: str, device: str, interpret: bool, cases: dict[str, dict], timeout: int,
+              processes: int = 1) -> dict[str, list[str]]:
     """Run ``script`` on ``cases`` (id -> JSON-able settings, handed over as ``sys.argv[2]``); the script
     prints ``RESULTS_MARK`` and a JSON object id -> list of failure messages. Returns that object; a
-    script that crashes fails every case with the end of its output."""
-    result = _run(script, [device, json.dumps(cases)], interpret, timeout)
-    for line in result.stdout.splitlines():
-        if line.startswith(RESULTS_MARK):
-            return json.loads(line[len(RESULTS_MARK):])
-    crash = f"the check crashed (exit {result.returncode}):\n" + result.stdout[-2000:] + result.stderr[-2000:]
-    return {case: [crash] for case in cases}
+    script that crashes fails every case it was given with the end of its output.
+
+    ``processes``: the cases dealt round-robin to this many scripts running at once (the interpreter
+    keeps one core busy; CI has two), for scripts that run exactly the cases they are handed."""
+    names = list(cases)
+    shares = [names[i::processes] for i in range(max(1, min(processes, len(names))))]
+    env = {**os.environ, "TRITON_INTERPRET": "1" if interpret else "0"}
+    running = [(share, subprocess.Popen([sys.executable, "-c", script, device, json.dumps({n: cases[n] for n in share})],
+                                        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+               for share in shares]
+    results: dict[str, list[str]] = {}
+    for share, process in running:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+        reported = next((json.loads(line[len(RESULTS_MARK):]) for line in stdout.splitlines()
+                         if line.startswith(RESULTS_MARK)), None)
+        if reported is None:
+            crash = f"the check crashed (exit {process.returncode}):\n" + stdout[-2000:] + stderr[-2000:]
+            reported = {case: [crash] for case in share}
+        for case, failures in reported.items():
+            results.setdefault(case, []).extend(failures)
+    return results
 
 
 def _run(script: str, args: list[str], interpret: bool, timeout: int) -> subprocess.CompletedProcess:
