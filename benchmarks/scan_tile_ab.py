@@ -12,6 +12,7 @@ the ViT-S with SDPA, in the same process.
 
 Usage, on the GPU machine from the repository root:
   PYTHONPATH=src python3 benchmarks/scan_tile_ab.py [--variants NAME ...] [--long-only] [--no-model]
+      [--model-rounds N] [--model-steps S]
 ("default" is the window-8 forward on 16 channels.)
 """
 
@@ -122,6 +123,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help="variant names (default: all)")
     parser.add_argument("--no-model", action="store_true", help="skip the 64-frame training steps")
     parser.add_argument("--long-only", action="store_true", help="time b 8, L 6273 alone (not b 32, L 1569)")
+    parser.add_argument("--model-rounds", type=int, default=1,
+                        help="measure the model rows this many times, interleaved (a fresh model's step scatters)")
+    parser.add_argument("--model-steps", type=int, default=5, help="training steps in each model row's median")
     args = parser.parse_args()
     sg.header("scan kernels A/B")
     sg.warm_up_gpu()
@@ -158,16 +162,19 @@ def main() -> None:
     print("| model | train ms | peak GiB | infer clips/s |\n|---|---|---|---|")
     rows = ([("ViT-S (SDPA)", None), ("ours, default", {}), ("ours, residual add + RMSNorm unfused", "unfused")]
             + [(f"ours, {name}", VARIANTS[name]) for name in chosen])
-    for label, settings in rows:
-        if settings is None:
-            r = gpu._measure(gpu._vit, 64)
-        elif settings == "unfused":
-            with mock.patch.object(residual_norm, "fused_available", lambda residual: False):
-                r = gpu._measure(gpu._videomamba(64), 64)
-        else:
-            with override(SCAN, **settings):
-                r = gpu._measure(gpu._videomamba(64), 64)
-        print(f"| {label} | {r['train_ms']:.1f} | {r['train_gib']:.1f} | {r['infer_cps']:.0f} |", flush=True)
+    median = sg._median_ms
+    with mock.patch.object(sg, "_median_ms", lambda fn, repeats: median(fn, max(repeats, args.model_steps))):
+        for _ in range(args.model_rounds):
+            for label, settings in rows:
+                if settings is None:
+                    r = gpu._measure(gpu._vit, 64)
+                elif settings == "unfused":
+                    with mock.patch.object(residual_norm, "fused_available", lambda residual: False):
+                        r = gpu._measure(gpu._videomamba(64), 64)
+                else:
+                    with override(SCAN, **settings):
+                        r = gpu._measure(gpu._videomamba(64), 64)
+                print(f"| {label} | {r['train_ms']:.1f} | {r['train_gib']:.1f} | {r['infer_cps']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
