@@ -73,10 +73,14 @@ def _add_norm_setup(ctx, inputs, output):
     residual, branch, weight, eps, _ = inputs
     ctx.save_for_backward(output[0], weight)
     ctx.eps, ctx.branch_dtype = eps, branch.dtype
+    # an unused sum (the final norm's) hands its gradient over as None, not as a (B, L, d) tensor of zeros
+    ctx.set_materialize_grads(False)
 
 
 def _add_norm_backward(ctx, dtotal, dnormed):
     total, weight = ctx.saved_tensors
+    if dnormed is None:
+        dnormed = torch.zeros_like(total)
     run = _add_norm_backward_op if custom_op_needed() else _add_norm_backward_body
     dresidual, dbranch, dweight = run(dnormed.contiguous(), None if dtotal is None else dtotal.contiguous(), total,
                                       weight, ctx.eps, ctx.branch_dtype)
