@@ -140,6 +140,50 @@ def test_fused_ops_trace_into_one_graph_and_match_eager():
     triton_subprocess.assert_check_passes(COMPILE, "cpu", interpret=True, timeout=600)
 
 
+MODEL = textwrap.dedent("""
+    import sys, torch
+    from unittest import mock
+    import videomamba
+    from videomamba.ops import residual_norm
+    device = sys.argv[1]
+    torch.manual_seed(0)
+    model = videomamba.create_model("videomamba_nano", embed_dim=32, depth=3, num_frames=4, img_size=32,
+                                    num_classes=5, drop_path_rate=0.2).to(device)
+    with torch.no_grad():  # norm weights away from their initial ones, so that the kernels' use of them shows
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    video = torch.randn(2, 3, 4, 32, 32, device=device)
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(1)  # the same drop-path draws
+        model.zero_grad()
+        with mock.patch.object(residual_norm, "fused_available", lambda residual: fused):
+            logits, internals = model.forward_with_internals(video, record=("features",))
+            loss = torch.nn.functional.cross_entropy(logits, torch.tensor([1, 3], device=device))
+            loss.backward()
+        grads = [p.grad.detach().clone() for p in model.parameters() if p.grad is not None]
+        results.append([logits.detach()] + [f.detach() for f in internals.features] + grads)
+    assert len(results[0]) == len(results[1]) > 3 + 3
+    errors = [((a.double() - b.double()).abs().max() / b.double().abs().max().clamp(min=1)).item()
+              for a, b in zip(*results)]
+    print("largest error", max(errors))
+    sys.exit(0 if max(errors) < 1e-5 else 1)
+""")
+
+
+def test_model_with_the_fused_norm_matches_the_pytorch_path():
+    """A whole model (3 blocks, drop path on, in training) through the fused ops, in the interpreter:
+    logits, every block's residual stream and every parameter's gradient as with F.rms_norm on the
+    sum, in float32."""
+    triton_subprocess.assert_check_passes(MODEL, "cpu", interpret=True, timeout=600)
+
+
+@pytest.mark.gpu
+def test_model_with_the_fused_norm_matches_the_pytorch_path_on_the_gpu():
+    triton_subprocess.assert_check_passes(MODEL, "cuda", interpret=False, timeout=600)
+
+
 def test_pytorch_path_is_the_add_then_rms_norm():
     """Off the kernels: exactly the residual plus the branch, then nn.RMSNorm, then the cast."""
     from videomamba.ops.residual_norm import add_rms_norm
