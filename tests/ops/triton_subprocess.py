@@ -31,9 +31,8 @@ def run_cases(script: str, device: str, interpret: bool, cases: dict[str, dict],
     keeps one core busy; CI has two), for scripts that run exactly the cases they are handed."""
     names = list(cases)
     shares = [names[i::processes] for i in range(max(1, min(processes, len(names))))]
-    env = {**os.environ, "TRITON_INTERPRET": "1" if interpret else "0"}
     running = [(share, subprocess.Popen([sys.executable, "-c", script, device, json.dumps({n: cases[n] for n in share})],
-                                        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+                                        env=_environment(interpret), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
                for share in shares]
     results: dict[str, list[str]] = {}
     for share, process in running:
@@ -52,7 +51,10 @@ def run_cases(script: str, device: str, interpret: bool, cases: dict[str, dict],
     return results
 
 
+def _environment(interpret: bool) -> dict[str, str]:
+    return {**os.environ, "TRITON_INTERPRET": "1" if interpret else "0"}
+
+
 def _run(script: str, args: list[str], interpret: bool, timeout: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TRITON_INTERPRET": "1" if interpret else "0"}
-    return subprocess.run([sys.executable, "-c", script, *args], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-c", script, *args], env=_environment(interpret), cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)

@@ -26,13 +26,16 @@ def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float64 else t.float()
 
 
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype the mixer computes in for input ``t``: autocast's where it is on, else ``t``'s."""
+    device = t.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else t.dtype
+
+
 def _as_autocast_casts(t: torch.Tensor) -> torch.Tensor:
     """``t`` in the autocast dtype where autocast is on: cast once here, where each of in_proj's two matmuls
     would cast (and save) its own copy."""
-    device = t.device.type
-    if torch.is_autocast_enabled(device) and t.is_floating_point():
-        return t.to(torch.get_autocast_dtype(device))
-    return t
+    return t.to(compute_dtype(t)) if t.is_floating_point() else t
 
 
 class ScaledInputLinear(nn.Linear):

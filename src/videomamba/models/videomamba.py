@@ -18,7 +18,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from ..ops import ScanOrder, add_rms_norm
-from .mixer import BiMambaMixer
+from .mixer import BiMambaMixer, compute_dtype
 from .pos_embed import (LEARNED_POS_EMBEDS, POS_EMBEDS, random_table, resample_table,
                         sinusoidal_table, video_table_from_image)
 from .scan_order import SCAN_ORDERS
@@ -126,18 +126,12 @@ class Block(nn.Module):
     def forward(self, residual: torch.Tensor, branch: torch.Tensor | None = None, order: ScanOrder | None = None,
                 return_delta: bool = False, recompute: bool = False):
         """(residual + branch, this block's output (drop path applied), the mixer's Δ or None)."""
-        residual, hidden = add_rms_norm(residual, branch, self.norm.weight, self.norm.eps, _compute_dtype(residual))
+        residual, hidden = add_rms_norm(residual, branch, self.norm.weight, self.norm.eps, compute_dtype(residual))
         out = self.mixer(hidden, order, return_delta, recompute)
         out, deltas = out if return_delta else (out, None)
         if self.drop_path_rate and self.training:  # the stream's dtype: the rescale 1 / keep not rounded to bf16
             out = drop_path(out.to(residual.dtype), self.drop_path_rate, True)
         return residual, out, deltas
-
-
-def _compute_dtype(t: torch.Tensor) -> torch.dtype:
-    """The dtype the mixer computes in: autocast's where it is on, else ``t``'s."""
-    device = t.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else t.dtype
 
 
 @dataclass

@@ -133,9 +133,10 @@ def _result(like: torch.Tensor, dtype: torch.dtype, splits: int, batch: int) -> 
 
 
 def _finish(result: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The (b, d, L) result from ``_result``'s buffer: the partial sums added, in the same memory order."""
+    """The (b, d, L) result in ``dtype`` from ``_result``'s buffer (written in it, or in fp32 and cast): the
+    partial sums added, in the same memory order."""
     if result.shape[0] == 1:
-        return result[0]
+        return result[0].to(dtype)
     if is_channels_last(result[0]):
         return result.transpose(2, 3).sum(0).to(dtype).transpose(1, 2)
     return result.sum(0).to(dtype)
@@ -333,8 +334,7 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     dtypes = (u.dtype, delta.dtype, z.dtype if z is not None else None)
     # with bf16 inputs du, ddelta and dz are written fp32 and cast after the kernel: its tile follows its stores'
     # 16-byte vectors, and fp32 ones give it 4 channels and 4 states a thread (bf16 ones: 8 and 2), which
-    # takes fewer instructions and shuffles a step (659 against 787) and ran faster, the casts included
-    # (docs/benchmarks.md)
+    # takes fewer instructions and shuffles a step and ran faster, the casts included (docs/benchmarks.md)
     written = (torch.float32,) * 3 if reads_words else dtypes
     du, ddelta = _result(u, written[0], splits, extended), _result(u, written[1], splits, extended)
     dz = _result(u, written[2], splits, extended) if z is not None else None
@@ -387,8 +387,7 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     dB, dC = dB.transpose(1, 2), dC.transpose(1, 2)  # (directions x b, N, L) views, as ``empty_state_sums``
     dD, dbias = sum_parts(dDbias.view(2 * directions, n_segs * splits * batch, channels)).view(2, directions, channels)
     dA = sum_parts(dA.view(directions, n_segs * batch, n * channels), rows=n).view(directions, channels, n)
-    return (_finish(du, dtypes[0]).to(dtypes[0]), _finish(ddelta, dtypes[1]).to(dtypes[1]),
-            _finish(dz, dtypes[2]).to(dtypes[2]) if dz is not None else None,
+    return (_finish(du, dtypes[0]), _finish(ddelta, dtypes[1]), _finish(dz, dtypes[2]) if dz is not None else None,
             dB, dC, dA, dD if has_D else None, dbias if has_bias else None)
 
 
