@@ -106,15 +106,18 @@ def _open(path: Path):
     return container, stream
 
 
-def _rate(stream) -> float:
+def _timing(stream) -> tuple[float, float]:
+    """(seconds per timestamp tick, frames per second or 0.0 where unknown), read while the
+    container is open: PyAV 18.1.1 and later refuse a closed container's stream attributes."""
     rate = stream.average_rate or stream.guessed_rate
-    return float(rate) if rate else 0.0
+    return float(stream.time_base or 1.0), (float(rate) if rate else 0.0)
 
 
 def _demux_index(path: Path) -> VideoIndex | None:
     """The index from the packets alone, or None where their timestamps cannot address the frames
     (a packet with data but no timestamp, or one timestamp on several packets)."""
     container, stream = _open(path)
+    time_base, fps = _timing(stream)
     pts, keyframes, trusted = [], [], True
     try:
         for packet in container.demux(stream):
@@ -138,13 +141,14 @@ def _demux_index(path: Path) -> VideoIndex | None:
     if not pts:
         raise VideoReadError(path, "no video frames")
     pts = sorted(pts)
-    return VideoIndex(tuple(pts), tuple(sorted(keyframes)) or (pts[0],), float(stream.time_base or 1.0), _rate(stream))
+    return VideoIndex(tuple(pts), tuple(sorted(keyframes)) or (pts[0],), time_base, fps)
 
 
 def _decoded_index(path: Path) -> VideoIndex:
     """The index from one full decode: the frames' own timestamps where they are all present and
     distinct, else frame numbers in output order (``by_count``)."""
     container, stream = _open(path)
+    time_base, fps = _timing(stream)
     pts, keyframes = [], []
     try:
         for frame in container.decode(stream):
@@ -159,7 +163,6 @@ def _decoded_index(path: Path) -> VideoIndex:
         container.close()
     if not pts:
         raise VideoReadError(path, "no decodable video frames")
-    time_base, fps = float(stream.time_base or 1.0), _rate(stream)
     if all(p is not None for p in pts) and len(set(pts)) == len(pts):
         ordered = sorted(pts)
         return VideoIndex(tuple(ordered), tuple(sorted(keyframes)) or (ordered[0],), time_base, fps, decoded=True)
