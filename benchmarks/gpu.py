@@ -9,7 +9,8 @@ the GPU, each with its baselines measured in the same run.
            ViT-S with flash attention (SDPA), eager
   sweep    16 / 32 / 64 / 128 frames against the ViT-S eager and torch.compile'd: training and
            inference, and the frame count from which VideoMamba is the faster
-  profile  where a 64-frame training step's GPU time goes, grouped by kernel family
+  profile  where the GPU time of a 64-frame training step and of inference goes, grouped by kernel
+           family (the ViT-S's inference beside ours)
 
 Usage, on the GPU machine from the repository root (mamba_ssm built first by
 benchmarks/build_mamba_ssm.sh; without it its columns stay empty):
@@ -212,6 +213,7 @@ FAMILIES = (  # (family, pattern on the kernel name), first match wins
     ("scan backward", r"_scan_bwd|_segment_bwd|_window_entries|_sum_parts|_pair_gate_bwd"),
     ("scan forward", r"_scan_fwd|_segment_fwd|_pair_gate_fwd"),
     ("conv + SiLU", r"_conv"),
+    ("attention", r"flash|fmha|attention|cudnn_generated_fort_native_sdpa"),
     ("GEMM", r"gemm|cutlass|xmma|nvjet|sm90_|ampere_|cublas|matmul"),
     ("norm", r"norm|rms"),
     ("optimizer", r"adam|multi_tensor|foreach"),
@@ -220,17 +222,14 @@ FAMILIES = (  # (family, pattern on the kernel name), first match wins
 )
 
 
-def profile(frames: int = 64) -> None:
-    import videomamba
+def _profiled(run, title: str) -> None:
+    """Profile one call of ``run`` (warmed up by one call before) and print its GPU time by kernel family."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
-    os.environ["VIDEOMAMBA_SCAN_BACKEND"] = "triton"
-    model = videomamba.create_model("videomamba_small", num_frames=frames).to(DEV)
-    step = sg.training_step(model, frames)
-    step()
+    run()
     torch.cuda.synchronize()
     with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
-        step()
+        run()
         torch.cuda.synchronize()
     events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
     total = sum(e.self_device_time_total for e in events)
@@ -238,18 +237,37 @@ def profile(frames: int = 64) -> None:
     for e in events:
         family = next((f for f, pattern in FAMILIES if re.search(pattern, e.key, re.IGNORECASE)), "other")
         groups.setdefault(family, []).append(e)
-    print(f"## where a training step goes: videomamba_small, {frames} frames, batch 8 (torch.profiler)\n")
-    print(f"GPU time {total / 1e3:.1f} ms in one profiled step.\n")
+    print(f"## {title} (torch.profiler)\n")
+    print(f"GPU time {total / 1e3:.1f} ms in one profiled call.\n")
     print("| family | ms | share | largest kernels (ms) |\n|---|---|---|---|")
     for family, members in sorted(groups.items(), key=lambda kv: -sum(e.self_device_time_total for e in kv[1])):
         ms = sum(e.self_device_time_total for e in members) / 1e3
         top = sorted(members, key=lambda e: -e.self_device_time_total)[:3]
         names = "; ".join(f"{e.key[:48]} {e.self_device_time_total / 1e3:.1f}" for e in top)
         print(f"| {family} | {ms:.1f} | {ms * 1e3 / total:.0%} | {names} |")
-    os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
-    del model, step
-    torch.cuda.empty_cache()
     print()
+
+
+def profile(frames: int = 64) -> None:
+    """Where the GPU time of a training step (batch 8) and of inference (batch 32) goes, ours and the
+    ViT-S's inference beside it."""
+    import videomamba
+
+    os.environ["VIDEOMAMBA_SCAN_BACKEND"] = "triton"
+    model = videomamba.create_model("videomamba_small", num_frames=frames).to(DEV)
+    step = sg.training_step(model, frames)
+    _profiled(step, f"where a training step goes: videomamba_small, {frames} frames, batch 8")
+    del step
+    torch.cuda.empty_cache()
+    model.eval()
+    _profiled(sg.inference(model, frames), f"where inference goes: videomamba_small, {frames} frames, batch 32")
+    os.environ.pop("VIDEOMAMBA_SCAN_BACKEND", None)
+    del model
+    torch.cuda.empty_cache()
+    vit = _vit().eval()
+    _profiled(sg.inference(vit, frames), f"where inference goes: ViT-S (SDPA), {frames} frames, batch 32")
+    del vit
+    torch.cuda.empty_cache()
 
 
 def main() -> None:
