@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from .common import cdiv
 from .settings import CONV
 
 try:
@@ -134,7 +135,7 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 
 def _grid(batch: int, length: int, channels: int, block_l: int | None = None, block_d: int | None = None
           ) -> tuple[int, int, int]:
-    return batch, triton.cdiv(length, block_l or CONV.block_l), triton.cdiv(channels, block_d or CONV.block_d)
+    return batch, cdiv(length, block_l or CONV.block_l), cdiv(channels, block_d or CONV.block_d)
 
 
 def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mode: int, frame_tokens: int,

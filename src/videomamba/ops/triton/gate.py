@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import empty_like_layout, strides
+from .common import cdiv, empty_like_layout, strides
 from .settings import SCAN
 
 try:
@@ -62,7 +62,7 @@ if triton is not None:
 
 def _gate_grid(like: torch.Tensor) -> tuple[int, int, int]:
     batch, channels, length = like.shape
-    return batch, triton.cdiv(length, SCAN.gate_block_l), triton.cdiv(channels, SCAN.gate_block_d)
+    return batch, cdiv(length, SCAN.gate_block_l), cdiv(channels, SCAN.gate_block_d)
 
 
 def gate_forward(y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

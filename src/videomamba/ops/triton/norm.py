@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from .common import cdiv, next_power_of_2
 from .settings import NORM
 
 try:
@@ -74,7 +75,7 @@ def _rows(t: torch.Tensor) -> int:
 
 def _block_rows(width: int) -> int:
     """Rows a program: NORM.block_elements elements in all, at least one row."""
-    return max(1, NORM.block_elements // triton.next_power_of_2(width))
+    return max(1, NORM.block_elements // next_power_of_2(width))
 
 
 def add_rms_norm_forward(residual: torch.Tensor, branch: torch.Tensor | None, weight: torch.Tensor, eps: float,
@@ -85,9 +86,9 @@ def add_rms_norm_forward(residual: torch.Tensor, branch: torch.Tensor | None, we
     total = torch.empty_like(residual, dtype=torch.float32) if branch is not None else residual
     normed = torch.empty_like(residual, dtype=out_dtype)
     block_rows = _block_rows(width)
-    _add_rms_norm_fwd_kernel[(triton.cdiv(rows, block_rows),)](
+    _add_rms_norm_fwd_kernel[(cdiv(rows, block_rows),)](
         residual, branch if branch is not None else residual, weight, total, normed, rows, width, eps,
-        BLOCK_ROWS=block_rows, BLOCK_D=triton.next_power_of_2(width), HAS_BRANCH=branch is not None,
+        BLOCK_ROWS=block_rows, BLOCK_D=next_power_of_2(width), HAS_BRANCH=branch is not None,
         num_warps=NORM.num_warps)
     return total, normed
 
@@ -99,13 +100,13 @@ def add_rms_norm_backward(dnormed: torch.Tensor, dtotal: torch.Tensor | None, to
     output's gradient and the gradient ``total`` receives downstream (None: zero); contiguous inputs."""
     width, rows = total.shape[-1], _rows(total)
     block_rows = _block_rows(width)
-    programs = min(triton.cdiv(rows, block_rows), NORM.backward_programs)
+    programs = min(cdiv(rows, block_rows), NORM.backward_programs)
     dresidual = torch.empty_like(total, dtype=torch.float32)
     dbranch = torch.empty_like(total, dtype=branch_dtype) if branch_dtype is not None else None
     parts = torch.empty(programs, width, device=total.device, dtype=torch.float32)
     _add_rms_norm_bwd_kernel[(programs,)](
         total, weight, dnormed, dtotal if dtotal is not None else dnormed, dresidual,
         dbranch if dbranch is not None else dresidual, parts, rows, width, eps, BLOCK_ROWS=block_rows,
-        BLOCK_D=triton.next_power_of_2(width), HAS_DTOTAL=dtotal is not None, HAS_BRANCH=dbranch is not None,
+        BLOCK_D=next_power_of_2(width), HAS_DTOTAL=dtotal is not None, HAS_BRANCH=dbranch is not None,
         num_warps=NORM.num_warps)
     return dresidual, dbranch, parts.sum(0).to(weight.dtype)

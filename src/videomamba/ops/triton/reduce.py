@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from .common import cdiv, next_power_of_2
 from .settings import SCAN
 
 try:
@@ -43,8 +44,8 @@ def sum_parts(parts: torch.Tensor, rows: int = 1) -> torch.Tensor:
     # small sums (dA, dD, dbias: tens of parts of a few thousand elements) take narrower programs, more of
     # them, each with all its parts' loads in flight at once: they are latency-bound
     small = groups * n_inner < 64 * SCAN.sum_block
-    block, together = (128, min(32, triton.next_power_of_2(n_parts))) if small else (SCAN.sum_block, SCAN.sum_parts)
-    _sum_parts_kernel[(groups, triton.cdiv(n_inner, block))](
+    block, together = (128, min(32, next_power_of_2(n_parts))) if small else (SCAN.sum_block, SCAN.sum_parts)
+    _sum_parts_kernel[(groups, cdiv(n_inner, block))](
         parts, out, n_parts, parts.stride(1), parts.stride(0), n_inner, rows, BLOCK=block, PARTS=together,
         num_warps=SCAN.sum_warps)
     return out

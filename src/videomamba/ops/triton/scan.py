@@ -53,7 +53,7 @@ import functools
 import torch
 
 from ..token_order import FORWARD, ScanOrder
-from .common import empty_like_layout, is_channels_last, nvidia, poisoned, strides
+from .common import cdiv, empty_like_layout, is_channels_last, nvidia, poisoned, strides
 from .gate import gate_backward, gate_forward
 from .reduce import sum_parts
 from .settings import SCAN
@@ -180,10 +180,10 @@ def _segments(batch: int, channels: int, n_chunks: int, device: torch.device, ba
         wanted = 1
     else:
         block_d, per_sm = (SCAN.block_d, _backward_build(reads_words)[1]) if backward else _forward_programs()
-        wanted = _best_segments(batch * triton.cdiv(channels, block_d), _sm_count(device) * per_sm,
+        wanted = _best_segments(batch * cdiv(channels, block_d), _sm_count(device) * per_sm,
                                 max(1, n_chunks // SCAN.min_segment_chunks), SCAN.segment_cost)
-    seg_chunks = triton.cdiv(n_chunks, max(1, min(wanted, n_chunks)))
-    return seg_chunks, triton.cdiv(n_chunks, seg_chunks)
+    seg_chunks = cdiv(n_chunks, max(1, min(wanted, n_chunks)))
+    return seg_chunks, cdiv(n_chunks, seg_chunks)
 
 
 def _state_splits(batch: int, channels: int, n: int, device: torch.device, segments: int = 1,
@@ -192,7 +192,7 @@ def _state_splits(batch: int, channels: int, n: int, device: torch.device, segme
         return max(1, min(SCAN.n_split, n))
     if device.type != "cuda":
         return 1
-    programs = batch * triton.cdiv(channels, block_d or SCAN.block_d) * segments
+    programs = batch * cdiv(channels, block_d or SCAN.block_d) * segments
     return 2 if programs < 2 * _sm_count(device) and n >= 2 else 1
 
 
@@ -282,7 +282,7 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
     zs = z if z is not None else u
     bias = delta_bias if delta_bias is not None else u
     options = dict(_kernel_options(u.device, delta_softplus, order), PAIRED=directions == 2)
-    grid = (extended, triton.cdiv(channels, SCAN.block_d))
+    grid = (extended, cdiv(channels, SCAN.block_d))
     block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1], chunk)
     ends, dtsum = _segment_summaries(extended, channels, n, n_blocks, u.device)
     if n_segs > 1:  # every block before the last segment
@@ -292,7 +292,7 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
             **_layout("forward summary"), STAGES=SCAN.stages, HAS_BIAS=delta_bias is not None, **options,
             num_warps=SCAN.num_warps)
     if tile:
-        _scan_fwd_tile_kernel[(extended, triton.cdiv(channels, block_d), splits * n_segs)](
+        _scan_fwd_tile_kernel[(extended, cdiv(channels, block_d), splits * n_segs)](
             u, u2, delta, delta2, A, B, B2, C, C2, D if D is not None else u, zs, bias,
             out, last, ckpt, ends, dtsum, channels, length, batch, 0, ckpt.shape[1], seg_chunks, n_segs, n_blocks,
             seg_blocks, order.frame_tokens, order.prefix, *strides(u, delta, zs, out, B, C),
@@ -325,7 +325,7 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     if ckpt is None:
         _, _, ckpt = _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta_softplus, order,
                                    chunk)
-    n_dblocks = triton.cdiv(channels, SCAN.block_d)
+    n_dblocks = cdiv(channels, SCAN.block_d)
     f32 = dict(device=u.device, dtype=torch.float32)
     reads_words = any(t is not None and _reads_words(t) for t in (u, delta, dout, z))
     max_registers, _ = _backward_build(reads_words)
