@@ -19,6 +19,7 @@ Usage, on the GPU machine from the repository root:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from unittest import mock
 from pathlib import Path
@@ -32,11 +33,14 @@ from scan_gpu_sweep import _fresh_step  # noqa: E402
 
 from videomamba.ops import ScanInputs, ScanOrder, residual_norm, selective_scan_pair  # noqa: E402
 from videomamba.ops.triton import SCAN, override  # noqa: E402
+from videomamba.ops.triton import scan as triton_scan  # noqa: E402
 from videomamba.ops.triton.settings import ScanSettings  # noqa: E402
 
 # name -> SCAN fields: the window-tile forward's window steps (W), channels a program (BD), channel groups (G),
 # pipelining, programs an SM planned for (from its registers: 65536 / (32 x registers))
 UPCAST = "upcast"  # a variant key that is no SCAN field: cast the bf16 inputs to fp32 in the timed call
+# a variant key that is no SCAN field: the backward writes du, ddelta and dz in fp32 and casts them after
+FP32_GRADIENTS = "fp32 gradients"
 VARIANTS = {
     "default": {},
     "fwd step at a time": dict(forward_tile=None),
@@ -59,7 +63,29 @@ VARIANTS = {
     # bf16 u, Δ and z cast to fp32 before the kernels (and their gradients back), timed with the casts: the
     # fp32 builds issue 588 instructions a backward step against 787 for the bf16 word reads
     "fp32 kernels, casts included": {UPCAST: True},
+    # the backward before its bf16 stores went 4 channels (8 bytes) a vector: du, ddelta and dz written fp32, for
+    # the same 4-channel tile (488 instructions a step against 491), then cast in two more passes
+    "bwd fp32 gradients, cast after": {FP32_GRADIENTS: True},
 }
+
+
+@contextlib.contextmanager
+def variant(name: str):
+    """Within: the SCAN settings of variant ``name``, and its launcher patch where it has one."""
+    settings = {k: v for k, v in VARIANTS[name].items() if k not in (UPCAST, FP32_GRADIENTS)}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(override(SCAN, **settings))
+        if VARIANTS[name].get(FP32_GRADIENTS):
+            allocate = triton_scan._result
+            backward = triton_scan._scan_backward
+
+            def fp32_backward(*args, **kwargs):
+                # the backward's bf16 results allocated fp32: the kernel stores fp32, ``_finish`` casts
+                with mock.patch.object(triton_scan, "_result", lambda like, dtype, splits, batch: allocate(
+                        like, torch.float32 if dtype == torch.bfloat16 else dtype, splits, batch)):
+                    return backward(*args, **kwargs)
+            stack.enter_context(mock.patch.object(triton_scan, "_scan_backward", fp32_backward))
+        yield
 
 
 def _pair_inputs(b: int, L: int, dtype: torch.dtype, seed: int = 0):
@@ -134,9 +160,8 @@ def main() -> None:
     timed = {}
     for name in args.variants:
         try:
-            settings = {k: v for k, v in VARIANTS[name].items() if k != UPCAST}
             upcast = VARIANTS[name].get(UPCAST, False)
-            with override(SCAN, **settings):
+            with variant(name):
                 errors = [max_error(dtype, upcast) for dtype in (torch.float32, torch.bfloat16)]
                 long_ms, kernels = step_ms(8, 6273, upcast)
                 torch.cuda.empty_cache()
@@ -156,12 +181,12 @@ def main() -> None:
     import gpu
 
     best = min(timed, key=timed.get)
-    chosen = [name for name in dict.fromkeys([best, "fwd step at a time"])
+    chosen = [name for name in dict.fromkeys([best, "fwd step at a time", "bwd fp32 gradients, cast after"])
               if name in timed and name != "default" and UPCAST not in VARIANTS[name]]
     print(f"## videomamba_small, 64 frames, batch 8: the default against {', '.join(chosen)}\n")
     print("| model | train ms | peak GiB | infer clips/s |\n|---|---|---|---|")
-    rows = ([("ViT-S (SDPA)", None), ("ours, default", {}), ("ours, residual add + RMSNorm unfused", "unfused")]
-            + [(f"ours, {name}", VARIANTS[name]) for name in chosen])
+    rows = ([("ViT-S (SDPA)", None), ("ours, default", "default"), ("ours, residual add + RMSNorm unfused", "unfused")]
+            + [(f"ours, {name}", name) for name in chosen])
     median = sg._median_ms
     with mock.patch.object(sg, "_median_ms", lambda fn, repeats: median(fn, max(repeats, args.model_steps))):
         for _ in range(args.model_rounds):
@@ -172,7 +197,7 @@ def main() -> None:
                     with mock.patch.object(residual_norm, "fused_available", lambda residual: False):
                         r = gpu._measure(gpu._videomamba(64), 64)
                 else:
-                    with override(SCAN, **settings):
+                    with variant(settings):
                         r = gpu._measure(gpu._videomamba(64), 64)
                 print(f"| {label} | {r['train_ms']:.1f} | {r['train_gib']:.1f} | {r['infer_cps']:.0f} |", flush=True)
 

@@ -38,6 +38,12 @@ def test_every_kernel_compiles_for_hopper():
     # dC) and the states then take at most 64 shuffles a step, where whole channels per thread (the scalar
     # accesses, ``VECTOR_ACCESS``) would take 160 for dB and dC alone; the forward sums over 4 states lanes
     assert rows["backward"].shuffles <= 64 and rows["forward"].shuffles <= 16, (rows["backward"], rows["forward"])
+    # bf16 results are stored 4 channels a vector, so the bf16 builds keep that tile: as many shuffles as the fp32
+    # builds (16-byte bf16 stores gave the backward 8 channels and 2 states a thread, and 100 shuffles a step
+    # paired; the step forward 56)
+    for kernel in ("backward", "backward paired", "forward"):
+        bf16 = rows[kernel.replace(" paired", "") + (" paired bf16" if "paired" in kernel else " bf16")]
+        assert bf16.shuffles == rows[kernel].shuffles, (bf16, rows[kernel])
     # both directions in one launch select their inputs and positions once per program: within 32 registers
     # of one direction's kernels (no spill either way, above)
     for kernel in scans:

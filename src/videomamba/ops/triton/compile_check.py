@@ -55,9 +55,9 @@ def available() -> bool:
 
 
 # the d_inner-wide tensors the kernels read and write in the inputs' dtype (bf16 rows of the report; B and C
-# reach the scan kernels in fp32, and the scan backward writes du, ddelta and dz in fp32 for bf16 inputs)
-_SEQUENCE_POINTERS = {"u_ptr", "u2_ptr", "dt_ptr", "dt2_ptr", "z_ptr", "dout_ptr", "out_ptr", "branch_ptr",
-                      "normed_ptr", "dnormed_ptr", "dbranch_ptr"}
+# reach the scan kernels in fp32)
+_SEQUENCE_POINTERS = {"u_ptr", "u2_ptr", "dt_ptr", "dt2_ptr", "z_ptr", "dout_ptr", "out_ptr", "du_ptr", "ddt_ptr",
+                      "dz_ptr", "branch_ptr", "normed_ptr", "dnormed_ptr", "dbranch_ptr"}
 
 
 # what Triton's JIT makes of the arguments of a model's call (the mixer's (b, L, d) activations, d_inner a

@@ -119,6 +119,13 @@ if triton is not None:
         (G, BLOCK_D // G) store takes one channel a lane, and every value stored, and whatever it was
         computed from, would cross between the two layouts through shared memory."""
         rows = _per_state(tl.arange(0, NS))
+        if ptr.dtype.element_ty.primitive_bitwidth == 16:
+            # the same offsets, seen by the compiler as runs of 4 (its contiguity analysis stops at the % 4; the
+            # max_contiguous hint does not survive to the layout pass): bf16 is stored 4 channels (8 bytes) a
+            # vector, not the 8 that fill 16 bytes, and the tile keeps the layout of its fp32 accesses, 4
+            # channels and 4 states a thread, where 16-byte bf16 stores gave it 8 and 2, and more instructions
+            # and shuffles a step (``compile_check``)
+            offsets = (offsets // 4) * 4 + offsets % 4
         tl.store(ptr + _per_channel(offsets) + 0 * rows, _per_channel(value) + 0.0 * rows,
                  mask=_per_channel(mask) & (rows == 0))
 

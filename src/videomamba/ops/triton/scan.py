@@ -332,12 +332,8 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, True, reads_words)
     splits = _state_splits(extended, channels, n, u.device, n_segs)
     dtypes = (u.dtype, delta.dtype, z.dtype if z is not None else None)
-    # with bf16 inputs du, ddelta and dz are written fp32 and cast after the kernel: its tile follows its stores'
-    # 16-byte vectors, and fp32 ones give it 4 channels and 4 states a thread (bf16 ones: 8 and 2), which
-    # takes fewer instructions and shuffles a step and ran faster, the casts included (docs/benchmarks.md)
-    written = (torch.float32,) * 3 if reads_words else dtypes
-    du, ddelta = _result(u, written[0], splits, extended), _result(u, written[1], splits, extended)
-    dz = _result(u, written[2], splits, extended) if z is not None else None
+    du, ddelta = _result(u, dtypes[0], splits, extended), _result(u, dtypes[1], splits, extended)
+    dz = _result(u, dtypes[2], splits, extended) if z is not None else None
     (u, u2), (delta, delta2) = _pair(u, u2), _pair(delta, delta2)
     (B, B2), (C, C2) = _pair(B, B2, False), _pair(C, C2, False)
     z, dout = _as_float(z), _as_float(dout)
