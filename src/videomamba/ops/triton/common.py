@@ -14,8 +14,8 @@ from .settings import SCAN
 
 
 def cdiv(a: int, b: int) -> int:
-    """ceil(a / b) for host-side grid sizes: ``triton.cdiv`` is a constexpr function in recent Triton, about
-    2 µs a call where a step of videomamba_small makes some 700 of them."""
+    """ceil(a / b) for host-side grid sizes: ``triton.cdiv`` is a constexpr function in recent Triton, whose
+    call costs dozens of integer divisions, and a model's step sizes hundreds of grids."""
     return -(-a // b)
 
 
