@@ -15,8 +15,8 @@ def test_every_kernel_compiles_for_hopper():
     convs = ("conv+silu forward", "conv+silu output grad", "conv+silu input grad")
     assert set(rows) == ({f"{k}{r}" for k in scans for r in orders}
                          | {f"{k}{v}" for k in scans for v in (" bf16", " paired", " paired bf16")}
-                         | {f"{k}{v}" for k in convs for v in ("", " paired")}
-                         | {"pair gate forward", "pair gate output again", "pair gate backward"}
+                         | {f"{k}{v}" for k in convs for v in ("", " paired", " paired bf16")}
+                         | {f"pair gate {k}{v}" for k in ("forward", "output again", "backward") for v in ("", " bf16")}
                          | {"forward tile paired bf16"}
                          | {"add + rms norm forward", "add + rms norm backward"})
     # the default tiles fit the registers, also in the model's build (paired, bf16, the one closest to the

@@ -57,7 +57,9 @@ def available() -> bool:
 # the d_inner-wide tensors the kernels read and write in the inputs' dtype (bf16 rows of the report; B and C
 # reach the scan kernels in fp32)
 _SEQUENCE_POINTERS = {"u_ptr", "u2_ptr", "dt_ptr", "dt2_ptr", "z_ptr", "dout_ptr", "out_ptr", "du_ptr", "ddt_ptr",
-                      "dz_ptr", "branch_ptr", "normed_ptr", "dnormed_ptr", "dbranch_ptr"}
+                      "dz_ptr", "branch_ptr", "normed_ptr", "dnormed_ptr", "dbranch_ptr",
+                      # the conv's input, outputs and their gradients (its gy stays fp32), the gate's
+                      "x_ptr", "out2_ptr", "g_ptr", "g2_ptr", "dx_ptr", "y_ptr", "sum_ptr", "dy_ptr"}
 
 
 # what Triton's JIT makes of the arguments of a model's call (the mixer's (b, L, d) activations, d_inner a
@@ -176,14 +178,17 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
             ("conv+silu forward", conv_kernels._conv_silu_fwd_kernel, conv, CONV.num_warps),
             ("conv+silu output grad", conv_kernels._conv_silu_grad_kernel, grad, CONV.grad_warps),
             ("conv+silu input grad", conv_kernels._conv_input_grad_kernel, conv, CONV.num_warps)):
-        for paired in (False, True):  # paired: both directions in one launch
+        # paired: both directions in one launch; paired bf16 is what a model under autocast runs
+        for paired, bf16 in ((False, False), (True, False), (True, True)):
             results.append(_compile(fn, {**constexprs, "PAIRED": paired}, warps, capability,
-                                    f"{label}{' paired' if paired else ''}"))
+                                    f"{label}{' paired' if paired else ''}{' bf16' if bf16 else ''}", bf16))
     gate = {"BLOCK_L": SCAN.gate_block_l, "BLOCK_D": SCAN.gate_block_d}
     for label, fn, constexprs in (("pair gate forward", gate_kernels._pair_gate_fwd_kernel, {"SUMMED": False}),
                                   ("pair gate output again", gate_kernels._pair_gate_fwd_kernel, {"SUMMED": True}),
                                   ("pair gate backward", gate_kernels._pair_gate_bwd_kernel, {})):
-        results.append(_compile(fn, {**gate, **constexprs}, SCAN.gate_warps, capability, label))
+        for bf16 in (False, True):
+            results.append(_compile(fn, {**gate, **constexprs}, SCAN.gate_warps, capability,
+                                    f"{label}{' bf16' if bf16 else ''}", bf16))
     # the residual add + RMSNorm at VideoMamba-S's width (384), bf16 branch and output, as a model calls it
     width = 512
     norm = {"BLOCK_ROWS": max(1, NORM.block_elements // width), "BLOCK_D": width, "HAS_BRANCH": True}
