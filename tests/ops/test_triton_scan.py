@@ -325,6 +325,56 @@ def test_paired_ops_compile_in_one_graph_and_match_eager():
     triton_subprocess.assert_check_passes(COMPILE_PAIR, "cpu", interpret=True, timeout=900)
 
 
+INFERENCE_PAIR = textwrap.dedent("""
+    import sys, torch
+    from unittest import mock
+    from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair
+    from tests.ops.test_selective_scan import make_inputs, placed
+    import videomamba.ops.triton.scan as ts
+    device, failures = sys.argv[1], []
+    forward_calls = []
+    scan_forward = ts._scan_forward
+    def recorded(*args, **kwargs):
+        out = scan_forward(*args, **kwargs)
+        forward_calls.append(out[2] is not None)
+        return out
+    for dtype, with_z, order in ((torch.float32, True, ScanOrder("reverse")), (torch.bfloat16, True, ScanOrder("spatial", 4, 1)),
+                                 (torch.bfloat16, False, ScanOrder("reverse"))):
+        directions = [make_inputs(1, 16, 21, 16, torch.float64, seed=11 + k) for k in (0, 1)]
+        z = directions[0].pop("z")
+        z = z if with_z else None
+        directions[1].pop("z")
+        got = [{k: placed(v, device, dtype, "bld") for k, v in d.items()} for d in directions]
+        z = placed(z, device, dtype, "bld")
+        inputs = [ScanInputs(**d) for d in got]
+        label = f"{dtype}, z {with_z}, {order}"
+        with mock.patch.object(ts, "_scan_forward", recorded):
+            trained = selective_scan_pair(*inputs, z, order, delta_softplus=True, backend="triton")
+            with torch.no_grad():
+                inferred = selective_scan_pair(*inputs, z, order, delta_softplus=True, backend="triton")
+        if forward_calls != [True, False]:
+            failures.append(f"{label}: checkpoints written by the calls {forward_calls}, want [True, False]")
+        forward_calls.clear()
+        if inferred.requires_grad or inferred.dtype != trained.dtype or inferred.stride() != trained.stride():
+            failures.append(f"{label}: inference output {inferred.dtype} {inferred.stride()} grad {inferred.requires_grad}")
+        if not torch.equal(inferred, trained.detach()):
+            failures.append(f"{label}: inference differs by {(inferred.double() - trained.double()).abs().max().item()}")
+    print("\\n".join(failures))
+    sys.exit(1 if failures else 0)
+""")
+
+
+def test_paired_scan_without_gradients_skips_what_the_backward_reads():
+    """Under no_grad the paired scan writes no checkpoints and no summed output (0.6 GB a layer at 64 frames,
+    batch 32) and gives the training path's output bit for bit, in the interpreter."""
+    triton_subprocess.assert_check_passes(INFERENCE_PAIR, "cpu", interpret=True, timeout=900)
+
+
+@pytest.mark.gpu
+def test_paired_scan_without_gradients_skips_what_the_backward_reads_on_the_gpu():
+    triton_subprocess.assert_check_passes(INFERENCE_PAIR, "cuda", interpret=False, timeout=900)
+
+
 @pytest.mark.gpu
 def test_cuda_picks_triton():
     from videomamba.ops import choose_backend

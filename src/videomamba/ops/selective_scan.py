@@ -418,6 +418,11 @@ def _pair_backward_flops(saved_shape, total_shape, dout_shape, u_shape, u_bwd_sh
     return 2 * 2 * 2 * SCAN_FLOPS_PER_ELEMENT * batch * channels * length * A_shape[-1]
 
 
+def _needs_gradient(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd will differentiate through an op on ``tensors``."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def selective_scan_pair(forward: ScanInputs, backward: ScanInputs, z: torch.Tensor | None = None,
                         order: ScanOrder = REVERSE, delta_softplus: bool = False,
                         backend: str | None = None, recompute: Recompute | None = None) -> torch.Tensor:
@@ -452,6 +457,11 @@ def selective_scan_pair(forward: ScanInputs, backward: ScanInputs, z: torch.Tens
     A = torch.stack([forward.A.float().t(), backward.A.float().t()]).transpose(1, 2)
     # B and C (N wide) made float32 here, once: the kernels read them so, and the op's backward would
     # otherwise convert the saved bf16 ones again
+    if not custom_op_needed() and not _needs_gradient(*forward, *backward, z):
+        # no backward will run: no checkpoints and no summed output stored, no autograd node
+        return triton_ops.triton_forward_pair(forward.u, backward.u, forward.delta, backward.delta, A, forward.B.float(),
+                                              backward.B.float(), forward.C.float(), backward.C.float(), stack("D"), z,
+                                              stack("delta_bias"), bool(delta_softplus), order, for_backward=False)[0]
     run = _pair_op if custom_op_needed() else _EagerPair.apply
     out, _, total = run(forward.u, backward.u, forward.delta, backward.delta, A, forward.B.float(),
                         backward.B.float(), forward.C.float(), backward.C.float(), stack("D"), z, stack("delta_bias"),

@@ -137,7 +137,7 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
         constexprs = {"N": 16, "NS": states, "CHUNK": SCAN.chunk,
                       "BLOCK_D": SCAN.block_d, "STAGES": SCAN.stages, "HAS_D": True, "HAS_Z": True,
                       "HAS_BIAS": True,
-                      "HAS_DLAST": True, "ONE_LOOP": SCAN.chunk < SCAN.one_loop_below,
+                      "HAS_DLAST": True, "ONE_LOOP": SCAN.chunk < SCAN.one_loop_below, "CHECKPOINTS": True,
                       "WINDOW": scan_launch._window(SCAN.chunk)}
         for label, fn, role in (("forward", scan_kernels._scan_fwd_kernel, "forward"),
                                 ("backward", scan_kernels._scan_bwd_kernel, "backward"),
@@ -168,7 +168,7 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
     # the window-tile forward (``SCAN.forward_tile``; a window of 8 where off) in the model's build (paired, bf16)
     forward_tile = {"N": 16, "NS": 16, "BLOCK_D": SCAN.forward_tile_block_d, "G": SCAN.forward_tile_groups,
                     "CHUNK": SCAN.chunk, "WINDOW": SCAN.forward_tile or 8, "STAGES": SCAN.forward_tile_stages,
-                    "VECTOR": True, "HAS_D": True, "HAS_Z": False, "HAS_BIAS": True, "PAIRED": True,
+                    "VECTOR": True, "HAS_D": True, "HAS_Z": False, "HAS_BIAS": True, "PAIRED": True, "CHECKPOINTS": True,
                     **scan_launch._kernel_options(cuda, True, orders[1])}
     results.append(_compile(scan_kernels._scan_fwd_tile_kernel, forward_tile, 1, capability,
                             "forward tile paired bf16", True))
@@ -183,8 +183,10 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
             results.append(_compile(fn, {**constexprs, "PAIRED": paired}, warps, capability,
                                     f"{label}{' paired' if paired else ''}{' bf16' if bf16 else ''}", bf16))
     gate = {"BLOCK_L": SCAN.gate_block_l, "BLOCK_D": SCAN.gate_block_d}
-    for label, fn, constexprs in (("pair gate forward", gate_kernels._pair_gate_fwd_kernel, {"SUMMED": False}),
-                                  ("pair gate output again", gate_kernels._pair_gate_fwd_kernel, {"SUMMED": True}),
+    for label, fn, constexprs in (("pair gate forward", gate_kernels._pair_gate_fwd_kernel,
+                                   {"SUMMED": False, "STORE_SUM": True}),
+                                  ("pair gate output again", gate_kernels._pair_gate_fwd_kernel,
+                                   {"SUMMED": True, "STORE_SUM": False}),
                                   ("pair gate backward", gate_kernels._pair_gate_bwd_kernel, {})):
         for bf16 in (False, True):
             results.append(_compile(fn, {**gate, **constexprs}, SCAN.gate_warps, capability,

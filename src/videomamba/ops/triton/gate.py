@@ -18,12 +18,13 @@ if triton is not None:
 
     @triton.jit
     def _pair_gate_fwd_kernel(y_ptr, z_ptr, sum_ptr, out_ptr, batch, Dm, L, sy_b, sy_d, sy_l, sz_b, sz_d, sz_l,
-                              so_b, so_d, so_l, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, SUMMED: tl.constexpr):
+                              so_b, so_d, so_l, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, SUMMED: tl.constexpr,
+                              STORE_SUM: tl.constexpr):
         """A paired scan's gate, once for both directions: out = (y_0 + y_1) · silu(z) from the directions'
         ungated outputs y (directions x b, d, L), and y_0 + y_1 (the backward's dz needs it). With SUMMED, y
         is that stored sum (b, d, L) and only out is written: the same out, bit for bit, since out is made
-        from the sum as stored (rounded to its dtype). One program per (batch, block of steps, block of
-        channels)."""
+        from the sum as stored (rounded to its dtype). STORE_SUM False: the sum is rounded the same way but
+        not written (no backward will read it). One program per (batch, block of steps, block of channels)."""
         pid_b, pid_l, pid_d = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         steps = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)[:, None]
         d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
@@ -36,7 +37,8 @@ if triton is not None:
             y = (tl.load(y_ptr + at_y, mask=mask, other=0.0).to(tl.float32)
                  + tl.load(y_ptr + batch * sy_b + at_y, mask=mask, other=0.0).to(tl.float32))
             stored = y.to(sum_ptr.dtype.element_ty)
-            tl.store(sum_ptr + at, stored, mask=mask)
+            if STORE_SUM:
+                tl.store(sum_ptr + at, stored, mask=mask)
             y = stored.to(tl.float32)
         z = tl.load(z_ptr + pid_b * sz_b + d * sz_d + steps * sz_l, mask=mask, other=0.0).to(tl.float32)
         tl.store(out_ptr + at, (y * z * tl.sigmoid(z)).to(out_ptr.dtype.element_ty), mask=mask)
@@ -65,14 +67,15 @@ def _gate_grid(like: torch.Tensor) -> tuple[int, int, int]:
     return batch, cdiv(length, SCAN.gate_block_l), cdiv(channels, SCAN.gate_block_d)
 
 
-def gate_forward(y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def gate_forward(y: torch.Tensor, z: torch.Tensor, keep_sum: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(out = (y_0 + y_1) · silu(z), y_0 + y_1) from the directions' ungated outputs y (2 x b, d, L), both in
-    y's dtype and z's (b, d, L) shape, in y's memory order."""
+    y's dtype and z's (b, d, L) shape, in y's memory order. ``keep_sum`` False: the sum is not written (None)."""
     batch = z.shape[0]
-    total, out = empty_like_layout(y[:batch], y.dtype), empty_like_layout(y[:batch], y.dtype)
-    _pair_gate_fwd_kernel[_gate_grid(z)](y, z, total, out, batch, z.shape[1], z.shape[2], *strides(y, z, out),
-                                         BLOCK_L=SCAN.gate_block_l, BLOCK_D=SCAN.gate_block_d, num_warps=SCAN.gate_warps,
-                                         SUMMED=False)
+    out = empty_like_layout(y[:batch], y.dtype)
+    total = empty_like_layout(y[:batch], y.dtype) if keep_sum else None
+    _pair_gate_fwd_kernel[_gate_grid(z)](y, z, total if keep_sum else out, out, batch, z.shape[1], z.shape[2],
+                                         *strides(y, z, out), BLOCK_L=SCAN.gate_block_l, BLOCK_D=SCAN.gate_block_d,
+                                         num_warps=SCAN.gate_warps, SUMMED=False, STORE_SUM=keep_sum)
     return out, total
 
 
@@ -81,7 +84,8 @@ def gate_output(total: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     out = empty_like_layout(total, total.dtype)
     _pair_gate_fwd_kernel[_gate_grid(z)](total, z, out, out, z.shape[0], z.shape[1], z.shape[2],
                                          *strides(total, z, out), BLOCK_L=SCAN.gate_block_l,
-                                         BLOCK_D=SCAN.gate_block_d, num_warps=SCAN.gate_warps, SUMMED=True)
+                                         BLOCK_D=SCAN.gate_block_d, num_warps=SCAN.gate_warps, SUMMED=True,
+                                         STORE_SUM=False)
     return out
 
 

@@ -254,11 +254,12 @@ def _pair(first: torch.Tensor, second: torch.Tensor | None, words: bool = True) 
 
 
 def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta_softplus, order: ScanOrder,
-                  chunk: int | None):
+                  chunk: int | None, checkpoints: bool = True):
     """The forward kernels for one direction (u2, delta2, B2, C2 None) or a pair in one launch (direction 0
     forward, direction 1 in ``order``; z shared). A (directions, d, N); D, delta_bias (directions, d).
     Returns (out (directions x b, d, L) in u's dtype and memory order, last state, checkpoints), the
-    directions stacked along the batch: direction-major."""
+    directions stacked along the batch: direction-major. Without ``checkpoints`` (no backward will run)
+    none are written, and None is returned for them."""
     chunk = checkpoint_interval(u.shape[-1], chunk)
     directions = 1 if u2 is None else 2
     batch, channels, length = u.shape
@@ -267,13 +268,15 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
     if n & (n - 1):
         raise ValueError(f"the Triton scan needs a power-of-two d_state, got {n}")
     last = empty_state(extended, channels, n, u.device)
-    ckpt = poisoned(torch.empty(checkpoint_shape(extended, channels, n, length, chunk), device=u.device,
-                                 dtype=torch.float32))
+    shape = checkpoint_shape(extended, channels, n, length, chunk)
+    # without checkpoints the kernels take the buffer's place (a pointer they never write through) from ``last``
+    ckpt = poisoned(torch.empty(shape, device=u.device, dtype=torch.float32)) if checkpoints else None
+    n_chunks = shape[1]
     tile = min(SCAN.forward_tile, chunk) if SCAN.forward_tile else None
     if tile and (chunk % tile or tile & (tile - 1)):
         raise ValueError(f"the forward's window tile {tile} must be a power of two dividing the checkpoint interval {chunk}")
     block_d = _forward_programs()[0]
-    seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, backward=False)
+    seg_chunks, n_segs = _segments(extended, channels, n_chunks, u.device, backward=False)
     dtype, splits = u.dtype, _state_splits(extended, channels, n, u.device, n_segs, block_d)
     out = _result(u, dtype, splits, extended)
     (u, u2), (delta, delta2) = _pair(u, u2), _pair(delta, delta2)
@@ -283,8 +286,9 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
     bias = delta_bias if delta_bias is not None else u
     options = dict(_kernel_options(u.device, delta_softplus, order), PAIRED=directions == 2)
     grid = (extended, cdiv(channels, SCAN.block_d))
-    block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1], chunk)
+    block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, n_chunks, chunk)
     ends, dtsum = _segment_summaries(extended, channels, n, n_blocks, u.device)
+    stored = ckpt if checkpoints else last
     if n_segs > 1:  # every block before the last segment
         _segment_fwd_kernel[(*grid, splits * (n_segs - 1) * seg_blocks)](
             u, u2, delta, delta2, A, B, B2, bias, ends, dtsum, channels, length, batch, 0, block_chunks * chunk,
@@ -294,18 +298,18 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
     if tile:
         _scan_fwd_tile_kernel[(extended, cdiv(channels, block_d), splits * n_segs)](
             u, u2, delta, delta2, A, B, B2, C, C2, D if D is not None else u, zs, bias,
-            out, last, ckpt, ends, dtsum, channels, length, batch, 0, ckpt.shape[1], seg_chunks, n_segs, n_blocks,
+            out, last, stored, ends, dtsum, channels, length, batch, 0, n_chunks, seg_chunks, n_segs, n_blocks,
             seg_blocks, order.frame_tokens, order.prefix, *strides(u, delta, zs, out, B, C),
             N=n, NS=n // splits, BLOCK_D=block_d, G=SCAN.forward_tile_groups, CHUNK=chunk, WINDOW=tile,
             STAGES=SCAN.forward_tile_stages, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            VECTOR=True, **options, num_warps=1)
+            VECTOR=True, CHECKPOINTS=checkpoints, **options, num_warps=1)
         return _finish(out, dtype), last, ckpt
     _scan_fwd_kernel[(*grid, splits * n_segs)](
         u, u2, delta, delta2, A, B, B2, C, C2, D if D is not None else u, zs, bias,
-        out, last, ckpt, ends, dtsum, channels, length, batch, 0, ckpt.shape[1], seg_chunks, n_segs, n_blocks,
+        out, last, stored, ends, dtsum, channels, length, batch, 0, n_chunks, seg_chunks, n_segs, n_blocks,
         seg_blocks, order.frame_tokens, order.prefix, *strides(u, delta, zs, out, B, C),
         N=n, NS=n // splits, BLOCK_D=SCAN.block_d, **_layout("forward"), CHUNK=chunk,
-        ONE_LOOP=chunk < SCAN.one_loop_below,
+        ONE_LOOP=chunk < SCAN.one_loop_below, CHECKPOINTS=checkpoints,
         STAGES=SCAN.stages, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, **options,
         num_warps=SCAN.num_warps)
     return _finish(out, dtype), last, ckpt
@@ -413,7 +417,7 @@ def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_soft
 
 
 def triton_forward_pair(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias, delta_softplus,
-                        order: ScanOrder, chunk: int | None = None):
+                        order: ScanOrder, chunk: int | None = None, for_backward: bool = True):
     """Both directions of a bidirectional mixer in one launch of each kernel: the forward scan of (u, delta,
     B, C) and the scan of (u_bwd, delta_bwd, B_bwd, C_bwd) in ``order``, both gated by the shared z; A (2,
     d, N), D and delta_bias (2, d) stack the two directions' parameters. Returns (the sum of the two
@@ -422,14 +426,17 @@ def triton_forward_pair(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z,
 
     The gate is linear in the scan's output, so it is applied once, to the sum (``_pair_gate_fwd_kernel``):
     the scan kernels run without z, and the backward gets dz from that sum where each direction's
-    kernels would compute its share and the two be added."""
+    kernels would compute its share and the two be added.
+
+    ``for_backward`` False (no gradient will be taken): neither the checkpoints nor the summed output are
+    written (None and an empty tensor in their places); the output is the same, bit for bit."""
     y, last, ckpt = _scan_forward(u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, None, delta_bias,
-                                  delta_softplus, order, chunk)
+                                  delta_softplus, order, chunk, checkpoints=for_backward)
     batch = u.shape[0]
     if z is None:
         return y[:batch] + y[batch:], last.unflatten(0, (2, batch)), ckpt, y.new_empty(0)
-    out, total = gate_forward(y, z)
-    return out, last.unflatten(0, (2, batch)), ckpt, total
+    out, total = gate_forward(y, z, keep_sum=for_backward)
+    return out, last.unflatten(0, (2, batch)), ckpt, total if for_backward else y.new_empty(0)
 
 
 def triton_backward_pair(dout, u, u_bwd, delta, delta_bwd, A, B, B_bwd, C, C_bwd, D, z, delta_bias, delta_softplus,

@@ -100,7 +100,8 @@ if triton is not None:
                          sB_b, sB_n, sB_l, sC_b, sC_n, sC_l,
                          N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                          CHUNK: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, VECTOR: tl.constexpr, ONE_LOOP: tl.constexpr, PAIRED: tl.constexpr):
+                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr, VECTOR: tl.constexpr,
+                         ONE_LOOP: tl.constexpr, PAIRED: tl.constexpr, CHECKPOINTS: tl.constexpr):
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
         u_ptr, dt_ptr, B_ptr, C_ptr = _direction_inputs(direction, u_ptr, u2_ptr, dt_ptr, dt2_ptr, B_ptr, B2_ptr,
@@ -119,13 +120,15 @@ if triton is not None:
             ckpt = ckpt_ptr + state + (pid_e * (n_chunks - 1)) * N * Dm
             for step in tl.range(seg * seg_chunks * CHUNK, tl.minimum(L, (seg + 1) * seg_chunks * CHUNK),
                                  num_stages=STAGES):
-                tl.store(ckpt + (step // CHUNK) * N * Dm, h, mask=_per_channel(dmask) & (step % CHUNK == 0))
+                if CHECKPOINTS:
+                    tl.store(ckpt + (step // CHUNK) * N * Dm, h, mask=_per_channel(dmask) & (step % CHUNK == 0))
                 h = _output_step(h, u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, out_ptr, u_row, dt_row, B_row, C_row, z_row,
                                  o_row, _position(step, direction, L, S, P, MODE, PAIRED), su_l, sdt_l, sB_l, sC_l,
                                  sz_l, so_l, A, bias, Dv, dmask, NS, HAS_Z, SOFTPLUS)
         else:
             for c in range(seg * seg_chunks, tl.minimum(n_chunks, (seg + 1) * seg_chunks)):
-                tl.store(ckpt_ptr + state + (pid_e * (n_chunks - 1) + c) * N * Dm, h, mask=_per_channel(dmask))
+                if CHECKPOINTS:
+                    tl.store(ckpt_ptr + state + (pid_e * (n_chunks - 1) + c) * N * Dm, h, mask=_per_channel(dmask))
                 t0 = c * CHUNK
                 # num_stages on the inner range: the loads of the next steps are issued ahead (software
                 # pipelining); their addresses depend on the step only, not on the state
@@ -278,7 +281,8 @@ if triton is not None:
                               N: tl.constexpr, NS: tl.constexpr, BLOCK_D: tl.constexpr, G: tl.constexpr,
                               CHUNK: tl.constexpr, WINDOW: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr,
                               HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                              MODE: tl.constexpr, VECTOR: tl.constexpr, PAIRED: tl.constexpr):
+                              MODE: tl.constexpr, VECTOR: tl.constexpr, PAIRED: tl.constexpr,
+                              CHECKPOINTS: tl.constexpr):
         """The forward a window at a time: the window's WINDOW steps as one (WINDOW, NS, G, BLOCK_D // G) register
         tile, its states from the state entering it by a scan along the steps (``_linear_combine``), its outputs
         from them at once, the state entering every chunk stored as a checkpoint. Only the scan waits from one
@@ -299,8 +303,9 @@ if triton is not None:
         first = seg * seg_chunks * (CHUNK // WINDOW)
         end = tl.minimum(tl.cdiv(L, WINDOW), (seg + 1) * seg_chunks * (CHUNK // WINDOW))
         for w in tl.range(first, end, num_stages=STAGES):
-            tl.store(ckpt + (w // (CHUNK // WINDOW)) * N * Dm, h,
-                     mask=_per_channel(dmask) & (w % (CHUNK // WINDOW) == 0))
+            if CHECKPOINTS:
+                tl.store(ckpt + (w // (CHUNK // WINDOW)) * N * Dm, h,
+                         mask=_per_channel(dmask) & (w % (CHUNK // WINDOW) == 0))
             steps = w * WINDOW + row
             valid = steps < L
             t = _position(tl.minimum(steps, L - 1), direction, L, S, P, MODE, PAIRED)
