@@ -1,14 +1,16 @@
 """The scan kernels' settings against each other on one GPU, in one run: the window-tile forward
 (``_scan_fwd_tile_kernel``, the default) at several tile shapes and the step-at-a-time forward
-(``_scan_fwd_kernel``), and the backward's pipelining depth and register budget.
+(``_scan_fwd_kernel``), the backward's pipelining depth, register budget and gradient stores, and
+inference with the stores only a backward reads.
 
 For each variant: (1) both directions' forward+backward against the float64 reference at a small shape
 (fp32 and bf16 inputs), the largest error over the output and every gradient; (2) the same call at the
 model's shapes (b 8, L 6273: 64 frames; b 32, L 1569: 16 frames), bf16 u, Δ and z, captured in a CUDA
 graph; (3) where its GPU time goes at b 8, L 6273 (torch.profiler, by kernel). Then videomamba_small's
 64-frame training step (batch 8, bf16 autocast, fused AdamW) under the fastest variant and the
-default, the default with the residual add and RMSNorm in PyTorch (``ops.add_rms_norm`` unfused), and
-the ViT-S with SDPA, in the same process.
+default, the default with the residual add and RMSNorm in PyTorch (``ops.add_rms_norm`` unfused), the
+variants that patch the launchers rather than settings (fp32 gradients cast after the backward;
+inference storing checkpoints), and the ViT-S with SDPA, in the same process.
 
 Usage, on the GPU machine from the repository root:
   PYTHONPATH=src python3 benchmarks/scan_tile_ab.py [--variants NAME ...] [--long-only] [--no-model]
@@ -34,6 +36,8 @@ from scan_gpu_sweep import _fresh_step  # noqa: E402
 from videomamba.ops import ScanInputs, ScanOrder, residual_norm, selective_scan_pair  # noqa: E402
 from videomamba.ops.triton import SCAN, override  # noqa: E402
 from videomamba.ops.triton import scan as triton_scan  # noqa: E402
+
+selective_scan_module = sys.modules["videomamba.ops.selective_scan"]  # the package exports a function of that name
 from videomamba.ops.triton.settings import ScanSettings  # noqa: E402
 
 # name -> SCAN fields: the window-tile forward's window steps (W), channels a program (BD), channel groups (G),
@@ -41,6 +45,8 @@ from videomamba.ops.triton.settings import ScanSettings  # noqa: E402
 UPCAST = "upcast"  # a variant key that is no SCAN field: cast the bf16 inputs to fp32 in the timed call
 # a variant key that is no SCAN field: the backward writes du, ddelta and dz in fp32 and casts them after
 FP32_GRADIENTS = "fp32 gradients"
+# a variant key that is no SCAN field: inference stores the checkpoints and summed output as training does
+INFERENCE_STORES = "inference stores"
 VARIANTS = {
     "default": {},
     "fwd step at a time": dict(forward_tile=None),
@@ -66,13 +72,15 @@ VARIANTS = {
     # the backward before its bf16 stores went 4 channels (8 bytes) a vector: du, ddelta and dz written fp32, for
     # the same 4-channel tile (488 instructions a step against 491), then cast in two more passes
     "bwd fp32 gradients, cast after": {FP32_GRADIENTS: True},
+    # inference as before it skipped what only the backward reads (the model rows' clips/s tell)
+    "inference stores checkpoints": {INFERENCE_STORES: True},
 }
 
 
 @contextlib.contextmanager
 def variant(name: str):
     """Within: the SCAN settings of variant ``name``, and its launcher patch where it has one."""
-    settings = {k: v for k, v in VARIANTS[name].items() if k not in (UPCAST, FP32_GRADIENTS)}
+    settings = {k: v for k, v in VARIANTS[name].items() if k not in (UPCAST, FP32_GRADIENTS, INFERENCE_STORES)}
     with contextlib.ExitStack() as stack:
         stack.enter_context(override(SCAN, **settings))
         if VARIANTS[name].get(FP32_GRADIENTS):
@@ -85,6 +93,8 @@ def variant(name: str):
                         like, torch.float32 if dtype == torch.bfloat16 else dtype, splits, batch)):
                     return backward(*args, **kwargs)
             stack.enter_context(mock.patch.object(triton_scan, "_scan_backward", fp32_backward))
+        if VARIANTS[name].get(INFERENCE_STORES):
+            stack.enter_context(mock.patch.object(selective_scan_module, "_needs_gradient", lambda *tensors: True))
         yield
 
 
@@ -181,7 +191,8 @@ def main() -> None:
     import gpu
 
     best = min(timed, key=timed.get)
-    chosen = [name for name in dict.fromkeys([best, "fwd step at a time", "bwd fp32 gradients, cast after"])
+    chosen = [name for name in dict.fromkeys([best, "fwd step at a time", "bwd fp32 gradients, cast after",
+                                              "inference stores checkpoints"])
               if name in timed and name != "default" and UPCAST not in VARIANTS[name]]
     print(f"## videomamba_small, 64 frames, batch 8: the default against {', '.join(chosen)}\n")
     print("| model | train ms | peak GiB | infer clips/s |\n|---|---|---|---|")
