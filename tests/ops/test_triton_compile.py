@@ -9,7 +9,7 @@ from videomamba.ops.triton import compile_check as triton_compile_check
 
 @pytest.mark.skipif(not triton_compile_check.available(), reason="Triton without its NVIDIA backend tools")
 def test_every_kernel_compiles_for_hopper():
-    rows = {row.name: row for row in triton_compile_check.kernel_resources(capability=90)}
+    rows = {row.name: row for row in triton_compile_check.kernel_resources(capability=90, processes=2)}
     scans = ("forward", "backward", "segment summary forward", "segment summary backward", "window entries")
     orders = ("", " reversed", " spatial order", " temporal order")
     convs = ("conv+silu forward", "conv+silu output grad", "conv+silu input grad")

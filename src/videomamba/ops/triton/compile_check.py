@@ -125,11 +125,37 @@ def _loop_bodies(listing: str) -> tuple[int, ...]:
     return tuple(sorted(bodies))
 
 
-def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = None) -> list[KernelResources]:
+def _job(fn, *args, **kwargs) -> tuple:
+    """One ``_compile`` call as picklable data: the kernel named by its module and name."""
+    return (fn.fn.__module__, fn.fn.__name__), args, kwargs
+
+
+def _run_job(job: tuple) -> KernelResources:
+    import importlib
+
+    (module, name), args, kwargs = job
+    return _compile(getattr(importlib.import_module(module), name), *args, **kwargs)
+
+
+def _run_jobs(jobs: list[tuple], processes: int) -> list[KernelResources]:
+    """The jobs' results in order, compiled in ``processes`` fresh interpreters at once (ptxas and LLVM
+    keep one core busy a compile) or here."""
+    if processes <= 1:
+        return [_run_job(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_run_job, jobs))
+
+
+def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = None,
+                     processes: int = 1) -> list[KernelResources]:
     """Compile the scan's forward and backward kernels (every scan order, current tile settings) and
     the conv + SiLU kernels for compute capability ``capability``; their resource use. ``kernels``: only
-    those scan kernels (by label: "forward", "backward", ...), in the forward order, fp32."""
-    results = []
+    those scan kernels (by label: "forward", "backward", ...), in the forward order, fp32. ``processes``:
+    compiles at once (each in a fresh interpreter; the settings are resolved here first)."""
+    jobs = []
     cuda = torch.device("cuda")
     orders = (ScanOrder("forward"), ScanOrder("reverse"), ScanOrder("spatial", 196, 1), ScanOrder("temporal", 196, 1))
     for mode, order in enumerate(orders[:1] if kernels else orders):
@@ -160,17 +186,17 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
                 variant = {**options, "PAIRED": paired, **({"HAS_DLAST": False, "HAS_Z": False} if paired else {})}
                 chosen = {k: v for k, v in variant.items() if k in fn.arg_names}
                 cap = scan_launch._backward_build(bf16)[0] if fn is scan_kernels._scan_bwd_kernel else None
-                results.append(_compile(fn, chosen, SCAN.num_warps, capability,
+                jobs.append(_job(fn, chosen, SCAN.num_warps, capability,
                                         f"{label}{' paired' if paired else _MODE_NAMES[mode]}{' bf16' if bf16 else ''}",
                                         bf16, cap))
     if kernels:
-        return results
+        return _run_jobs(jobs, processes)
     # the window-tile forward (``SCAN.forward_tile``; a window of 8 where off) in the model's build (paired, bf16)
     forward_tile = {"N": 16, "NS": 16, "BLOCK_D": SCAN.forward_tile_block_d, "G": SCAN.forward_tile_groups,
                     "CHUNK": SCAN.chunk, "WINDOW": SCAN.forward_tile or 8, "STAGES": SCAN.forward_tile_stages,
                     "VECTOR": True, "HAS_D": True, "HAS_Z": False, "HAS_BIAS": True, "PAIRED": True, "CHECKPOINTS": True,
                     **scan_launch._kernel_options(cuda, True, orders[1])}
-    results.append(_compile(scan_kernels._scan_fwd_tile_kernel, forward_tile, 1, capability,
+    jobs.append(_job(scan_kernels._scan_fwd_tile_kernel, forward_tile, 1, capability,
                             "forward tile paired bf16", True))
     conv = {"K": 4, "MODE": 2, "BLOCK_L": CONV.block_l, "BLOCK_D": CONV.block_d}
     grad = {**conv, "BLOCK_L": CONV.grad_block_l, "BLOCK_D": CONV.grad_block_d}
@@ -180,7 +206,7 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
             ("conv+silu input grad", conv_kernels._conv_input_grad_kernel, conv, CONV.num_warps)):
         # paired: both directions in one launch; paired bf16 is what a model under autocast runs
         for paired, bf16 in ((False, False), (True, False), (True, True)):
-            results.append(_compile(fn, {**constexprs, "PAIRED": paired}, warps, capability,
+            jobs.append(_job(fn, {**constexprs, "PAIRED": paired}, warps, capability,
                                     f"{label}{' paired' if paired else ''}{' bf16' if bf16 else ''}", bf16))
     gate = {"BLOCK_L": SCAN.gate_block_l, "BLOCK_D": SCAN.gate_block_d}
     for label, fn, constexprs in (("pair gate forward", gate_kernels._pair_gate_fwd_kernel,
@@ -189,7 +215,7 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
                                    {"SUMMED": True, "STORE_SUM": False}),
                                   ("pair gate backward", gate_kernels._pair_gate_bwd_kernel, {})):
         for bf16 in (False, True):
-            results.append(_compile(fn, {**gate, **constexprs}, SCAN.gate_warps, capability,
+            jobs.append(_job(fn, {**gate, **constexprs}, SCAN.gate_warps, capability,
                                     f"{label}{' bf16' if bf16 else ''}", bf16))
     # the residual add + RMSNorm at VideoMamba-S's width (384), bf16 branch and output, as a model calls it
     width = 512
@@ -197,8 +223,8 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
     for label, fn, constexprs in (
             ("add + rms norm forward", norm_kernels._add_rms_norm_fwd_kernel, norm),
             ("add + rms norm backward", norm_kernels._add_rms_norm_bwd_kernel, {**norm, "HAS_DTOTAL": True})):
-        results.append(_compile(fn, constexprs, NORM.num_warps, capability, label, bf16=True))
-    return results
+        jobs.append(_job(fn, constexprs, NORM.num_warps, capability, label, bf16=True))
+    return _run_jobs(jobs, processes)
 
 if __name__ == "__main__":
     print("| kernel (sm_90) | registers | spill stack (B/thread) | shared (B) | async copies (LDGSTS) | shuffles "
