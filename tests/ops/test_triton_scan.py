@@ -328,7 +328,7 @@ def test_paired_ops_compile_in_one_graph_and_match_eager():
 INFERENCE_PAIR = textwrap.dedent("""
     import sys, torch
     from unittest import mock
-    from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair
+    from videomamba.ops import ScanInputs, ScanOrder, selective_scan, selective_scan_pair
     from tests.ops.test_selective_scan import make_inputs, placed
     import videomamba.ops.triton.scan as ts
     device, failures = sys.argv[1], []
@@ -359,6 +359,18 @@ INFERENCE_PAIR = textwrap.dedent("""
             failures.append(f"{label}: inference output {inferred.dtype} {inferred.stride()} grad {inferred.requires_grad}")
         if not torch.equal(inferred, trained.detach()):
             failures.append(f"{label}: inference differs by {(inferred.double() - trained.double()).abs().max().item()}")
+        # one direction alike, with its last state
+        with mock.patch.object(ts, "_scan_forward", recorded):
+            trained = selective_scan(**got[1], z=z, delta_softplus=True, order=order, backend="triton",
+                                     return_last_state=True)
+            with torch.no_grad():
+                inferred = selective_scan(**got[1], z=z, delta_softplus=True, order=order, backend="triton",
+                                          return_last_state=True)
+        if forward_calls != [True, False]:
+            failures.append(f"{label}, one direction: checkpoints written by the calls {forward_calls}")
+        forward_calls.clear()
+        if not all(torch.equal(a, b.detach()) for a, b in zip(inferred, trained)):
+            failures.append(f"{label}, one direction: inference differs from the training path")
     print("\\n".join(failures))
     sys.exit(1 if failures else 0)
 """)
@@ -366,7 +378,8 @@ INFERENCE_PAIR = textwrap.dedent("""
 
 def test_paired_scan_without_gradients_skips_what_the_backward_reads():
     """Under no_grad the paired scan writes no checkpoints and no summed output (0.6 GB a layer at 64 frames,
-    batch 32) and gives the training path's output bit for bit, in the interpreter."""
+    batch 32), one direction no checkpoints, and both give the training path's output bit for bit, in the
+    interpreter."""
     triton_subprocess.assert_check_passes(INFERENCE_PAIR, "cpu", interpret=True, timeout=900)
 
 

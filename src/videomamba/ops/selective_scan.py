@@ -235,6 +235,11 @@ class export_mode:
         return False
 
 
+def _needs_gradient(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd will differentiate through an op on ``tensors``."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def choose_backend(u: torch.Tensor, A: torch.Tensor | None = None) -> str:
     """The backend ``selective_scan`` runs for this input when none is forced."""
     A = A if A is not None else u.new_empty(1, 16)
@@ -308,6 +313,11 @@ def selective_scan(
     prep = lambda t: None if t is None else t.to(compute).contiguous()  # noqa: E731
     # the Triton kernels read u, delta, z, B, C in their own dtype and strides: no copies
     seq = (lambda t: t) if name == "triton" else prep
+    if name == "triton" and not custom_op_needed() and not _needs_gradient(u, delta, A, B, C, D, z, delta_bias):
+        # no backward will run: no checkpoints stored, no autograd node
+        out, last, _ = triton_ops.triton_forward(u, delta, prep(A), B, C, prep(D), z, prep(delta_bias),
+                                                 bool(delta_softplus), order, checkpoints=False)
+        return (out, last) if return_last_state else out
     run = _scan_op if custom_op_needed() else _EagerScan.apply
     out, last, _ = run(seq(u), seq(delta), prep(A), seq(B), seq(C), prep(D), seq(z), prep(delta_bias),
                        bool(delta_softplus), order.code, order.frame_tokens, order.prefix, name)
@@ -416,11 +426,6 @@ def _pair_backward_flops(saved_shape, total_shape, dout_shape, u_shape, u_bwd_sh
     """Two scans' backwards (``_scan_backward_flops``)."""
     batch, channels, length = u_shape
     return 2 * 2 * 2 * SCAN_FLOPS_PER_ELEMENT * batch * channels * length * A_shape[-1]
-
-
-def _needs_gradient(*tensors: torch.Tensor | None) -> bool:
-    """Whether autograd will differentiate through an op on ``tensors``."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def selective_scan_pair(forward: ScanInputs, backward: ScanInputs, z: torch.Tensor | None = None,

@@ -396,13 +396,14 @@ def _stacked(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def triton_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: ScanOrder = FORWARD,
-                   chunk: int | None = None):
+                   chunk: int | None = None, checkpoints: bool = True):
     """(out, last state, chunk checkpoints for the backward). u, delta, z, B and C are read in any
     strides (other dtypes than fp32 are converted first); out is written in u's dtype and memory
     order. With ``order`` the kernels read the positions in that order (``ops.ScanOrder``: reversed,
-    or per frame) and write each output where they read, so nothing is permuted or copied."""
+    or per frame) and write each output where they read, so nothing is permuted or copied.
+    ``checkpoints`` False (no backward will run): none are written, and None is returned for them."""
     return _scan_forward(u, None, delta, None, A[None], B, None, C, None, _stacked(D), z, _stacked(delta_bias),
-                         delta_softplus, order, chunk)
+                         delta_softplus, order, chunk, checkpoints)
 
 
 def triton_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, order: ScanOrder = FORWARD,
