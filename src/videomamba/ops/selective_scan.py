@@ -460,14 +460,14 @@ def selective_scan_pair(forward: ScanInputs, backward: ScanInputs, z: torch.Tens
     # A stacked as (2, N, d) in memory, the kernels' order, and handed over as its (2, d, N) view: the one copy
     # the stack makes, where the kernels' wrappers would transpose it again in the forward and the backward
     A = torch.stack([forward.A.float().t(), backward.A.float().t()]).transpose(1, 2)
-    # B and C (N wide) made float32 here, once: the kernels read them so, and the op's backward would
-    # otherwise convert the saved bf16 ones again
     if not custom_op_needed() and not _needs_gradient(*forward, *backward, z):
         # no backward will run: no checkpoints and no summed output stored, no autograd node
         return triton_ops.triton_forward_pair(forward.u, backward.u, forward.delta, backward.delta, A, forward.B.float(),
                                               backward.B.float(), forward.C.float(), backward.C.float(), stack("D"), z,
                                               stack("delta_bias"), bool(delta_softplus), order, for_backward=False)[0]
     run = _pair_op if custom_op_needed() else _EagerPair.apply
+    # B and C (N wide) made float32 here, once: the kernels read them so, and the op's backward would
+    # otherwise convert the saved bf16 ones again
     out, _, total = run(forward.u, backward.u, forward.delta, backward.delta, A, forward.B.float(),
                         backward.B.float(), forward.C.float(), backward.C.float(), stack("D"), z, stack("delta_bias"),
                         bool(delta_softplus), order.code, order.frame_tokens, order.prefix)

@@ -29,7 +29,7 @@ Forward (``SCAN.forward_tile``, the default): a window of steps at a time, held 
 
 Forward: also stores the state at the start of every chunk (``SCAN.chunk`` steps), (b, L / chunk, N, d),
 a chunk-th of what storing every state would cost; the checkpoints are an output of the custom op,
-saved for the backward. Backward: a parallel pass turns them into the states entering every
+saved for the backward (a call that no backward will follow stores none). Backward: a parallel pass turns them into the states entering every
 ``SCAN.backward_window`` steps (a transient buffer); the main pass walks its segment's windows from the
 last, recomputes each window's states into a per-program scratch buffer (window x N x block_d,
 cache-resident), then runs the adjoint recurrence backwards through it. dB and dC are sums over
@@ -269,7 +269,7 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
         raise ValueError(f"the Triton scan needs a power-of-two d_state, got {n}")
     last = empty_state(extended, channels, n, u.device)
     shape = checkpoint_shape(extended, channels, n, length, chunk)
-    # without checkpoints the kernels take the buffer's place (a pointer they never write through) from ``last``
+    # without checkpoints the kernels get ``last`` in their buffer's place: a pointer they never write through
     ckpt = poisoned(torch.empty(shape, device=u.device, dtype=torch.float32)) if checkpoints else None
     n_chunks = shape[1]
     tile = min(SCAN.forward_tile, chunk) if SCAN.forward_tile else None
