@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS_MARK = "CASE_RESULTS:"
@@ -22,15 +23,25 @@ def assert_check_passes(script: str, device: str, interpret: bool, timeout: int)
 
 
 def run_cases(script: str, device: str, interpret: bool, cases: dict[str, dict], timeout: int,
-              processes: int = 1) -> dict[str, list[str]]:
+              processes: int = 1, cost: Callable[[dict], float] | None = None) -> dict[str, list[str]]:
     """Run ``script`` on ``cases`` (id -> JSON-able settings, handed over as ``sys.argv[2]``); the script
     prints ``RESULTS_MARK`` and a JSON object id -> list of failure messages. Returns that object; a
     script that crashes fails every case it was given with the end of its output.
 
-    ``processes``: the cases dealt round-robin to this many scripts running at once (the interpreter
-    keeps one core busy; CI has two), for scripts that run exactly the cases they are handed."""
+    ``processes``: the cases shared among this many scripts running at once (the interpreter keeps one
+    core busy; CI has two), for scripts that run exactly the cases they are handed: round-robin, or, with
+    ``cost`` (a case's settings -> its estimated run time), each case to the share with the least so far,
+    the dearest first, so that the shares end together."""
     names = list(cases)
-    shares = [names[i::processes] for i in range(max(1, min(processes, len(names))))]
+    count = max(1, min(processes, len(names)))
+    if cost is None:
+        shares = [names[i::count] for i in range(count)]
+    else:
+        shares, loads = [[] for _ in range(count)], [0.0] * count
+        for name in sorted(names, key=lambda n: -cost(cases[n])):
+            lightest = loads.index(min(loads))
+            shares[lightest].append(name)
+            loads[lightest] += cost(cases[name])
     running = [(share, subprocess.Popen([sys.executable, "-c", script, device, json.dumps({n: cases[n] for n in share})],
                                         env=_environment(interpret), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
                for share in shares]
