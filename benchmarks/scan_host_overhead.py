@@ -27,6 +27,7 @@ import triton
 import videomamba.ops.sequence_conv as sequence_conv
 import videomamba.ops.triton.conv as triton_conv
 import videomamba.ops.triton.gate as triton_gate
+import videomamba.ops.triton.norm as triton_norm
 import videomamba.ops.triton.reduce as triton_reduce
 import videomamba.ops.triton.scan as triton_scan
 from videomamba.ops.triton import SCAN
@@ -57,7 +58,7 @@ def _custom_ops(forced: bool):
 
 def _stub_kernels() -> None:
     """Every Triton kernel the launchers call becomes a ``_NoLaunch``, whichever module they import it into."""
-    for module in (triton_scan, triton_gate, triton_conv, triton_reduce):
+    for module in (triton_scan, triton_gate, triton_conv, triton_reduce, triton_norm):
         for name, value in list(vars(module).items()):
             if isinstance(value, triton.runtime.JITFunction):
                 setattr(module, name, _NoLaunch())
@@ -101,12 +102,8 @@ def model_host_time(repeats: int) -> None:
     import videomamba.models.mixer as mixer
     import videomamba.ops.residual_norm as residual_norm
     import videomamba.ops.triton.common as triton_common
-    import videomamba.ops.triton.norm as triton_norm
 
     os.environ["VIDEOMAMBA_SCAN_BACKEND"] = "triton"
-    for name, value in list(vars(triton_norm).items()):
-        if isinstance(value, triton.runtime.JITFunction):
-            setattr(triton_norm, name, _NoLaunch())
     # the choices the GPU path makes by device, made here for CPU tensors
     residual_norm.fused_available = lambda residual: residual.dtype == torch.float32
     mixer.sequence_conv_silu_pair = functools.partial(sequence_conv.sequence_conv_silu_pair, use_triton=True)

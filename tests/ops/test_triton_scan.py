@@ -348,7 +348,8 @@ INFERENCE_PAIR = textwrap.dedent("""
         out = scan_forward(*args, **kwargs)
         forward_calls.append(out[2] is not None)
         return out
-    for dtype, with_z, order in ((torch.float32, True, ScanOrder("reverse")), (torch.bfloat16, True, ScanOrder("spatial", 4, 1)),
+    for dtype, with_z, order in ((torch.float32, True, ScanOrder("reverse")),
+                                 (torch.bfloat16, True, ScanOrder("spatial", 4, 1)),
                                  (torch.bfloat16, False, ScanOrder("reverse"))):
         directions = [make_inputs(1, 16, 21, 16, torch.float64, seed=11 + k) for k in (0, 1)]
         z = directions[0].pop("z")

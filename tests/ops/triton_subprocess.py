@@ -29,19 +29,16 @@ def run_cases(script: str, device: str, interpret: bool, cases: dict[str, dict],
     script that crashes fails every case it was given with the end of its output.
 
     ``processes``: the cases shared among this many scripts running at once (the interpreter keeps one
-    core busy; CI has two), for scripts that run exactly the cases they are handed: round-robin, or, with
-    ``cost`` (a case's settings -> its estimated run time), each case to the share with the least so far,
-    the dearest first, so that the shares end together."""
-    names = list(cases)
-    count = max(1, min(processes, len(names)))
-    if cost is None:
-        shares = [names[i::count] for i in range(count)]
-    else:
-        shares, loads = [[] for _ in range(count)], [0.0] * count
-        for name in sorted(names, key=lambda n: -cost(cases[n])):
-            lightest = loads.index(min(loads))
-            shares[lightest].append(name)
-            loads[lightest] += cost(cases[name])
+    core busy; CI has two), for scripts that run exactly the cases they are handed: each case, the dearest
+    first by ``cost`` (a case's settings -> its estimated run time; default the same for all), to the share
+    with the least so far, so that the shares end together."""
+    cost = cost or (lambda case: 1.0)
+    count = max(1, min(processes, len(cases)))
+    shares, loads = [[] for _ in range(count)], [0.0] * count
+    for name in sorted(cases, key=lambda n: -cost(cases[n])):
+        lightest = loads.index(min(loads))
+        shares[lightest].append(name)
+        loads[lightest] += cost(cases[name])
     running = [(share, subprocess.Popen([sys.executable, "-c", script, device, json.dumps({n: cases[n] for n in share})],
                                         env=_environment(interpret), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
                for share in shares]

@@ -187,8 +187,8 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
                 chosen = {k: v for k, v in variant.items() if k in fn.arg_names}
                 cap = scan_launch._backward_build(bf16)[0] if fn is scan_kernels._scan_bwd_kernel else None
                 jobs.append(_job(fn, chosen, SCAN.num_warps, capability,
-                                        f"{label}{' paired' if paired else _MODE_NAMES[mode]}{' bf16' if bf16 else ''}",
-                                        bf16, cap))
+                                 f"{label}{' paired' if paired else _MODE_NAMES[mode]}{' bf16' if bf16 else ''}",
+                                 bf16, cap))
     if kernels:
         return _run_jobs(jobs, processes)
     # the window-tile forward (``SCAN.forward_tile``; a window of 8 where off) in the model's build (paired, bf16)
@@ -196,8 +196,8 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
                     "CHUNK": SCAN.chunk, "WINDOW": SCAN.forward_tile or 8, "STAGES": SCAN.forward_tile_stages,
                     "VECTOR": True, "HAS_D": True, "HAS_Z": False, "HAS_BIAS": True, "PAIRED": True, "CHECKPOINTS": True,
                     **scan_launch._kernel_options(cuda, True, orders[1])}
-    jobs.append(_job(scan_kernels._scan_fwd_tile_kernel, forward_tile, 1, capability,
-                            "forward tile paired bf16", True))
+    jobs.append(_job(scan_kernels._scan_fwd_tile_kernel, forward_tile, 1, capability, "forward tile paired bf16",
+                     True))
     conv = {"K": 4, "MODE": 2, "BLOCK_L": CONV.block_l, "BLOCK_D": CONV.block_d}
     grad = {**conv, "BLOCK_L": CONV.grad_block_l, "BLOCK_D": CONV.grad_block_d}
     for label, fn, constexprs, warps in (  # the per-frame order: all the code
@@ -207,7 +207,7 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
         # paired: both directions in one launch; paired bf16 is what a model under autocast runs
         for paired, bf16 in ((False, False), (True, False), (True, True)):
             jobs.append(_job(fn, {**constexprs, "PAIRED": paired}, warps, capability,
-                                    f"{label}{' paired' if paired else ''}{' bf16' if bf16 else ''}", bf16))
+                             f"{label}{' paired' if paired else ''}{' bf16' if bf16 else ''}", bf16))
     gate = {"BLOCK_L": SCAN.gate_block_l, "BLOCK_D": SCAN.gate_block_d}
     for label, fn, constexprs in (("pair gate forward", gate_kernels._pair_gate_fwd_kernel,
                                    {"SUMMED": False, "STORE_SUM": True}),
@@ -216,7 +216,7 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
                                   ("pair gate backward", gate_kernels._pair_gate_bwd_kernel, {})):
         for bf16 in (False, True):
             jobs.append(_job(fn, {**gate, **constexprs}, SCAN.gate_warps, capability,
-                                    f"{label}{' bf16' if bf16 else ''}", bf16))
+                             f"{label}{' bf16' if bf16 else ''}", bf16))
     # the residual add + RMSNorm at VideoMamba-S's width (384), bf16 branch and output, as a model calls it
     width = 512
     norm = {"BLOCK_ROWS": max(1, NORM.block_elements // width), "BLOCK_D": width, "HAS_BRANCH": True}

@@ -29,8 +29,8 @@ Forward (``SCAN.forward_tile``, the default): a window of steps at a time, held 
 
 Forward: also stores the state at the start of every chunk (``SCAN.chunk`` steps), (b, L / chunk, N, d),
 a chunk-th of what storing every state would cost; the checkpoints are an output of the custom op,
-saved for the backward (a call that no backward will follow stores none). Backward: a parallel pass turns them into the states entering every
-``SCAN.backward_window`` steps (a transient buffer); the main pass walks its segment's windows from the
+saved for the backward (a call that no backward will follow stores none). Backward: a parallel pass
+turns them into the states entering every ``SCAN.backward_window`` steps (a transient buffer); the main pass walks its segment's windows from the
 last, recomputes each window's states into a per-program scratch buffer (window x N x block_d,
 cache-resident), then runs the adjoint recurrence backwards through it. dB and dC are sums over
 channels: each program reduces its block's channels on chip and writes the partial sums of its block;
@@ -269,7 +269,6 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
         raise ValueError(f"the Triton scan needs a power-of-two d_state, got {n}")
     last = empty_state(extended, channels, n, u.device)
     shape = checkpoint_shape(extended, channels, n, length, chunk)
-    # without checkpoints the kernels get ``last`` in their buffer's place: a pointer they never write through
     ckpt = poisoned(torch.empty(shape, device=u.device, dtype=torch.float32)) if checkpoints else None
     n_chunks = shape[1]
     tile = min(SCAN.forward_tile, chunk) if SCAN.forward_tile else None
@@ -288,7 +287,7 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
     grid = (extended, cdiv(channels, SCAN.block_d))
     block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, n_chunks, chunk)
     ends, dtsum = _segment_summaries(extended, channels, n, n_blocks, u.device)
-    stored = ckpt if checkpoints else last
+    stored = ckpt if checkpoints else last  # without checkpoints: a pointer the kernels never write through
     if n_segs > 1:  # every block before the last segment
         _segment_fwd_kernel[(*grid, splits * (n_segs - 1) * seg_blocks)](
             u, u2, delta, delta2, A, B, B2, bias, ends, dtsum, channels, length, batch, 0, block_chunks * chunk,
