@@ -8,9 +8,10 @@ For each variant: (1) both directions' forward+backward against the float64 refe
 model's shapes (b 8, L 6273: 64 frames; b 32, L 1569: 16 frames), bf16 u, Δ and z, captured in a CUDA
 graph; (3) where its GPU time goes at b 8, L 6273 (torch.profiler, by kernel). Then videomamba_small's
 64-frame training step (batch 8, bf16 autocast, fused AdamW) under the fastest variant and the
-default, the default with the residual add and RMSNorm in PyTorch (``ops.add_rms_norm`` unfused), the
+default, the
 variants that patch the launchers rather than settings (fp32 gradients cast after the backward;
-inference storing checkpoints), and the ViT-S with SDPA, in the same process.
+inference storing checkpoints), the conv variants (``CONV`` fields: the conv + SiLU of both directions
+timed alone, then in the model rows), and the ViT-S with SDPA, in the same process.
 
 Usage, on the GPU machine from the repository root:
   PYTHONPATH=src python3 benchmarks/scan_tile_ab.py [--variants NAME ...] [--long-only] [--no-model]
@@ -33,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scan_gpu as sg  # noqa: E402
 from scan_gpu_sweep import _fresh_step  # noqa: E402
 
-from videomamba.ops import ScanInputs, ScanOrder, residual_norm, selective_scan_pair  # noqa: E402
-from videomamba.ops.triton import SCAN, override  # noqa: E402
+from videomamba.ops import ScanInputs, ScanOrder, selective_scan_pair  # noqa: E402
+from videomamba.ops.triton import CONV, SCAN, override  # noqa: E402
 from videomamba.ops.triton import scan as triton_scan  # noqa: E402
 
 selective_scan_module = sys.modules["videomamba.ops.selective_scan"]  # the package exports a function of that name
@@ -47,6 +48,8 @@ UPCAST = "upcast"  # a variant key that is no SCAN field: cast the bf16 inputs t
 FP32_GRADIENTS = "fp32 gradients"
 # a variant key that is no SCAN field: inference stores the checkpoints and summed output as training does
 INFERENCE_STORES = "inference stores"
+# a variant key that is no SCAN field: CONV fields (the conv kernels, timed in the model rows alone)
+CONV_FIELDS = "conv"
 VARIANTS = {
     "default": {},
     "fwd step at a time": dict(forward_tile=None),
@@ -72,17 +75,24 @@ VARIANTS = {
     # the backward before its bf16 stores went 4 channels (8 bytes) a vector: du, ddelta and dz written fp32, for
     # the same 4-channel tile (488 instructions a step against 491), then cast in two more passes
     "bwd fp32 gradients, cast after": {FP32_GRADIENTS: True},
+    # the forward checkpoints every window (8 steps) at every length, as short sequences do: the backward
+    # needs no window-entries pass, for 8x the checkpoint memory (the upper bound of removing that pass)
+    "checkpoints every window": dict(short_sequence=1 << 30),
     # inference as before it skipped what only the backward reads (the model rows' clips/s tell)
     "inference stores checkpoints": {INFERENCE_STORES: True},
+    # the conv's backward as two kernels with a (directions x B, L, d) fp32 gy between them
+    "conv backward in two passes": {CONV_FIELDS: dict(fused_backward=False)},
 }
+_NOT_SCAN = (UPCAST, FP32_GRADIENTS, INFERENCE_STORES, CONV_FIELDS)
 
 
 @contextlib.contextmanager
 def variant(name: str):
     """Within: the SCAN settings of variant ``name``, and its launcher patch where it has one."""
-    settings = {k: v for k, v in VARIANTS[name].items() if k not in (UPCAST, FP32_GRADIENTS, INFERENCE_STORES)}
+    settings = {k: v for k, v in VARIANTS[name].items() if k not in _NOT_SCAN}
     with contextlib.ExitStack() as stack:
         stack.enter_context(override(SCAN, **settings))
+        stack.enter_context(override(CONV, **VARIANTS[name].get(CONV_FIELDS, {})))
         if VARIANTS[name].get(FP32_GRADIENTS):
             allocate = triton_scan._result
             backward = triton_scan._scan_backward
@@ -154,6 +164,23 @@ def step_ms(b: int, L: int, upcast: bool = False) -> tuple[float, dict[str, floa
     return ms, kernels
 
 
+def conv_ms(b: int = 8, L: int = 6273, d: int = 768) -> float:
+    """Both directions' conv + SiLU forward+backward of one layer at (b, L), bf16 channels-last x, the
+    spatio-temporal reversal for the second, captured in a CUDA graph (ms)."""
+    from videomamba.ops.sequence_conv import sequence_conv_silu_pair
+
+    x = torch.randn(b, L, d, device="cuda", dtype=torch.bfloat16).transpose(1, 2).requires_grad_()
+    w = torch.randn(2, d, 1, 4, device="cuda", requires_grad=True)
+    bias = torch.randn(2, d, device="cuda", requires_grad=True)
+
+    def both() -> torch.Tensor:
+        first, second = sequence_conv_silu_pair(x, w, bias, ScanOrder("reverse"), use_triton=True)
+        return first + second
+
+    step = _fresh_step(both, torch.randn_like(both()), [x, w, bias])
+    return min(sg._graph_ms(step, replays=10) for _ in range(2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help="variant names (default: all)")
@@ -169,6 +196,12 @@ def main() -> None:
           "largest kernels at b 8, L 6273 (ms) |\n|---|---|---|---|---|---|")
     timed = {}
     for name in args.variants:
+        if CONV_FIELDS in VARIANTS[name]:
+            with variant(name):
+                ms = conv_ms()
+            print(f"| {name}: conv + SiLU of both directions, fwd+bwd, b 8, L 6273 | {ms:.3f} ms against "
+                  f"{conv_ms():.3f} by default |||||", flush=True)
+            continue
         try:
             upcast = VARIANTS[name].get(UPCAST, False)
             with variant(name):
@@ -186,27 +219,24 @@ def main() -> None:
         print(f"| {name} | {errors[0]:.1e} | {errors[1]:.1e} | {long_ms:.3f} | {short_ms:.3f} | "
               + "; ".join(f"{k[:32]} {v:.3f}" for k, v in top) + " |", flush=True)
     print()
-    if args.no_model or not timed:
+    if args.no_model:
         return
     import gpu
 
-    best = min(timed, key=timed.get)
+    best = min(timed, key=timed.get) if timed else "default"
     chosen = [name for name in dict.fromkeys([best, "fwd step at a time", "bwd fp32 gradients, cast after",
                                               "inference stores checkpoints"])
               if name in timed and name != "default" and UPCAST not in VARIANTS[name]]
+    chosen += [name for name in args.variants if CONV_FIELDS in VARIANTS[name]]
     print(f"## videomamba_small, 64 frames, batch 8: the default against {', '.join(chosen)}\n")
     print("| model | train ms | peak GiB | infer clips/s |\n|---|---|---|---|")
-    rows = ([("ViT-S (SDPA)", None), ("ours, default", "default"), ("ours, residual add + RMSNorm unfused", "unfused")]
-            + [(f"ours, {name}", name) for name in chosen])
+    rows = [("ViT-S (SDPA)", None), ("ours, default", "default")] + [(f"ours, {name}", name) for name in chosen]
     median = sg._median_ms
     with mock.patch.object(sg, "_median_ms", lambda fn, repeats: median(fn, max(repeats, args.model_steps))):
         for _ in range(args.model_rounds):
             for label, settings in rows:
                 if settings is None:
                     r = gpu._measure(gpu._vit, 64)
-                elif settings == "unfused":
-                    with mock.patch.object(residual_norm, "fused_available", lambda residual: False):
-                        r = gpu._measure(gpu._videomamba(64), 64)
                 else:
                     with variant(settings):
                         r = gpu._measure(gpu._videomamba(64), 64)
