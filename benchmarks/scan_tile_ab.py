@@ -15,7 +15,7 @@ timed alone, then in the model rows), and the ViT-S with SDPA, in the same proce
 
 Usage, on the GPU machine from the repository root:
   PYTHONPATH=src python3 benchmarks/scan_tile_ab.py [--variants NAME ...] [--long-only] [--no-model]
-      [--model-rounds N] [--model-steps S]
+      [--model-rounds N] [--model-steps S] [--model-variants NAME ...]
 ("default" is the window-8 forward on 16 channels.)
 """
 
@@ -189,6 +189,8 @@ def main() -> None:
     parser.add_argument("--model-rounds", type=int, default=1,
                         help="measure the model rows this many times, interleaved (a fresh model's step scatters)")
     parser.add_argument("--model-steps", type=int, default=5, help="training steps in each model row's median")
+    parser.add_argument("--model-variants", nargs="*", default=None,
+                        help="the variants with a model row (default: the fastest, the launcher patches, the conv's)")
     args = parser.parse_args()
     sg.header("scan kernels A/B")
     sg.warm_up_gpu()
@@ -224,10 +226,13 @@ def main() -> None:
     import gpu
 
     best = min(timed, key=timed.get) if timed else "default"
-    chosen = [name for name in dict.fromkeys([best, "fwd step at a time", "bwd fp32 gradients, cast after",
-                                              "inference stores checkpoints"])
-              if name in timed and name != "default" and UPCAST not in VARIANTS[name]]
-    chosen += [name for name in args.variants if CONV_FIELDS in VARIANTS[name]]
+    if args.model_variants is not None:
+        chosen = [name for name in args.model_variants if name != "default"]
+    else:
+        chosen = [name for name in dict.fromkeys([best, "fwd step at a time", "bwd fp32 gradients, cast after",
+                                                  "inference stores checkpoints"])
+                  if name in timed and name != "default" and UPCAST not in VARIANTS[name]]
+        chosen += [name for name in args.variants if CONV_FIELDS in VARIANTS[name]]
     print(f"## videomamba_small, 64 frames, batch 8: the default against {', '.join(chosen)}\n")
     print("| model | train ms | peak GiB | infer clips/s |\n|---|---|---|---|")
     rows = [("ViT-S (SDPA)", None), ("ours, default", "default")] + [(f"ours, {name}", name) for name in chosen]
