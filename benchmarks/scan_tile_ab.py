@@ -57,6 +57,11 @@ VARIANTS = {
     "fwd tile W4 BD32 G4": dict(forward_tile=4, forward_tile_block_d=32),
     "fwd tile W4 BD16 G4 pipelined": dict(forward_tile=4, forward_tile_block_d=16, forward_tile_programs_per_sm=12,
                                           forward_tile_stages=2),
+    # the window tile's states in two parts a program (163 registers against 244): 12 programs an SM planned (two
+    # forward segments and a summary pass at batch 8), or the 8 of the whole tile (one segment at batch 8, so the
+    # extra programs an SM are used only where the batch fills them: inference at batch 32)
+    "fwd tile 2 state parts": dict(forward_tile_state_parts=2, forward_tile_programs_per_sm=12),
+    "fwd tile 2 state parts, planned 8": dict(forward_tile_state_parts=2),
     # the step loops' pipelining depth (every pass but the tile forward): 2 stages compile the paired bf16
     # backward to 733 instructions a step against 787 at 4 (235 registers, 8 programs an SM)
     "stages 2": dict(stages=2),

@@ -17,7 +17,7 @@ def test_every_kernel_compiles_for_hopper():
                          | {f"{k}{v}" for k in scans for v in (" bf16", " paired", " paired bf16")}
                          | {f"{k}{v}" for k in convs for v in ("", " paired", " paired bf16")}
                          | {f"pair gate {k}{v}" for k in ("forward", "output again", "backward") for v in ("", " bf16")}
-                         | {"forward tile paired bf16"}
+                         | {"forward tile paired bf16", "forward tile paired bf16, 2 state parts"}
                          | {"add + rms norm forward", "add + rms norm backward"})
     # the default tiles fit the registers, also in the model's build (paired, bf16, the one closest to the
     # limit); a spill costs local-memory traffic a
@@ -44,6 +44,11 @@ def test_every_kernel_compiles_for_hopper():
     for kernel in ("backward", "backward paired", "forward"):
         bf16 = rows[kernel.replace(" paired", "") + (" paired bf16" if "paired" in kernel else " bf16")]
         assert bf16.shuffles == rows[kernel].shuffles, (bf16, rows[kernel])
+    # the window tile in two parts of its states holds half the tile live: one-warp programs an SM (65536
+    # registers) at least 1.5x as many, for at most 5 % more instructions a window
+    whole, halves = rows["forward tile paired bf16"], rows["forward tile paired bf16, 2 state parts"]
+    resident = [65536 // (32 * row.registers) for row in (whole, halves)]
+    assert resident[1] >= 1.5 * resident[0] and max(halves.loops) <= 1.05 * max(whole.loops), (whole, halves)
     # both directions in one launch select their inputs and positions once per program: within 32 registers
     # of one direction's kernels (no spill either way, above)
     for kernel in scans:

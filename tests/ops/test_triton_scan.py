@@ -32,6 +32,7 @@ CHECK = textwrap.dedent("""
         dtype = getattr(torch, case["dtype"])
         SCAN.chunk, SCAN.n_split, SCAN.segments = case["chunk"], case["splits"], segments
         SCAN.poison_outputs, SCAN.fast_softplus, SCAN.forward_tile = True, case["fast_softplus"], case["forward_tile"]
+        SCAN.forward_tile_state_parts = case["tile_parts"]
         groups = case["groups"]
         SCAN.channel_groups = default_groups if groups is None else {k: groups for k in default_groups}
         inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=case["optional"])
@@ -99,6 +100,7 @@ class ScanCase(NamedTuple):
     # the forward a window of this many steps at a time in registers (SCAN.forward_tile, the default on the GPU);
     # None: a step at a time (``_scan_fwd_kernel``)
     forward_tile: int | None = None
+    tile_parts: int = 1  # the window tile's states in this many parts a program (SCAN.forward_tile_state_parts)
 
     @property
     def id(self) -> str:
@@ -110,6 +112,7 @@ class ScanCase(NamedTuple):
         words += ["no-softplus"] * (not self.softplus) + ["no-D-z-bias"] * (not self.optional)
         words += ["accurate-softplus"] * (not self.fast_softplus)
         words += [f"fwd-tile{self.forward_tile}"] * (self.forward_tile is not None)
+        words += [f"{self.tile_parts}-state-parts"] * (self.tile_parts > 1)
         return "_".join(words)
 
 
@@ -160,6 +163,10 @@ SCAN_CASES = [
     ScanCase((1, 20, 41, 16), TEMPORAL8_CLS, layout="bdl", chunk=8, splits=2, forward_tile=2),
     ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, softplus=False, optional=False, forward_tile=8),
     ScanCase((2, 20, 70, 16), chunk=16, segments=3, forward_tile=4),
+    # the window tile's states in two parts: with segments, with the states also split over programs, n 4
+    ScanCase((1, 20, 41, 16), SPATIAL8, dtype=BF16, chunk=8, segments=3, forward_tile=8, tile_parts=2),
+    ScanCase((1, 20, 41, 16), TEMPORAL8_CLS, layout="bdl", chunk=8, splits=2, forward_tile=2, tile_parts=2),
+    ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, softplus=False, optional=False, forward_tile=8, tile_parts=2),
 ]
 OPCHECKS = {f"opcheck-fake-implementation-{dtype}": {"dtype": dtype} for dtype in ("float32", "bfloat16")}
 
@@ -199,7 +206,7 @@ CHECK_PAIR = textwrap.dedent("""
         failures = results.setdefault(case_id, [])
         shape, order, layout, dtype = tuple(case["shape"]), ScanOrder(*case["order"]), case["layout"], getattr(torch, case["dtype"])
         SCAN.chunk, SCAN.segments, SCAN.n_split, SCAN.poison_outputs = case["chunk"], case["segments"], case["splits"], True
-        SCAN.forward_tile = case["forward_tile"]
+        SCAN.forward_tile, SCAN.forward_tile_state_parts = case["forward_tile"], case["tile_parts"]
         directions = [make_inputs(*shape, torch.float64, seed=sum(shape) + k, with_optional=case["optional"]) for k in (0, 1)]
         z = directions[0].pop("z")
         directions[1].pop("z")
@@ -246,7 +253,8 @@ PAIR_CASES = [ScanCase((2, 40, 41, 16), REV), ScanCase((2, 33, 41, 16), SPATIAL8
               ScanCase((1, 40, 40, 16), TEMPORAL8, layout="bdl", chunk=8, segments=4, splits=2),
               ScanCase((2, 40, 41, 16), REV, dtype=BF16, chunk=8, segments=3),
               ScanCase((1, 8, 5, 4), REV, layout="bdl", chunk=64, optional=False),
-              ScanCase((1, 20, 41, 16), REV, dtype=BF16, chunk=8, segments=3, forward_tile=8)]
+              ScanCase((1, 20, 41, 16), REV, dtype=BF16, chunk=8, segments=3, forward_tile=8),
+              ScanCase((2, 20, 41, 16), REV, dtype=BF16, chunk=8, segments=2, forward_tile=8, tile_parts=2)]
 
 
 def _pair_cases() -> dict[str, dict]:

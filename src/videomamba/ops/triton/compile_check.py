@@ -196,8 +196,9 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
                     "CHUNK": SCAN.chunk, "WINDOW": SCAN.forward_tile or 8, "STAGES": SCAN.forward_tile_stages,
                     "VECTOR": True, "HAS_D": True, "HAS_Z": False, "HAS_BIAS": True, "PAIRED": True, "CHECKPOINTS": True,
                     **scan_launch._kernel_options(cuda, True, orders[1])}
-    jobs.append(_job(scan_kernels._scan_fwd_tile_kernel, forward_tile, 1, capability, "forward tile paired bf16",
-                     True))
+    for parts in (1, 2):
+        jobs.append(_job(scan_kernels._scan_fwd_tile_kernel, {**forward_tile, "PARTS": parts}, 1, capability,
+                         f"forward tile paired bf16{', 2 state parts' if parts == 2 else ''}", True))
     conv = {"K": 4, "MODE": 2, "BLOCK_L": CONV.block_l, "BLOCK_D": CONV.block_d}
     grad = {**conv, "BLOCK_L": CONV.grad_block_l, "BLOCK_D": CONV.grad_block_d}
     for label, fn, constexprs, warps in (  # the per-frame order: all the code

@@ -274,6 +274,9 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
     tile = min(SCAN.forward_tile, chunk) if SCAN.forward_tile else None
     if tile and (chunk % tile or tile & (tile - 1)):
         raise ValueError(f"the forward's window tile {tile} must be a power of two dividing the checkpoint interval {chunk}")
+    parts = SCAN.forward_tile_state_parts
+    if tile and parts not in (1, 2):
+        raise ValueError(f"the forward's window tile takes its states in 1 or 2 parts, not {parts}")
     block_d = _forward_programs()[0]
     seg_chunks, n_segs = _segments(extended, channels, n_chunks, u.device, backward=False)
     dtype, splits = u.dtype, _state_splits(extended, channels, n, u.device, n_segs, block_d)
@@ -301,7 +304,7 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
             seg_blocks, order.frame_tokens, order.prefix, *strides(u, delta, zs, out, B, C),
             N=n, NS=n // splits, BLOCK_D=block_d, G=SCAN.forward_tile_groups, CHUNK=chunk, WINDOW=tile,
             STAGES=SCAN.forward_tile_stages, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            VECTOR=True, CHECKPOINTS=checkpoints, **options, num_warps=1)
+            VECTOR=True, CHECKPOINTS=checkpoints, PARTS=parts if n // splits >= 2 else 1, **options, num_warps=1)
         return _finish(out, dtype), last, ckpt
     _scan_fwd_kernel[(*grid, splits * n_segs)](
         u, u2, delta, delta2, A, B, B2, C, C2, D if D is not None else u, zs, bias,

@@ -272,6 +272,27 @@ if triton is not None:
         """Two spans of h ← a·h + b, the earlier first: one span."""
         return a_early * a_late, a_late * b_early + b_late
 
+    @triton.jit
+    def _state_part(A_ptr, pid_e, pid_b, direction, d, dmask, Dm, first, sB_b, sB_n, sC_b, sC_n, N: tl.constexpr,
+                    NP: tl.constexpr):
+        """States ``first`` .. ``first + NP`` of a program's channels: their A (scaled by log2 e), their offsets into
+        an (directions x b, N, d) state, and their rows of B and C."""
+        n = first + tl.arange(0, NP)
+        cell = _per_state(n) * Dm + _per_channel(d)
+        A = tl.load(A_ptr + direction * N * Dm + cell, mask=_per_channel(dmask), other=0.0).to(tl.float32)
+        return A * 1.4426950408889634, pid_e * N * Dm + cell, pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
+
+    @triton.jit
+    def _window_part(h, A, B_ptr, C_ptr, B_row, C_row, t, valid, sB_l, sC_l, dt, dtu, first_row, last_row):
+        """One part of the states through a window: (Σ over the part's states of C·h at each step, (WINDOW, G,
+        BLOCK_D // G); the part's state after the window)."""
+        Bw = tl.load(B_ptr + B_row[None, :] + t[:, None] * sB_l, mask=valid[:, None], other=0.0)[:, :, None, None]
+        Cw = tl.load(C_ptr + C_row[None, :] + t[:, None] * sC_l, mask=valid[:, None], other=0.0)[:, :, None, None]
+        a = tl.exp2(dt[:, None] * A[None])
+        b = Bw * dtu[:, None] + tl.where(first_row, a * h[None], 0.0)
+        _, hw = tl.associative_scan((a, b), 0, _linear_combine)
+        return tl.sum(hw * Cw, axis=1), tl.sum(tl.where(last_row, hw, 0.0), axis=0)
+
     @triton.jit(do_not_specialize=["opaque_zero"])
     def _scan_fwd_tile_kernel(u_ptr, u2_ptr, dt_ptr, dt2_ptr, A_ptr, B_ptr, B2_ptr, C_ptr, C2_ptr, D_ptr, z_ptr,
                               bias_ptr, out_ptr, last_ptr, ckpt_ptr, ends_ptr, dtsum_ptr, Dm, L, batch, opaque_zero,
@@ -282,30 +303,44 @@ if triton is not None:
                               CHUNK: tl.constexpr, WINDOW: tl.constexpr, STAGES: tl.constexpr, HAS_D: tl.constexpr,
                               HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                               MODE: tl.constexpr, VECTOR: tl.constexpr, PAIRED: tl.constexpr,
-                              CHECKPOINTS: tl.constexpr):
+                              CHECKPOINTS: tl.constexpr, PARTS: tl.constexpr):
         """The forward a window at a time: the window's WINDOW steps as one (WINDOW, NS, G, BLOCK_D // G) register
         tile, its states from the state entering it by a scan along the steps (``_linear_combine``), its outputs
         from them at once, the state entering every chunk stored as a checkpoint. Only the scan waits from one
-        step to the next: the loads, exps and sums of a window are independent of each other."""
+        step to the next: the loads, exps and sums of a window are independent of each other.
+
+        PARTS 2: the NS states go through each window as two tiles of NS / 2, one after the other, their sums
+        over states added; half the live tile a program (fewer registers) for the same work."""
         pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
         u_ptr, dt_ptr, B_ptr, C_ptr = _direction_inputs(direction, u_ptr, u2_ptr, dt_ptr, dt2_ptr, B_ptr, B2_ptr,
                                                         C_ptr, C2_ptr, PAIRED)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
         o_row = pid_s * so_s + pid_e * so_b + d * so_d
-        B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
-        h = _carried_in(tl.zeros((NS, G, BLOCK_D // G), tl.float32), ends_ptr, dtsum_ptr, A, state, pid_e, d, dmask,
-                        Dm, n_blocks, 0, seg * seg_blocks, N, 1)
+        NP: tl.constexpr = NS // PARTS
+        A0, state0, B_row0, C_row0 = _state_part(A_ptr, pid_e, pid_b, direction, d, dmask, Dm, pid_s * NS, sB_b,
+                                                 sB_n, sC_b, sC_n, N, NP)
+        h0 = _carried_in(tl.zeros((NP, G, BLOCK_D // G), tl.float32), ends_ptr, dtsum_ptr, A0, state0, pid_e, d,
+                         dmask, Dm, n_blocks, 0, seg * seg_blocks, N, 1)
+        # the second part (PARTS 2; else never used)
+        A1, state1, B_row1, C_row1 = _state_part(A_ptr, pid_e, pid_b, direction, d, dmask, Dm,
+                                                 pid_s * NS + (PARTS - 1) * NP, sB_b, sB_n, sC_b, sC_n, N, NP)
+        h1 = h0
+        if PARTS == 2:
+            h1 = _carried_in(tl.zeros((NP, G, BLOCK_D // G), tl.float32), ends_ptr, dtsum_ptr, A1, state1, pid_e, d,
+                             dmask, Dm, n_blocks, 0, seg * seg_blocks, N, 1)
         row = tl.arange(0, WINDOW)
-        A4, dmask3 = A[None], dmask[None]
+        dmask3 = dmask[None]
         first_row, last_row = (row == 0)[:, None, None, None], (row == WINDOW - 1)[:, None, None, None]
-        ckpt = ckpt_ptr + state + (pid_e * (n_chunks - 1)) * N * Dm
+        ckpt = ckpt_ptr + (pid_e * (n_chunks - 1)) * N * Dm
         first = seg * seg_chunks * (CHUNK // WINDOW)
         end = tl.minimum(tl.cdiv(L, WINDOW), (seg + 1) * seg_chunks * (CHUNK // WINDOW))
         for w in tl.range(first, end, num_stages=STAGES):
             if CHECKPOINTS:
-                tl.store(ckpt + (w // (CHUNK // WINDOW)) * N * Dm, h,
-                         mask=_per_channel(dmask) & (w % (CHUNK // WINDOW) == 0))
+                at_chunk = _per_channel(dmask) & (w % (CHUNK // WINDOW) == 0)
+                tl.store(ckpt + state0 + (w // (CHUNK // WINDOW)) * N * Dm, h0, mask=at_chunk)
+                if PARTS == 2:
+                    tl.store(ckpt + state1 + (w // (CHUNK // WINDOW)) * N * Dm, h1, mask=at_chunk)
             steps = w * WINDOW + row
             valid = steps < L
             t = _position(tl.minimum(steps, L - 1), direction, L, S, P, MODE, PAIRED)
@@ -316,15 +351,18 @@ if triton is not None:
             if SOFTPLUS:
                 dt = _softplus(dt, SOFTPLUS)
             dt = tl.where(cmask, dt, 0.0)  # rows past the end: a = 1, b = 0, the state carried unchanged
-            Bw = tl.load(B_ptr + B_row[None, :] + t[:, None] * sB_l, mask=valid[:, None], other=0.0)[:, :, None, None]
-            Cw = tl.load(C_ptr + C_row[None, :] + t[:, None] * sC_l, mask=valid[:, None], other=0.0)[:, :, None, None]
-            a = tl.exp2(dt[:, None] * A4)
-            b = Bw * (dt * u)[:, None] + tl.where(first_row, a * h[None], 0.0)
-            _, hw = tl.associative_scan((a, b), 0, _linear_combine)
-            y = tl.sum(hw * Cw, axis=1) + Dv[None] * u
+            y, h0 = _window_part(h0, A0, B_ptr, C_ptr, B_row0, C_row0, t, valid, sB_l, sC_l, dt, dt * u, first_row,
+                                 last_row)
+            if PARTS == 2:
+                y1, h1 = _window_part(h1, A1, B_ptr, C_ptr, B_row1, C_row1, t, valid, sB_l, sC_l, dt, dt * u,
+                                      first_row, last_row)
+                y += y1
+            y += Dv[None] * u
             if HAS_Z:
                 z = _load_f32(z_ptr, z_row[None] + t3 * sz_l, cmask)
                 y = y * z * tl.sigmoid(z)
             tl.store(out_ptr + o_row[None] + t3 * so_l, y, mask=cmask)
-            h = tl.sum(tl.where(last_row, hw, 0.0), axis=0)
-        tl.store(last_ptr + state, h, mask=_per_channel(dmask) & (seg == n_segs - 1))
+        last_part = _per_channel(dmask) & (seg == n_segs - 1)
+        tl.store(last_ptr + state0, h0, mask=last_part)
+        if PARTS == 2:
+            tl.store(last_ptr + state1, h1, mask=last_part)
