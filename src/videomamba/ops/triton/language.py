@@ -167,15 +167,22 @@ if triton is not None:
         first = pid_d * BLOCK_D if VECTOR else pid_d * BLOCK_D + opaque_zero
         d = first + tl.arange(0, G)[:, None] * (BLOCK_D // G) + tl.arange(0, BLOCK_D // G)[None, :]
         dmask = d < Dm
-        n = pid_s * NS + tl.arange(0, NS)
-        cell = _per_state(n) * Dm + _per_channel(d)  # (NS, G, BLOCK_D // G) offsets into an (N, d) state
-        A = tl.load(A_ptr + direction * N * Dm + cell, mask=_per_channel(dmask), other=0.0).to(tl.float32)
+        n, A, state = _state_part(A_ptr, pid_e, direction, d, dmask, Dm, pid_s * NS, N, NS)
         Dv = tl.load(D_ptr + direction * Dm + d, mask=dmask & (pid_s == 0), other=0.0).to(tl.float32) if HAS_D \
             else tl.zeros((G, BLOCK_D // G), tl.float32)
         bias = tl.load(bias_ptr + direction * Dm + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS \
             else tl.zeros((G, BLOCK_D // G), tl.float32)
-        state = pid_e * N * Dm + cell  # offsets into (directions x b, N, d)
-        return pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A * 1.4426950408889634, Dv, bias
+        return pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias
+
+    @triton.jit
+    def _state_part(A_ptr, pid_e, direction, d, dmask, Dm, first, N: tl.constexpr, NP: tl.constexpr):
+        """States ``first`` .. ``first + NP`` of a program's channels: their indices, their A as an (NP, G,
+        BLOCK_D // G) tile scaled by log2 e (the kernels use exp2), and their offsets into a (directions x b, N,
+        d) state."""
+        n = first + tl.arange(0, NP)
+        cell = _per_state(n) * Dm + _per_channel(d)  # offsets into an (N, d) state
+        A = tl.load(A_ptr + direction * N * Dm + cell, mask=_per_channel(dmask), other=0.0).to(tl.float32)
+        return n, A * 1.4426950408889634, pid_e * N * Dm + cell
 
     @triton.jit
     def _of_direction(direction, first_ptr, second_ptr, PAIRED: tl.constexpr):

@@ -11,7 +11,7 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
 
 if triton is not None:
     from .language import (_carried_in, _direction_inputs, _load_f32, _of_direction, _per_channel, _per_state,
-                           _position, _sequential_prologue, _softplus, _state_step, _store_channels, _sum_channels,
+                           _position, _sequential_prologue, _softplus, _state_part, _state_step, _store_channels, _sum_channels,
                            _sum_states)
 
     @triton.jit(do_not_specialize=["opaque_zero"])
@@ -273,16 +273,6 @@ if triton is not None:
         return a_early * a_late, a_late * b_early + b_late
 
     @triton.jit
-    def _state_part(A_ptr, pid_e, pid_b, direction, d, dmask, Dm, first, sB_b, sB_n, sC_b, sC_n, N: tl.constexpr,
-                    NP: tl.constexpr):
-        """States ``first`` .. ``first + NP`` of a program's channels: their A (scaled by log2 e), their offsets into
-        an (directions x b, N, d) state, and their rows of B and C."""
-        n = first + tl.arange(0, NP)
-        cell = _per_state(n) * Dm + _per_channel(d)
-        A = tl.load(A_ptr + direction * N * Dm + cell, mask=_per_channel(dmask), other=0.0).to(tl.float32)
-        return A * 1.4426950408889634, pid_e * N * Dm + cell, pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
-
-    @triton.jit
     def _window_part(h, A, B_ptr, C_ptr, B_row, C_row, t, valid, sB_l, sC_l, dt, dtu, first_row, last_row):
         """One part of the states through a window: (Σ over the part's states of C·h at each step, (WINDOW, G,
         BLOCK_D // G); the part's state after the window)."""
@@ -311,20 +301,21 @@ if triton is not None:
 
         PARTS 2: the NS states go through each window as two tiles of NS / 2, one after the other, their sums
         over states added; half the live tile a program (fewer registers) for the same work."""
-        pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, n, state, A, Dv, bias = _sequential_prologue(
+        # the states' A and offsets come per part (``_state_part``), not whole from the prologue
+        pid_e, pid_b, direction, pid_d, seg, pid_s, d, dmask, _, _, _, Dv, bias = _sequential_prologue(
             A_ptr, D_ptr, bias_ptr, Dm, batch, opaque_zero, N, NS, BLOCK_D, G, HAS_D, HAS_BIAS, VECTOR, PAIRED)
         u_ptr, dt_ptr, B_ptr, C_ptr = _direction_inputs(direction, u_ptr, u2_ptr, dt_ptr, dt2_ptr, B_ptr, B2_ptr,
                                                         C_ptr, C2_ptr, PAIRED)
         u_row, dt_row, z_row = pid_b * su_b + d * su_d, pid_b * sdt_b + d * sdt_d, pid_b * sz_b + d * sz_d
         o_row = pid_s * so_s + pid_e * so_b + d * so_d
         NP: tl.constexpr = NS // PARTS
-        A0, state0, B_row0, C_row0 = _state_part(A_ptr, pid_e, pid_b, direction, d, dmask, Dm, pid_s * NS, sB_b,
-                                                 sB_n, sC_b, sC_n, N, NP)
+        n0, A0, state0 = _state_part(A_ptr, pid_e, direction, d, dmask, Dm, pid_s * NS, N, NP)
+        B_row0, C_row0 = pid_b * sB_b + n0 * sB_n, pid_b * sC_b + n0 * sC_n
         h0 = _carried_in(tl.zeros((NP, G, BLOCK_D // G), tl.float32), ends_ptr, dtsum_ptr, A0, state0, pid_e, d,
                          dmask, Dm, n_blocks, 0, seg * seg_blocks, N, 1)
         # the second part (PARTS 2; else never used)
-        A1, state1, B_row1, C_row1 = _state_part(A_ptr, pid_e, pid_b, direction, d, dmask, Dm,
-                                                 pid_s * NS + (PARTS - 1) * NP, sB_b, sB_n, sC_b, sC_n, N, NP)
+        n1, A1, state1 = _state_part(A_ptr, pid_e, direction, d, dmask, Dm, pid_s * NS + (PARTS - 1) * NP, N, NP)
+        B_row1, C_row1 = pid_b * sB_b + n1 * sB_n, pid_b * sC_b + n1 * sC_n
         h1 = h0
         if PARTS == 2:
             h1 = _carried_in(tl.zeros((NP, G, BLOCK_D // G), tl.float32), ends_ptr, dtsum_ptr, A1, state1, pid_e, d,
