@@ -87,6 +87,8 @@ VARIANTS = {
     "inference stores checkpoints": {INFERENCE_STORES: True},
     # the conv's backward as two kernels with a (directions x B, L, d) fp32 gy between them
     "conv backward in two passes": {CONV_FIELDS: dict(fused_backward=False)},
+    # the backward kernel in Gluon: its own layouts (no conversions a step), the window's states in shared memory
+    "bwd in Gluon": dict(backward_gluon=True),
 }
 _NOT_SCAN = (UPCAST, FP32_GRADIENTS, INFERENCE_STORES, CONV_FIELDS)
 

@@ -5,6 +5,8 @@ import pytest
 
 from videomamba.ops.triton import SCAN
 from videomamba.ops.triton import compile_check as triton_compile_check
+from videomamba.ops.triton import scan as scan_launch
+from videomamba.ops.triton import scan_gluon
 
 
 @pytest.mark.skipif(not triton_compile_check.available(), reason="Triton without its NVIDIA backend tools")
@@ -18,14 +20,15 @@ def test_every_kernel_compiles_for_hopper():
                          | {f"{k}{v}" for k in convs for v in ("", " paired", " paired bf16")}
                          | {f"pair gate {k}{v}" for k in ("forward", "output again", "backward") for v in ("", " bf16")}
                          | {"forward tile paired bf16", "forward tile paired bf16, 2 state parts"}
-                         | {"add + rms norm forward", "add + rms norm backward"})
+                         | {"add + rms norm forward", "add + rms norm backward"}
+                         | ({"backward gluon paired bf16", "backward gluon"} if scan_gluon.gluon is not None else set()))
     # the default tiles fit the registers, also in the model's build (paired, bf16, the one closest to the
     # limit); a spill costs local-memory traffic a
     # step. The fp32 backward alone is capped on purpose (``BACKWARD_BUILDS``: 12 programs an SM, measured
     # faster with its few spilled bytes); its cap holds and the spill stays small
     cap = SCAN.backward_builds["fp32"][0]
     for row in rows.values():
-        capped = cap if row.name.startswith("backward") and "bf16" not in row.name else None
+        capped = cap if row.name.startswith("backward") and "bf16" not in row.name and "gluon" not in row.name else None
         assert 0 < row.registers <= (capped or 255) and row.shared >= 0, row
         assert row.spill_stack <= (32 if capped else 0), row
     for kernel in scans:
@@ -49,6 +52,16 @@ def test_every_kernel_compiles_for_hopper():
     whole, halves = rows["forward tile paired bf16"], rows["forward tile paired bf16, 2 state parts"]
     resident = [65536 // (32 * row.registers) for row in (whole, halves)]
     assert resident[1] >= 1.5 * resident[0] and max(halves.loops) <= 1.05 * max(whole.loops), (whole, halves)
+    if scan_gluon.gluon is not None:
+        # the Gluon backward, in the model's build: its layouts are chosen so that nothing crosses between them a
+        # step (no barrier in its loops: the two it has are outside them, where the plain kernel has 18), its
+        # window's states sit in shared memory (window x 16 states x block_d fp32), and each step issues fewer
+        # instructions than the plain kernel's, the recompute and the adjoint both
+        gluon, plain = rows["backward gluon paired bf16"], rows["backward paired bf16"]
+        assert gluon.barriers <= 2 < plain.barriers and gluon.async_copies == 0, (gluon, plain)
+        assert gluon.shared >= scan_launch._window(SCAN.chunk) * 16 * SCAN.block_d * 4, gluon
+        assert all(g < p for g, p in zip(gluon.loops[1:3], plain.loops[1:3])), (gluon, plain)
+        assert 65536 // (32 * gluon.registers) >= SCAN.gluon_build[1], gluon
     # both directions in one launch select their inputs and positions once per program: within 32 registers
     # of one direction's kernels (no spill either way, above)
     for kernel in scans:

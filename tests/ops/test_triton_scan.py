@@ -32,7 +32,7 @@ CHECK = textwrap.dedent("""
         dtype = getattr(torch, case["dtype"])
         SCAN.chunk, SCAN.n_split, SCAN.segments = case["chunk"], case["splits"], segments
         SCAN.poison_outputs, SCAN.fast_softplus, SCAN.forward_tile = True, case["fast_softplus"], case["forward_tile"]
-        SCAN.forward_tile_state_parts = case["tile_parts"]
+        SCAN.forward_tile_state_parts, SCAN.backward_gluon = case["tile_parts"], case["gluon"]
         groups = case["groups"]
         SCAN.channel_groups = default_groups if groups is None else {k: groups for k in default_groups}
         inputs = make_inputs(*shape, torch.float32, seed=sum(shape), with_optional=case["optional"])
@@ -69,7 +69,7 @@ CHECK = textwrap.dedent("""
     # the fake (meta) implementation gives the real outputs' shapes, strides (channels-last in, channels-last
     # out) and dtypes, which torch.compile relies on
     from videomamba.ops.selective_scan import _scan_op
-    SCAN.chunk, SCAN.n_split, SCAN.segments, SCAN.forward_tile = 16, None, 2, None
+    SCAN.chunk, SCAN.n_split, SCAN.segments, SCAN.forward_tile, SCAN.backward_gluon = 16, None, 2, None, False
     for case_id in [c for c in cases if c.startswith("opcheck")]:
         dtype = getattr(torch, cases[case_id]["dtype"])
         x = make_inputs(2, 8, 20, 4, torch.float32, seed=3)
@@ -101,6 +101,7 @@ class ScanCase(NamedTuple):
     # None: a step at a time (``_scan_fwd_kernel``)
     forward_tile: int | None = None
     tile_parts: int = 1  # the window tile's states in this many parts a program (SCAN.forward_tile_state_parts)
+    gluon: bool = False  # the backward in Gluon (SCAN.backward_gluon; the GPU alone: the interpreter has no Gluon)
 
     @property
     def id(self) -> str:
@@ -113,6 +114,7 @@ class ScanCase(NamedTuple):
         words += ["accurate-softplus"] * (not self.fast_softplus)
         words += [f"fwd-tile{self.forward_tile}"] * (self.forward_tile is not None)
         words += [f"{self.tile_parts}-state-parts"] * (self.tile_parts > 1)
+        words += ["gluon-backward"] * self.gluon
         return "_".join(words)
 
 
@@ -168,12 +170,29 @@ SCAN_CASES = [
     ScanCase((1, 20, 41, 16), TEMPORAL8_CLS, layout="bdl", chunk=8, splits=2, forward_tile=2, tile_parts=2),
     ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, softplus=False, optional=False, forward_tile=8, tile_parts=2),
 ]
+# the Gluon backward (GPU only): every order, fp32 and bf16, both memory orders, the last state's gradient,
+# segments, the states split over 2 and 4 programs (4, 2 and 1 states a program), windows of 2, 4 and 8 steps,
+# no optional inputs, the accurate softplus
+GLUON_CASES = [
+    ScanCase((2, 40, 37, 16), layout="bdl", gluon=True),
+    ScanCase((1, 8, 5, 4), layout="bdl", chunk=64, softplus=False, optional=False, gluon=True),
+    ScanCase((2, 33, 70, 16), REV, chunk=32, gluon=True),
+    ScanCase((2, 40, 37, 16), REV, dtype=BF16, gluon=True),
+    ScanCase((2, 40, 41, 16), SPATIAL8, gluon=True),
+    ScanCase((2, 20, 41, 16), TEMPORAL8_CLS, layout="bdl", dtype=BF16, chunk=32, gluon=True),
+    ScanCase((1, 33, 70, 16), REV, layout="bdl", chunk=8, splits=2, segments=4, gluon=True),
+    ScanCase((2, 40, 37, 16), REV, dtype=BF16, splits=4, gluon=True),
+    ScanCase((1, 8, 5, 4), layout="bdl", chunk=2, segments=3, splits=4, softplus=False, optional=False, gluon=True),
+    ScanCase((1, 20, 70, 16), ("temporal", 7, 0), dtype=BF16, segments=5, fast_softplus=False, gluon=True),
+    ScanCase((1, 20, 70, 16), REV, chunk=4, segments=3, gluon=True),
+]
 OPCHECKS = {f"opcheck-fake-implementation-{dtype}": {"dtype": dtype} for dtype in ("float32", "bfloat16")}
 
 
-def _scan_cases() -> dict[str, dict]:
-    cases = {case.id: case._asdict() for case in SCAN_CASES}
-    assert len(cases) == len(SCAN_CASES), "two scan cases share an id"
+def _scan_cases(gpu: bool = False) -> dict[str, dict]:
+    listed = SCAN_CASES + GLUON_CASES * gpu
+    cases = {case.id: case._asdict() for case in listed}
+    assert len(cases) == len(listed), "two scan cases share an id"
     return {**cases, **OPCHECKS}
 
 
@@ -183,7 +202,7 @@ def test_triton_scan_in_the_interpreter_matches_float64(case):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("case", list(_scan_cases()))
+@pytest.mark.parametrize("case", list(_scan_cases(gpu=True)))
 def test_triton_scan_on_the_gpu_matches_float64(case):
     _assert_case_passed("scan", "cuda", case)
 
@@ -207,6 +226,7 @@ CHECK_PAIR = textwrap.dedent("""
         shape, order, layout, dtype = tuple(case["shape"]), ScanOrder(*case["order"]), case["layout"], getattr(torch, case["dtype"])
         SCAN.chunk, SCAN.segments, SCAN.n_split, SCAN.poison_outputs = case["chunk"], case["segments"], case["splits"], True
         SCAN.forward_tile, SCAN.forward_tile_state_parts = case["forward_tile"], case["tile_parts"]
+        SCAN.backward_gluon = case["gluon"]
         directions = [make_inputs(*shape, torch.float64, seed=sum(shape) + k, with_optional=case["optional"]) for k in (0, 1)]
         z = directions[0].pop("z")
         directions[1].pop("z")
@@ -234,7 +254,7 @@ CHECK_PAIR = textwrap.dedent("""
             err = ((value - want).abs().max() / want.abs().max().clamp(min=1.0)).item()
             if not err < tolerance:
                 failures.append(f"{name}: error {err:.2e} over max |value|, tolerance {tolerance}")
-    SCAN.chunk, SCAN.n_split, SCAN.segments, SCAN.forward_tile = 16, None, 2, None
+    SCAN.chunk, SCAN.n_split, SCAN.segments, SCAN.forward_tile, SCAN.backward_gluon = 16, None, 2, None, False
     for case_id in [c for c in cases if c.startswith("opcheck")]:
         dtype = getattr(torch, cases[case_id]["dtype"])
         x = [make_inputs(2, 8, 20, 4, torch.float32, seed=3 + k) for k in (0, 1)]
@@ -255,10 +275,13 @@ PAIR_CASES = [ScanCase((2, 40, 41, 16), REV), ScanCase((2, 33, 41, 16), SPATIAL8
               ScanCase((1, 8, 5, 4), REV, layout="bdl", chunk=64, optional=False),
               ScanCase((1, 20, 41, 16), REV, dtype=BF16, chunk=8, segments=3, forward_tile=8),
               ScanCase((2, 20, 41, 16), REV, dtype=BF16, chunk=8, segments=2, forward_tile=8, tile_parts=2)]
+GLUON_PAIR_CASES = [ScanCase((2, 40, 41, 16), REV, dtype=BF16, chunk=8, segments=3, gluon=True),
+                    ScanCase((1, 40, 40, 16), TEMPORAL8, layout="bdl", chunk=8, segments=4, splits=2, gluon=True),
+                    ScanCase((1, 20, 41, 16), REV, dtype=BF16, chunk=8, segments=3, forward_tile=8, gluon=True)]
 
 
-def _pair_cases() -> dict[str, dict]:
-    return {**{"pair_" + case.id: case._asdict() for case in PAIR_CASES}, **OPCHECKS}
+def _pair_cases(gpu: bool = False) -> dict[str, dict]:
+    return {**{"pair_" + case.id: case._asdict() for case in PAIR_CASES + GLUON_PAIR_CASES * gpu}, **OPCHECKS}
 
 
 def _interpreter_cost(case: dict) -> float:
@@ -273,7 +296,8 @@ def _interpreter_cost(case: dict) -> float:
 @functools.cache
 def _results(check: str, device: str) -> dict[str, list[str]]:
     """Every case of one check script run once per device (in the interpreter on the CPU)."""
-    script, cases = {"scan": (CHECK, _scan_cases()), "pair": (CHECK_PAIR, _pair_cases())}[check]
+    gpu = device != "cpu"
+    script, cases = {"scan": (CHECK, _scan_cases(gpu)), "pair": (CHECK_PAIR, _pair_cases(gpu))}[check]
     # two processes at once: the interpreter runs on one core, and the scan check is the suite's longest test
     return triton_subprocess.run_cases(script, device, device == "cpu", cases, timeout=900, processes=2,
                                        cost=_interpreter_cost)
@@ -290,7 +314,7 @@ def test_paired_scan_in_the_interpreter_matches_two_float64_scans(case):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("case", list(_pair_cases()))
+@pytest.mark.parametrize("case", list(_pair_cases(gpu=True)))
 def test_paired_scan_on_the_gpu_matches_two_float64_scans(case):
     _assert_case_passed("pair", "cuda", case)
 

@@ -23,7 +23,7 @@ from . import conv as conv_kernels
 from . import gate as gate_kernels
 from . import norm as norm_kernels
 from . import scan as scan_launch
-from . import scan_kernels
+from . import scan_gluon, scan_kernels
 from .common import available as triton_available
 from .settings import CONV, NORM, SCAN
 
@@ -40,6 +40,7 @@ class KernelResources:
     shared: int
     async_copies: int = 0  # LDGSTS instructions in the SASS: loads issued ahead by the software pipeline
     shuffles: int = 0  # SHFL instructions in the SASS (the backward's dB/dC sums across lanes)
+    barriers: int = 0  # BAR instructions in the SASS: each layout conversion through shared memory has one
     # SASS instructions of each loop (by its backward branch), smallest first: the step or window loops' bodies,
     # the work one step (or window) issues a warp
     loops: tuple[int, ...] = ()
@@ -83,6 +84,8 @@ def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, 
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    if getattr(fn, "is_gluon", lambda: False)():
+        from triton.experimental.gluon._runtime import GluonASTSource as ASTSource  # noqa: N814
     constexprs = {**{name: 1 for name in fn.arg_names if name in _UNIT_STRIDES}, **constexprs}
     attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
              if name not in constexprs and (name.endswith("_ptr") or name in _ALIGNED_INTEGERS)}
@@ -108,8 +111,11 @@ def _compile(fn, constexprs: dict, num_warps: int, capability: int, label: str, 
         loops = _loop_bodies(subprocess.run([os.path.join(os.path.dirname(tool), "nvdisasm"), "-c", path],
                                             capture_output=True, text=True, check=True).stdout)
     numbers = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED):(\d+)", usage)}
-    return KernelResources(label, numbers.get("REG", -1), numbers.get("STACK", -1), numbers.get("SHARED", -1),
-                           len(re.findall(r"\bLDGSTS\b", sass)), len(re.findall(r"\bSHFL\b", sass)), loops)
+    # the shared memory a launch asks for (Triton's conversions and Gluon's allocations are dynamic: cuobjdump's
+    # SHARED counts only the static part)
+    return KernelResources(label, numbers.get("REG", -1), numbers.get("STACK", -1), kernel.metadata.shared,
+                           len(re.findall(r"\bLDGSTS\b", sass)), len(re.findall(r"\bSHFL\b", sass)),
+                           len(re.findall(r"\bBAR\b", sass)), loops)
 
 
 def _loop_bodies(listing: str) -> tuple[int, ...]:
@@ -191,6 +197,17 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
                                  bf16, cap))
     if kernels:
         return _run_jobs(jobs, processes)
+    # the Gluon backward (``SCAN.backward_gluon``) as the model runs it (paired, bf16, reversed) and one direction
+    # in fp32 with z and the last state's gradient, every input it can take
+    if scan_gluon.gluon is not None:
+        backward = {"N": 16, "NS": 16, "BLOCK_D": SCAN.block_d, "G": 1, "VECTOR": True, "STAGES": SCAN.stages,
+                    "CHUNK": scan_launch._window(SCAN.chunk), "HAS_D": True, "HAS_BIAS": True}
+        for label, bf16, paired, order in (("backward gluon paired bf16", True, True, orders[1]),
+                                           ("backward gluon", False, False, orders[0])):
+            options = {**backward, **scan_launch._kernel_options(cuda, True, order), "PAIRED": paired,
+                       "HAS_Z": not paired, "HAS_DLAST": not paired}
+            jobs.append(_job(scan_gluon._scan_bwd_gluon_kernel, options, 1, capability, label, bf16,
+                             SCAN.gluon_build[0]))
     # the window-tile forward (``SCAN.forward_tile``; a window of 8 where off) in the model's build (paired, bf16)
     forward_tile = {"N": 16, "NS": 16, "BLOCK_D": SCAN.forward_tile_block_d, "G": SCAN.forward_tile_groups,
                     "CHUNK": SCAN.chunk, "WINDOW": SCAN.forward_tile or 8, "STAGES": SCAN.forward_tile_stages,
@@ -231,7 +248,7 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
 
 if __name__ == "__main__":
     print("| kernel (sm_90) | registers | spill stack (B/thread) | shared (B) | async copies (LDGSTS) | shuffles "
-          "| loop bodies (instructions) |\n|---|---|---|---|---|---|---|")
+          "| barriers | loop bodies (instructions) |\n|---|---|---|---|---|---|---|---|")
     for row in kernel_resources():
         print(f"| {row.name} | {row.registers} | {row.spill_stack} | {row.shared} | {row.async_copies} "
-              f"| {row.shuffles} | {', '.join(map(str, row.loops))} |")
+              f"| {row.shuffles} | {row.barriers} | {', '.join(map(str, row.loops))} |")

@@ -35,6 +35,8 @@ last, recomputes each window's states into a per-program scratch buffer (window 
 cache-resident), then runs the adjoint recurrence backwards through it. dB and dC are sums over
 channels: each program reduces its block's channels on chip and writes the partial sums of its block;
 one reduction over the blocks follows (``ops.triton.reduce``; atomic adds across blocks are slower).
+``SCAN.backward_gluon``: the same backward written in Gluon (``ops.triton.scan_gluon``), its layouts and its
+window's states (in shared memory) chosen by the kernel.
 
 Paired (the kernels' PAIRED): both directions of a bidirectional mixer in one launch of each kernel.
 Grid axis 0 numbers (direction, batch) pairs, every buffer the kernels own takes a batch of 2 x b,
@@ -66,12 +68,26 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
 if triton is not None:
     from .scan_kernels import (_scan_bwd_kernel, _scan_fwd_kernel, _scan_fwd_tile_kernel, _segment_bwd_kernel,
                                _segment_fwd_kernel, _window_entries_kernel)
+    from .scan_gluon import _scan_bwd_gluon_kernel
+else:
+    _scan_bwd_gluon_kernel = None
 
 
-def _backward_build(reads_words: bool) -> tuple[int | None, int]:
+def _gluon_backward(device: torch.device) -> bool:
+    """Whether the backward runs the Gluon kernel (``SCAN.backward_gluon``): on an NVIDIA GPU, where Gluon
+    imports, for the tile it is written for (one warp, one channel group)."""
+    return (SCAN.backward_gluon and _scan_bwd_gluon_kernel is not None and nvidia(device) and SCAN.num_warps == 1
+            and SCAN.channel_groups["backward"] == 1)
+
+
+def _backward_build(reads_words: bool, device: torch.device | None = None) -> tuple[int | None, int]:
     """(register cap or None, programs an SM) of the backward kernel's build for inputs read as bf16 words
-    or not (``SCAN.backward_builds``; ``SCAN.backward_max_registers`` and ``SCAN.programs_per_sm`` override)."""
-    cap, per_sm = SCAN.backward_builds["bf16" if reads_words else "fp32"]
+    or not (``SCAN.backward_builds``), or of the Gluon kernel where it runs on ``device`` (``SCAN.gluon_build``);
+    ``SCAN.backward_max_registers`` and ``SCAN.programs_per_sm`` override."""
+    if device is not None and _gluon_backward(device):
+        cap, per_sm = SCAN.gluon_build
+    else:
+        cap, per_sm = SCAN.backward_builds["bf16" if reads_words else "fp32"]
     return SCAN.backward_max_registers or cap, SCAN.programs_per_sm[1] or per_sm
 
 
@@ -179,7 +195,7 @@ def _segments(batch: int, channels: int, n_chunks: int, device: torch.device, ba
     elif device.type != "cuda":
         wanted = 1
     else:
-        block_d, per_sm = (SCAN.block_d, _backward_build(reads_words)[1]) if backward else _forward_programs()
+        block_d, per_sm = (SCAN.block_d, _backward_build(reads_words, device)[1]) if backward else _forward_programs()
         wanted = _best_segments(batch * cdiv(channels, block_d), _sm_count(device) * per_sm,
                                 max(1, n_chunks // SCAN.min_segment_chunks), SCAN.segment_cost)
     seg_chunks = cdiv(n_chunks, max(1, min(wanted, n_chunks)))
@@ -334,7 +350,8 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     n_dblocks = cdiv(channels, SCAN.block_d)
     f32 = dict(device=u.device, dtype=torch.float32)
     reads_words = any(t is not None and _reads_words(t) for t in (u, delta, dout, z))
-    max_registers, _ = _backward_build(reads_words)
+    gluon = _gluon_backward(u.device)
+    max_registers, _ = _backward_build(reads_words, u.device)
     seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, True, reads_words)
     splits = _state_splits(extended, channels, n, u.device, n_segs)
     dtypes = (u.dtype, delta.dtype, z.dtype if z is not None else None)
@@ -366,7 +383,9 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
         starts, seg_windows = entries, seg_chunks * (chunk // window)
     else:
         starts, seg_windows = ckpt, seg_chunks
-    scratch = torch.empty(extended * n_dblocks * n_segs * splits * window * SCAN.block_d * (n // splits), **f32)
+    # the Gluon kernel keeps a window's states in shared memory
+    scratch = u if gluon else \
+        torch.empty(extended * n_dblocks * n_segs * splits * window * SCAN.block_d * (n // splits), **f32)
     zs = z if z is not None else u
     bias = delta_bias if has_bias else u
     block_chunks, seg_blocks, n_blocks = _summary_blocks(seg_chunks, ckpt.shape[1], chunk)
@@ -377,7 +396,7 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
             n_blocks, seg_blocks, order.frame_tokens, order.prefix, *strides(delta, zs, dout, C), N=n,
             NS=n // splits, BLOCK_D=SCAN.block_d, **_layout("backward summary"), STAGES=SCAN.stages, HAS_Z=z is not None,
             HAS_BIAS=has_bias, **options, num_warps=SCAN.num_warps)
-    _scan_bwd_kernel[(extended, n_dblocks, splits * n_segs)](
+    (_scan_bwd_gluon_kernel if gluon else _scan_bwd_kernel)[(extended, n_dblocks, splits * n_segs)](
         u, u2, delta, delta2, A, B, B2, C, C2, D if has_D else u, zs, bias,
         starts, dout, dlast, scratch, du, ddelta, dA, dB, dC, dD, dz if dz is not None else du, dbias, ends, dtsum,
         channels, length, batch, 0, starts.shape[1], seg_windows, n_segs, n_blocks, seg_blocks,
