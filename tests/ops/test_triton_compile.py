@@ -30,7 +30,8 @@ def test_every_kernel_compiles_for_hopper():
     for row in rows.values():
         capped = cap if row.name.startswith("backward") and "bf16" not in row.name and "gluon" not in row.name else None
         assert 0 < row.registers <= (capped or 255) and row.shared >= 0, row
-        assert row.spill_stack <= (32 if capped else 0), row
+        # the Gluon backward's cap (``SCAN.gluon_build``) spills a little in one direction's fp32 build with z
+        assert row.spill_stack <= (32 if capped else 48 if row.name == "backward gluon" else 0), row
     for kernel in scans:
         # the step loops' loads are issued ahead as asynchronous copies, also for bf16 inputs (read as words;
         # Triton leaves 2-byte loads synchronous)
@@ -55,8 +56,9 @@ def test_every_kernel_compiles_for_hopper():
     if scan_gluon.gluon is not None:
         # the Gluon backward, in the model's build: its layouts are chosen so that nothing crosses between them a
         # step (no barrier in its loops: the two it has are outside them, where the plain kernel has 18), its
-        # window's states sit in shared memory (window x 16 states x block_d fp32), and each step issues fewer
-        # instructions than the plain kernel's, the recompute and the adjoint both
+        # window's states sit in shared memory (window x 16 states x block_d fp32), each step issues fewer
+        # instructions than the plain kernel's, the recompute and the adjoint both, and its cap holds the
+        # programs an SM that the segment rule plans for
         gluon, plain = rows["backward gluon paired bf16"], rows["backward paired bf16"]
         assert gluon.barriers <= 2 < plain.barriers and gluon.async_copies == 0, (gluon, plain)
         assert gluon.shared >= scan_launch._window(SCAN.chunk) * 16 * SCAN.block_d * 4, gluon

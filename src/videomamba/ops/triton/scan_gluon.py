@@ -115,7 +115,10 @@ if gluon is not None:
         g_row, o_row = pid_b * sg_b + d * sg_d, pid_s * so_s + pid_e * so_b + d * so_d
         B_row, C_row = pid_b * sB_b + n * sB_n, pid_b * sC_b + n * sC_n
         brow = pid_e * N * L + n  # dB, dC: (directions x b, L, N), the states fastest
-        window = gl.allocate_shared_memory(gl.float32, [CHUNK, NS, BLOCK_D], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
+        flat: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+        window = gl.allocate_shared_memory(gl.float32, [CHUNK, NS, BLOCK_D], flat)
+        # each step's Δ after softplus, kept from the recompute for the adjoint
+        deltas = gl.allocate_shared_memory(gl.float32, [CHUNK, BLOCK_D], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         if HAS_DLAST:
             g = gl.load(dlast_ptr + state, mask=tile_mask, other=0.0)
         else:
@@ -146,6 +149,7 @@ if gluon is not None:
                     dt = _softplus(dt, SOFTPLUS)
                 h = gl.exp2(dt[None, :] * A) * h + Bt[:, None] * (dt * u)[None, :]
                 window.index(k).store(h)
+                deltas.index(k).store(dt)
                 u, raw, Bt = u_next, raw_next, B_next
             # the adjoint, backwards through the window
             t = _position(t0 + steps - 1, direction, L, S, P, MODE, PAIRED)
@@ -158,9 +162,7 @@ if gluon is not None:
                 u_n, raw_n, B_n, C_n, z_n, go_n = _step_inputs(u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, dout_ptr, u_row,
                                                                dt_row, B_row, C_row, z_row, g_row, t_next, su_l, sdt_l,
                                                                sB_l, sC_l, sz_l, sg_l, dmask, HAS_Z)
-                dt = raw + bias
-                if SOFTPLUS:
-                    dt = _softplus(dt, SOFTPLUS)
+                dt = deltas.index(k).load(CHANNELS)
                 h_t = window.index(k).load(TILE)
                 if HAS_Z:
                     sg = 1.0 / (1.0 + gl.exp2(-1.4426950408889634 * z))

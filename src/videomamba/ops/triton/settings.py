@@ -85,10 +85,10 @@ class ScanSettings:
     backward_max_registers: int | None = None
     # the backward kernel in Gluon (``ops.triton.scan_gluon``) on NVIDIA GPUs: layouts chosen by the kernel (no
     # conversion through shared memory a step) and each window's states in shared memory rather than a global
-    # scratch buffer; sm_90 compile: 197 registers, 139 + 422 instructions a step against 171 + 491. Off: not
-    # timed on a card yet. Its build's register cap or None, and the programs an SM the segment rule plans for
+    # scratch buffer. Off: not timed on a card yet. Its build's register cap (168 leaves the model's build
+    # unspilled: 12 programs an SM, 17 KiB of shared memory each) and the programs an SM the segment rule plans for
     backward_gluon: bool = False
-    gluon_build: tuple[int | None, int] = (None, 10)
+    gluon_build: tuple[int | None, int] = (168, 12)
     # the forward a window at a time in registers (``_scan_fwd_tile_kernel``; None: ``_scan_fwd_kernel``, a step
     # at a time): the window's steps (a power of two; at most the checkpoint interval), channels a program,
     # channel groups, pipelining, and the programs an SM that the segment rule plans for (242 registers: 8).
