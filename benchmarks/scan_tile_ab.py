@@ -89,6 +89,7 @@ VARIANTS = {
     "conv backward in two passes": {CONV_FIELDS: dict(fused_backward=False)},
     # the backward kernel in Gluon: its own layouts (no conversions a step), the window's states in shared memory
     "bwd in Gluon": dict(backward_gluon=True),
+    "bwd in Gluon, uncapped": dict(backward_gluon=True, gluon_build=(None, 9)),
 }
 _NOT_SCAN = (UPCAST, FP32_GRADIENTS, INFERENCE_STORES, CONV_FIELDS)
 
