@@ -55,12 +55,12 @@ def test_every_kernel_compiles_for_hopper():
     assert resident[1] >= 1.5 * resident[0] and max(halves.loops) <= 1.05 * max(whole.loops), (whole, halves)
     if scan_gluon.gluon is not None:
         # the Gluon backward, in the model's build: its layouts are chosen so that nothing crosses between them a
-        # step (no barrier in its loops: the two it has are outside them, where the plain kernel has 18), its
+        # step (no barrier in its step loops: one a window, and two outside, where the plain kernel has 18), its
         # window's states sit in shared memory (window x 16 states x block_d fp32), each step issues fewer
         # instructions than the plain kernel's, the recompute and the adjoint both, and its cap holds the
         # programs an SM that the segment rule plans for
         gluon, plain = rows["backward gluon paired bf16"], rows["backward paired bf16"]
-        assert gluon.barriers <= 2 < plain.barriers and gluon.async_copies == 0, (gluon, plain)
+        assert gluon.barriers <= 4 < plain.barriers and gluon.async_copies == 0, (gluon, plain)
         assert gluon.shared >= scan_launch._window(SCAN.chunk) * 16 * SCAN.block_d * 4, gluon
         assert all(g < p for g, p in zip(gluon.loops[1:3], plain.loops[1:3])), (gluon, plain)
         assert 65536 // (32 * gluon.registers) >= SCAN.gluon_build[1], gluon

@@ -9,9 +9,11 @@ sum over the channels in the per-state one, so no value crosses between layouts 
 Triton chose one channel a lane for the loads and the gradient stores, five conversions a step (docs/benchmarks.md).
 
 A window's recomputed states go to shared memory (WINDOW x NS x BLOCK_D fp32 a program), not to a global scratch
-buffer that every store writes through to L2. Each thread reads back the states it wrote, in the layout it wrote
-them, so no barrier is needed. The loads of the step after the current one are issued before its arithmetic (one
-step of prefetch, by hand: Gluon pipelines nothing itself).
+buffer that every store writes through to L2; each thread reads back the states it wrote, in the layout it wrote
+them. Each step's Δ after softplus is kept there too, for the adjoint: a lane may read a Δ another lane of its warp
+stored, so a barrier between a window's recompute and its adjoint orders them (no step has one). The loads of the
+step after the current one are issued before its arithmetic (one step of prefetch, by hand: Gluon pipelines
+nothing itself).
 
 The interpreter does not run Gluon: CI compiles this kernel for sm_90 (``compile_check``), and the GPU tests
 check it against the float64 reference. Where Gluon does not import, or the settings ask for another tile
@@ -151,6 +153,10 @@ if gluon is not None:
                 window.index(k).store(h)
                 deltas.index(k).store(dt)
                 u, raw, Bt = u_next, raw_next, B_next
+            # a lane may read a Δ that another lane of its warp stored (the per-channel row is held by the 4 lanes
+            # of a channel, one of which stores it): a barrier a window orders them, as one after the adjoint
+            # orders its reads before the next window's stores
+            gl.thread_barrier()
             # the adjoint, backwards through the window
             t = _position(t0 + steps - 1, direction, L, S, P, MODE, PAIRED)
             u, raw, Bt, Ct, z, go = _step_inputs(u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, dout_ptr, u_row, dt_row, B_row,
@@ -195,6 +201,7 @@ if gluon is not None:
                 g = g * a
                 t = t_next
                 u, raw, Bt, Ct, z, go = u_n, raw_n, B_n, C_n, z_n, go_n
+            gl.thread_barrier()
         # the partial sums, stored as ``_scan_bwd_kernel`` stores them
         gl.store(dA_ptr + state + (direction * (n_segs - 1) + seg) * batch * N * Dm, dA, mask=tile_mask)
         parts = pid_e + (direction * (gl.num_programs(2) - 1) + pid_2) * batch
