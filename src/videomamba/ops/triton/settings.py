@@ -86,7 +86,8 @@ class ScanSettings:
     # the backward kernel in Gluon (``ops.triton.scan_gluon``) on NVIDIA GPUs: layouts chosen by the kernel (no
     # conversion through shared memory a step) and each window's states in shared memory rather than a global
     # scratch buffer. Off: not timed on a card yet. Its build's register cap (168 leaves the model's build
-    # unspilled: 12 programs an SM, 17 KiB of shared memory each) and the programs an SM the segment rule plans for
+    # unspilled: 12 programs an SM, 17 KiB of shared memory each; one direction's fp32 build with z spills 64
+    # bytes) and the programs an SM the segment rule plans for
     backward_gluon: bool = False
     gluon_build: tuple[int | None, int] = (168, 12)
     # the forward a window at a time in registers (``_scan_fwd_tile_kernel``; None: ``_scan_fwd_kernel``, a step
