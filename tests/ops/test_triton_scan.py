@@ -485,6 +485,18 @@ def test_segment_rule_fills_the_gpu_without_overfilling_it(monkeypatch):
     assert ts._segments(8, 768, chunks, cuda, True)[1] == 4 and ts._segments(8, 768, chunks, cuda, False)[1] == 11
 
 
+def test_gluon_backward_plan_fits_the_shared_memory():
+    """The programs an SM that the segment rule plans for the Gluon backward (``SCAN.gluon_build``) fit an
+    H100 SM's 228 KiB of shared memory with the model's window and 16 states (1 KiB reserved a block), and a
+    window too long for the kernel's limit sends the backward to the plain kernel."""
+    import videomamba.ops.triton.scan as ts
+    from videomamba.ops.triton import SCAN
+
+    per_program = ts.gluon_shared_bytes(ts._window(SCAN.chunk), 16) + 1024
+    assert SCAN.gluon_build[1] * per_program <= 228 * 1024, (SCAN.gluon_build, per_program)
+    assert ts.gluon_shared_bytes(ts._window(SCAN.chunk), 16) <= ts._GLUON_SHARED < ts.gluon_shared_bytes(64, 64)
+
+
 def test_bf16_is_read_as_words_only_where_every_word_lies_in_the_storage():
     import videomamba.ops.triton.scan as ts
 
