@@ -248,11 +248,16 @@ def main() -> None:
     with mock.patch.object(sg, "_median_ms", lambda fn, repeats: median(fn, max(repeats, args.model_steps))):
         for _ in range(args.model_rounds):
             for label, settings in rows:
-                if settings is None:
-                    r = gpu._measure(gpu._vit, 64)
-                else:
-                    with variant(settings):
-                        r = gpu._measure(gpu._videomamba(64), 64)
+                try:
+                    if settings is None:
+                        r = gpu._measure(gpu._vit, 64)
+                    else:
+                        with variant(settings):
+                            r = gpu._measure(gpu._videomamba(64), 64)
+                except Exception as err:  # noqa: BLE001 - report and go on to the other rows
+                    print(f"| {label} | failed: {str(err)[:300]} |||", flush=True)
+                    torch.cuda.empty_cache()
+                    continue
                 print(f"| {label} | {r['train_ms']:.1f} | {r['train_gib']:.1f} | {r['infer_cps']:.0f} |", flush=True)
 
 
