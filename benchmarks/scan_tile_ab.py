@@ -85,8 +85,6 @@ VARIANTS = {
     "checkpoints every window": dict(short_sequence=1 << 30),
     # inference as before it skipped what only the backward reads (the model rows' clips/s tell)
     "inference stores checkpoints": {INFERENCE_STORES: True},
-    # the conv's backward as two kernels with a (directions x B, L, d) fp32 gy between them
-    "conv backward in two passes": {CONV_FIELDS: dict(fused_backward=False)},
     # the backward kernel in plain Triton (the fallback where Gluon cannot run): the compiler's layouts, 5
     # conversions through shared memory a step, the window's states in a global scratch buffer
     "bwd in plain Triton": dict(backward_gluon=False),

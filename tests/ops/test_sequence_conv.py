@@ -15,7 +15,6 @@ CHECK = textwrap.dedent("""
     import json, sys, torch
     from videomamba.ops import ScanOrder
     from videomamba.ops.sequence_conv import sequence_conv_silu
-    from videomamba.ops.triton import CONV
     from tests.ops.triton_subprocess import RESULTS_MARK
     device, cases = sys.argv[1], json.loads(sys.argv[2])
     torch.manual_seed(0)
@@ -26,7 +25,6 @@ CHECK = textwrap.dedent("""
             continue
         failures = results[case_id]
         (b, d, L, k), scan_order, dtype = case["shape"], ScanOrder(*case["order"]), getattr(torch, case["dtype"])
-        CONV.fused_backward = case.get("fused_backward", True)
         order, grad_order = case["layout"], case["grad_layout"]
         x = torch.randn(b, L, d).transpose(1, 2) if order == "bld" else torch.randn(b, d, L)
         x = x.to(device=device, dtype=dtype).requires_grad_()
@@ -53,7 +51,6 @@ CHECK = textwrap.dedent("""
     # relies on them), and the autograd registration is consistent
     from videomamba.ops.sequence_conv import _conv_silu_op
     from tests.ops.test_selective_scan import opcheck_failures
-    CONV.fused_backward = True
     for dtype in (torch.float32, torch.bfloat16):
         failures = results["opcheck-fake-implementation"]
         x = torch.randn(2, 9, 24).transpose(1, 2).to(device=device, dtype=dtype).requires_grad_()
@@ -77,7 +74,6 @@ CHECK_PAIR = textwrap.dedent("""
     import json, sys, torch
     from videomamba.ops import ScanOrder
     from videomamba.ops.sequence_conv import sequence_conv_silu_pair, _conv_silu_pair_op
-    from videomamba.ops.triton import CONV
     from tests.ops.test_selective_scan import opcheck_failures
     from tests.ops.triton_subprocess import RESULTS_MARK
     device, cases = sys.argv[1], json.loads(sys.argv[2])
@@ -90,7 +86,6 @@ CHECK_PAIR = textwrap.dedent("""
             continue
         failures = results[case_id]
         (b, d, L, k), order, dtype = case["shape"], ScanOrder(*case["order"]), getattr(torch, case["dtype"])
-        CONV.fused_backward = case.get("fused_backward", True)
         stacked_grads = case["stacked_grads"]
         x = torch.randn(b, L, d).transpose(1, 2).to(device=device, dtype=dtype).requires_grad_()
         w = torch.randn(2, d, 1, k, device=device, requires_grad=True)
@@ -118,7 +113,6 @@ CHECK_PAIR = textwrap.dedent("""
                 failures.append(f"{name}: error {err:.1e}")
         if y_fwd.stride(1) != 1 or y_bwd.stride(1) != 1:
             failures.append("outputs not channels-last")
-    CONV.fused_backward = True
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.randn(2, 9, 24).transpose(1, 2).to(device=device, dtype=dtype).requires_grad_()
         w = torch.randn(2, 24, 1, 4, device=device, requires_grad=True)
@@ -146,12 +140,6 @@ CONV_CASES = {_case_id(shape, order, dtype, f"input-{layout}-grad-{grad}"):
                   ((2, 40, 41, 4), ("spatial", 8, 1), "float32", "bld", "bld"),
                   ((1, 24, 40, 4), ("temporal", 8, 0), "float32", "bld", "bdl"),
                   ((2, 40, 37, 4), ("temporal", 4, 1), "bfloat16", "bld", "bld")]}
-# the backward as two kernels (``CONV.fused_backward`` off): an order of each kind, one direction and paired
-CONV_CASES.update({_case_id(shape, order, dtype, "two-pass-backward"):
-                   {"shape": shape, "order": order, "dtype": dtype, "layout": "bld", "grad_layout": "bdl",
-                    "fused_backward": False}
-                   for shape, order, dtype in [((2, 40, 37, 4), REV, "float32"),
-                                               ((2, 40, 41, 4), ("spatial", 8, 1), "bfloat16")]})
 CONV_CASES.update({"opcheck-fake-implementation": {}, "flop-count": {}})
 # both directions: the backward one's order, dtype, output gradients as views of one buffer or apart
 PAIR_CASES = {"pair_" + _case_id(shape, order, dtype, "stacked-grads" if stacked else "separate-grads"):
@@ -160,10 +148,6 @@ PAIR_CASES = {"pair_" + _case_id(shape, order, dtype, "stacked-grads" if stacked
                   ((2, 40, 37, 4), REV, "float32", True), ((1, 70, 1, 4), REV, "float32", False),
                   ((2, 40, 41, 4), ("spatial", 8, 1), "float32", True), ((1, 24, 40, 3), ("temporal", 8, 0), "float32", False),
                   ((2, 40, 37, 4), ("temporal", 4, 1), "bfloat16", True), ((2, 65, 70, 4), REV, "bfloat16", False)]}
-PAIR_CASES.update({"pair_" + _case_id(shape, order, dtype, "two-pass-backward"):
-                   {"shape": shape, "order": order, "dtype": dtype, "stacked_grads": True, "fused_backward": False}
-                   for shape, order, dtype in [((2, 40, 37, 4), REV, "float32"),
-                                               ((1, 24, 40, 4), ("temporal", 8, 0), "bfloat16")]})
 PAIR_CASES["opcheck-fake-implementation"] = {}
 
 

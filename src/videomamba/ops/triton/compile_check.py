@@ -221,9 +221,7 @@ def kernel_resources(capability: int = 90, kernels: tuple[str, ...] | None = Non
     for label, fn, constexprs, warps in (  # the per-frame order: all the code
             ("conv+silu forward", conv_kernels._conv_silu_fwd_kernel, conv, CONV.num_warps),
             ("conv+silu output grad", conv_kernels._conv_silu_grad_kernel, grad, CONV.grad_warps),
-            ("conv+silu input grad", conv_kernels._conv_input_grad_kernel, conv, CONV.num_warps),
-            ("conv+silu backward", conv_kernels._conv_backward_kernel,
-             {**conv, "BLOCK_L": CONV.backward_block_l, "BLOCK_D": CONV.backward_block_d}, CONV.backward_warps)):
+            ("conv+silu input grad", conv_kernels._conv_input_grad_kernel, conv, CONV.num_warps)):
         # paired: both directions in one launch; paired bf16 is what a model under autocast runs
         for paired, bf16 in ((False, False), (True, False), (True, True)):
             jobs.append(_job(fn, {**constexprs, "PAIRED": paired}, warps, capability,

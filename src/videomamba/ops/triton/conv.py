@@ -1,5 +1,7 @@
-"""The mixer's depthwise conv + SiLU in Triton (``ops.sequence_conv`` is the op): one pass each way,
-conv and SiLU fused, reading and writing channels-last (B, L, d) rows, causal along the scan order."""
+"""The mixer's depthwise conv + SiLU in Triton (``ops.sequence_conv`` is the op): conv and SiLU fused, reading
+and writing channels-last (B, L, d) rows, causal along the scan order. Forward in one pass; backward in two, the
+output gradient gy = g · silu'(y) written (fp32) by one kernel and summed through the taps into dx by the
+next: one kernel recomputing gy where each dx needs it measured 1.44 ms a layer against 0.92 (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -145,40 +147,6 @@ if triton is not None:
             pos = _position(tile, 0, L, S, P, MODE, PAIRED)
         tl.store(dx_ptr + b * sd_b + pos[:, None] * sd_l + d[None, :], acc, mask=(tile < L)[:, None] & dmask[None, :])
 
-    @triton.jit
-    def _conv_backward_kernel(x_ptr, w_ptr, bias_ptr, g_ptr, g2_ptr, dx_ptr, dw_ptr, dbias_ptr, L, S, P, Dm, batch,
-                              sx_b, sx_l, sg_b, sg_l, sg_d, sd_b, sd_l, K: tl.constexpr, MODE: tl.constexpr,
-                              PAIRED: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
-        """The whole backward of a tile of positions in one pass: dx at each position p, the sum over
-        directions and taps j of w[j] · gy at the step K - 1 - j after the one that reads p, each gy (g ·
-        silu'(y)) recomputed from x and g where it is needed rather than written and read back; and the
-        tile's partial sums of dweight and dbias, per direction. PAIRED: the forward direction and one in
-        MODE, each with its own output gradient; else one direction in MODE."""
-        b, lb = tl.program_id(0), tl.program_id(1)
-        tile = lb * BLOCK_L + tl.arange(0, BLOCK_L)
-        d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
-        inside, dmask = tile < L, d < Dm
-        dx = tl.zeros((BLOCK_L, BLOCK_D), tl.float32)
-        for direction in tl.static_range(1 + PAIRED):
-            g_ptr = g2_ptr if direction == 1 else g_ptr
-            w_dir, bias_dir = w_ptr + direction * Dm * K, bias_ptr + direction * Dm
-            # the steps that read the tile's positions (a position read at step s feeds steps s .. s + K - 1)
-            if PAIRED and direction == 0:
-                own = tile
-            else:
-                own = _order_step(tile, L, S, P, MODE)
-            for j in tl.static_range(K):
-                later = own + (K - 1 - j)
-                ok = inside & (later < L)
-                gy = _output_grad(x_ptr, w_dir, bias_dir, g_ptr, b, later, ok, d, L, S, P, Dm, sx_b, sx_l, sg_b, sg_l,
-                                  sg_d, direction, K, MODE, PAIRED, BLOCK_L, BLOCK_D)
-                dx += gy * tl.load(w_dir + d * K + j, mask=dmask, other=0.0).to(tl.float32)[None, :]
-                if j == K - 1:  # gy at the tile's own steps: its share of dweight and dbias
-                    _store_weight_grads(x_ptr, gy, dw_ptr, dbias_ptr,
-                                        ((direction * batch + b) * tl.num_programs(1) + lb) * Dm, b, own, d, L, S, P,
-                                        Dm, sx_b, sx_l, direction, K, MODE, PAIRED)
-        tl.store(dx_ptr + b * sd_b + tile[:, None] * sd_l + d[None, :], dx, mask=inside[:, None] & dmask[None, :])
-
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
     """The (B, L, d) view of a channels-last (B, d, L) tensor."""
@@ -217,18 +185,6 @@ def conv_backward(grads: list[torch.Tensor], x: torch.Tensor, weight: torch.Tens
     k = weight.shape[-1]
     f32 = dict(device=x.device, dtype=torch.float32)
     directions = len(grads)
-    if CONV.fused_backward:
-        grid = _grid(batch, length, channels, CONV.backward_block_l, CONV.backward_block_d)
-        dx = torch.empty(batch, length, channels, device=x.device, dtype=x.dtype)
-        dweight = torch.empty(directions * grid[0] * grid[1], channels, k, **f32)
-        dbias = torch.empty(directions * grid[0] * grid[1], channels, **f32)
-        _conv_backward_kernel[grid](rows, weight, bias, grad_rows[0], grad_rows[-1], dx, dweight, dbias, length,
-                                    frame_tokens, prefix, channels, batch, rows.stride(0), rows.stride(1),
-                                    *grad_rows[0].stride(), dx.stride(0), dx.stride(1), K=k, MODE=mode, PAIRED=paired,
-                                    BLOCK_L=CONV.backward_block_l, BLOCK_D=CONV.backward_block_d,
-                                    num_warps=CONV.backward_warps)
-        return [dx.transpose(1, 2), dweight.view(directions, -1, channels, k).sum(1).view_as(weight).to(weight.dtype),
-                dbias.view(directions, -1, channels).sum(1).view_as(bias).to(bias.dtype)]
     grid = _grid(directions * batch, length, channels, CONV.grad_block_l, CONV.grad_block_d)
     gy = torch.empty(len(grads) * batch, length, channels, **f32)
     dweight = torch.empty(grid[0] * grid[1], channels, k, **f32)

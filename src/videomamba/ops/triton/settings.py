@@ -118,13 +118,6 @@ class ConvSettings:
     grad_block_l: int = 16
     grad_block_d: int = 64
     grad_warps: int = 1
-    # the backward in one pass (``_conv_backward_kernel``: gy recomputed where each dx needs it, nothing written
-    # between kernels) instead of the output-gradient kernel, a (directions x B, L, d) fp32 gy, and the input-
-    # gradient kernel; its tile and warps
-    fused_backward: bool = True
-    backward_block_l: int = 32
-    backward_block_d: int = 64
-    backward_warps: int = 4
 
 
 @dataclass
