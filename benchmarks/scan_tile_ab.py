@@ -62,6 +62,8 @@ VARIANTS = {
     # extra programs an SM are used only where the batch fills them: inference at batch 32)
     "fwd tile 2 state parts": dict(forward_tile_state_parts=2, forward_tile_programs_per_sm=12),
     "fwd tile 2 state parts, planned 8": dict(forward_tile_state_parts=2),
+    # the window tile in one part at every batch (the default takes 2 past one wave of programs: inference)
+    "fwd tile 1 state part": dict(forward_tile_state_parts=1),
     # the step loops' pipelining depth (every pass but the tile forward): 2 stages compile the paired bf16
     # backward to 733 instructions a step against 787 at 4 (235 registers, 8 programs an SM)
     "stages 2": dict(stages=2),

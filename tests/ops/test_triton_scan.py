@@ -493,6 +493,22 @@ def test_segment_rule_fills_the_gpu_without_overfilling_it(monkeypatch):
     assert ts._segments(16, 768, chunks, cuda, True, True) == (25, 4)
 
 
+def test_window_tile_takes_two_state_parts_past_one_wave(monkeypatch):
+    """The window-tile forward runs its states in two parts where its programs fill more than one wave of
+    the one-part tile (inference at batch 32), in one where they fit one (training at batch 8); a setting
+    forces either; the CPU (interpreter) takes one."""
+    import videomamba.ops.triton.scan as ts
+    from videomamba.ops.triton import SCAN
+
+    monkeypatch.setattr(ts, "_sm_count", lambda device: 132)  # an H100
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    programs = [directions * batch * 768 // SCAN.forward_tile_block_d for directions, batch in ((2, 8), (2, 32))]
+    assert [ts._tile_state_parts(p, cuda) for p in programs] == [1, 2] and ts._tile_state_parts(programs[1], cpu) == 1
+    assert ts._tile_state_parts(132 * SCAN.forward_tile_programs_per_sm, cuda) == 1
+    monkeypatch.setattr(SCAN, "forward_tile_state_parts", 2)
+    assert ts._tile_state_parts(programs[0], cuda) == 2
+
+
 def test_gluon_backward_plan_fits_the_shared_memory():
     """The programs an SM that the segment rule plans for the Gluon backward (``SCAN.gluon_build``) fit an
     H100 SM's 228 KiB of shared memory with the model's window and 16 states (1 KiB reserved a block), and a

@@ -185,6 +185,19 @@ def _best_segments(programs: int, slots: int, limit: int, cost: float) -> int:
     return min(candidates, key=lambda s: -(-programs * s // slots) / s * (1 + cost * s))
 
 
+def _tile_state_parts(programs: int, device: torch.device) -> int:
+    """The window tile's state parts for a launch of ``programs`` programs (``SCAN.forward_tile_state_parts``; None:
+    this rule). 2 where they fill more than one wave of the one-part tile (8 programs an SM; 2 parts hold 12): on an
+    H100, inference at batch 32 (3072 programs) ran at 204 clips/s against 196, in 2 waves instead of 3. Else 1:
+    both directions of batch 8 (768 programs) fit one wave already, and 2 parts made the 64-frame training step
+    249.7 ms against 243.8 (docs/benchmarks.md)."""
+    if SCAN.forward_tile_state_parts is not None:
+        return SCAN.forward_tile_state_parts
+    if device.type != "cuda":
+        return 1
+    return 2 if programs > _sm_count(device) * SCAN.forward_tile_programs_per_sm else 1
+
+
 def _forward_programs() -> tuple[int, int]:
     """(channels a program, programs an SM planned for) of the forward kernel in use (``SCAN.forward_tile``)."""
     if SCAN.forward_tile:
@@ -298,12 +311,12 @@ def _scan_forward(u, u2, delta, delta2, A, B, B2, C, C2, D, z, delta_bias, delta
     tile = min(SCAN.forward_tile, chunk) if SCAN.forward_tile else None
     if tile and (chunk % tile or tile & (tile - 1)):
         raise ValueError(f"the forward's window tile {tile} must be a power of two dividing the checkpoint interval {chunk}")
-    parts = SCAN.forward_tile_state_parts
-    if tile and parts not in (1, 2):
-        raise ValueError(f"the forward's window tile takes its states in 1 or 2 parts, not {parts}")
     block_d = _forward_programs()[0]
     seg_chunks, n_segs = _segments(extended, channels, n_chunks, u.device, backward=False)
     dtype, splits = u.dtype, _state_splits(extended, channels, n, u.device, n_segs, block_d)
+    parts = _tile_state_parts(extended * cdiv(channels, block_d) * splits * n_segs, u.device)
+    if tile and parts not in (1, 2):
+        raise ValueError(f"the forward's window tile takes its states in 1 or 2 parts, not {parts}")
     out = _result(u, dtype, splits, extended)
     (u, u2), (delta, delta2) = _pair(u, u2), _pair(delta, delta2)
     (B, B2), (C, C2), z = _pair(B, B2, False), _pair(C, C2, False), _as_float(z)

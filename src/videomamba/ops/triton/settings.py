@@ -100,10 +100,10 @@ class ScanSettings:
     forward_tile_groups: int = 4
     forward_tile_stages: int = 1
     forward_tile_programs_per_sm: int = 8
-    # the window tile's states as this many parts a program, one after the other through each window (1 or 2): 2
-    # holds half the tile live (163 registers against 244 on sm_90, 12 programs an SM against 8) for 2 % more
-    # instructions a window
-    forward_tile_state_parts: int = 1
+    # the window tile's states as this many parts a program, one after the other through each window (1 or 2;
+    # None: 2 where the programs fill more than one wave, ``scan._tile_state_parts``): 2 holds half the tile live
+    # (163 registers against 244 on sm_90, 12 programs an SM against 8) for 2 % more instructions a window
+    forward_tile_state_parts: int | None = None
 
 
 @dataclass
