@@ -99,7 +99,8 @@ def sweep(fields: tuple[str, ...], settings: list, shapes) -> None:
             for field, value in zip(fields, setting):
                 setattr(SCAN, field.lower(), value if value is not None or field != "PROGRAMS_PER_SM" else defaults[field])
             chunks = -(-L // ts.checkpoint_interval(L))
-            used = "/".join(str(ts._segments(b, 768, chunks, x["u"].device, backward)[1]) for backward in (False, True))
+            used = "/".join(str(ts._segments(b, 768, chunks, x["u"].device, backward, gluon=backward and ts._gluon_backward(
+                x["u"].device))[1]) for backward in (False, True))
             fwd = lambda: selective_scan(**x, delta_softplus=True, backend="triton")  # noqa: E731
             grad = torch.randn_like(fwd())
             with torch.no_grad():
@@ -138,7 +139,8 @@ def _fresh_step(fwd, grad, leaves):
 def _paired_segments(b: int, L: int, device) -> str:
     """The forward's and backward's segment counts of a paired scan of batch ``b`` and length ``L``."""
     chunks = -(-L // ts.checkpoint_interval(L))
-    return "/".join(str(ts._segments(2 * b, 768, chunks, device, backward)[1]) for backward in (False, True))
+    return "/".join(str(ts._segments(2 * b, 768, chunks, device, backward, gluon=backward and ts._gluon_backward(device))[1])
+                    for backward in (False, True))
 
 
 def paired_sweep(shapes=((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (32, 1569))) -> None:

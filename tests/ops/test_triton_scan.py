@@ -448,7 +448,6 @@ def test_segment_rule_fills_the_gpu_without_overfilling_it(monkeypatch):
     from videomamba.ops.triton import SCAN
 
     monkeypatch.setattr(ts, "_sm_count", lambda device: 132)  # an H100
-    monkeypatch.setattr(SCAN, "backward_gluon", False)  # the plain backward's builds; the Gluon one's at the end
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     chunks = -(-6273 // ts.checkpoint_interval(6273))  # 64 frames of VideoMamba-S
     # the window-tile forward (the default): programs of 16 channels, 8 an SM. Both directions of batch 8 are 768
@@ -488,9 +487,8 @@ def test_segment_rule_fills_the_gpu_without_overfilling_it(monkeypatch):
     # batch 8 in 4 segments, one wave of 1536 programs on 1584 slots; the CPU never runs it
     monkeypatch.setattr(SCAN, "segments", None)
     monkeypatch.setattr(SCAN, "backward_max_registers", None)
-    monkeypatch.setattr(SCAN, "backward_gluon", True)
-    assert ts._backward_build(True, cuda) == SCAN.gluon_build and not ts._gluon_backward(cpu)
-    assert ts._segments(16, 768, chunks, cuda, True, True) == (25, 4)
+    assert ts._backward_build(True, gluon=True) == SCAN.gluon_build and not ts._gluon_backward(cpu)
+    assert ts._segments(16, 768, chunks, cuda, True, True, gluon=True) == (25, 4)
 
 
 def test_window_tile_takes_two_state_parts_past_one_wave(monkeypatch):

@@ -35,8 +35,8 @@ last, recomputes each window's states into a per-program scratch buffer (window 
 cache-resident), then runs the adjoint recurrence backwards through it. dB and dC are sums over
 channels: each program reduces its block's channels on chip and writes the partial sums of its block;
 one reduction over the blocks follows (``ops.triton.reduce``; atomic adds across blocks are slower).
-``SCAN.backward_gluon``: the same backward written in Gluon (``ops.triton.scan_gluon``), its layouts and its
-window's states (in shared memory) chosen by the kernel.
+On NVIDIA GPUs (``SCAN.backward_gluon``) the same backward runs as a kernel written in Gluon
+(``ops.triton.scan_gluon``), its layouts and its window's states (in shared memory) chosen by the kernel.
 
 Paired (the kernels' PAIRED): both directions of a bidirectional mixer in one launch of each kernel.
 Grid axis 0 numbers (direction, batch) pairs, every buffer the kernels own takes a batch of 2 x b,
@@ -88,11 +88,11 @@ def gluon_shared_bytes(window: int, n: int) -> int:
     return window * (n + 1) * SCAN.block_d * 4
 
 
-def _backward_build(reads_words: bool, device: torch.device | None = None) -> tuple[int | None, int]:
+def _backward_build(reads_words: bool, gluon: bool = False) -> tuple[int | None, int]:
     """(register cap or None, programs an SM) of the backward kernel's build for inputs read as bf16 words
-    or not (``SCAN.backward_builds``), or of the Gluon kernel where it runs on ``device`` (``SCAN.gluon_build``);
+    or not (``SCAN.backward_builds``), or of the Gluon kernel (``SCAN.gluon_build``);
     ``SCAN.backward_max_registers`` and ``SCAN.programs_per_sm`` override."""
-    if device is not None and _gluon_backward(device):
+    if gluon:
         cap, per_sm = SCAN.gluon_build
     else:
         cap, per_sm = SCAN.backward_builds["bf16" if reads_words else "fp32"]
@@ -206,17 +206,17 @@ def _forward_programs() -> tuple[int, int]:
 
 
 def _segments(batch: int, channels: int, n_chunks: int, device: torch.device, backward: bool,
-              reads_words: bool = False) -> tuple[int, int]:
+              reads_words: bool = False, gluon: bool = False) -> tuple[int, int]:
     """(chunks per segment, segments) for a scan of ``n_chunks`` chunks (``SCAN.segments``); the backward's count
-    depends on its build (``reads_words``: bf16 inputs read as words), the forward's on its kernel (the window
-    tile's programs are narrower: ``SCAN.forward_tile``)."""
+    depends on its kernel and build (``gluon``: the Gluon kernel; ``reads_words``: the plain kernel's bf16 inputs
+    read as words), the forward's on its kernel (the window tile's programs are narrower: ``SCAN.forward_tile``)."""
     forced = SCAN.segments[backward] if isinstance(SCAN.segments, tuple) else SCAN.segments
     if forced is not None:
         wanted = forced
     elif device.type != "cuda":
         wanted = 1
     else:
-        block_d, per_sm = (SCAN.block_d, _backward_build(reads_words, device)[1]) if backward else _forward_programs()
+        block_d, per_sm = (SCAN.block_d, _backward_build(reads_words, gluon)[1]) if backward else _forward_programs()
         wanted = _best_segments(batch * cdiv(channels, block_d), _sm_count(device) * per_sm,
                                 max(1, n_chunks // SCAN.min_segment_chunks), SCAN.segment_cost)
     seg_chunks = cdiv(n_chunks, max(1, min(wanted, n_chunks)))
@@ -374,8 +374,8 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     # the Gluon kernel holds a window's states and Δ in shared memory (at most all N states a program): where a
     # long window or many states would not leave two programs an SM, the plain kernel runs
     gluon = _gluon_backward(u.device) and gluon_shared_bytes(_window(chunk), n) <= _GLUON_SHARED
-    max_registers, _ = _backward_build(reads_words, u.device) if gluon else _backward_build(reads_words)
-    seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, True, reads_words)
+    max_registers, _ = _backward_build(reads_words, gluon)
+    seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, True, reads_words, gluon)
     splits = _state_splits(extended, channels, n, u.device, n_segs)
     dtypes = (u.dtype, delta.dtype, z.dtype if z is not None else None)
     du, ddelta = _result(u, dtypes[0], splits, extended), _result(u, dtypes[1], splits, extended)
