@@ -507,6 +507,20 @@ def test_window_tile_takes_two_state_parts_past_one_wave(monkeypatch):
     assert ts._tile_state_parts(programs[0], cuda) == 2
 
 
+def test_an_older_gluon_leaves_the_plain_backward_in_charge():
+    """A Triton whose Gluon lacks what the kernel is written against imports the package all the same, and the
+    backward runs the plain kernel (Gluon's API moves between releases)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton.experimental.gluon")
+    script = ("import torch, triton.experimental.gluon as g; del g.constexpr_function; "
+              "import videomamba.ops.triton.scan as s; "
+              "assert s._scan_bwd_gluon_kernel is None and not s._gluon_backward(torch.device('cuda'))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_gluon_backward_plan_fits_the_shared_memory():
     """The programs an SM that the segment rule plans for the Gluon backward (``SCAN.gluon_build``) fit an
     H100 SM's 228 KiB of shared memory with the model's window and 16 states (1 KiB reserved a block), and a
