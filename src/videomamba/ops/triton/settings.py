@@ -88,7 +88,7 @@ class ScanSettings:
     # scratch buffer; 2.24 ms a layer at 64 frames on an H100 against the plain kernel's 3.69. Elsewhere (the
     # interpreter, a Triton without Gluon) the plain kernel runs. Its build's register cap (168 leaves the
     # model's build unspilled: 12 programs an SM, 17 KiB of shared memory each; one direction's fp32 build with
-    # z spills 64 bytes; uncapped, 206 registers, it took 4.85 ms) and the programs an SM the segment rule plans for
+    # z spills 64 bytes; uncapped, 203 registers, it took 4.85 ms) and the programs an SM the segment rule plans for
     backward_gluon: bool = True
     gluon_build: tuple[int | None, int] = (168, 12)
     # the forward a window at a time in registers (``_scan_fwd_tile_kernel``; None: ``_scan_fwd_kernel``, a step
