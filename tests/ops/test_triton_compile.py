@@ -21,7 +21,8 @@ def test_every_kernel_compiles_for_hopper():
                          | {f"pair gate {k}{v}" for k in ("forward", "output again", "backward") for v in ("", " bf16")}
                          | {"forward tile paired bf16", "forward tile paired bf16, 2 state parts"}
                          | {"add + rms norm forward", "add + rms norm backward"}
-                         | ({"backward gluon paired bf16", "backward gluon"} if scan_gluon.gluon is not None else set()))
+                         | ({"backward gluon paired bf16", "backward gluon"} if scan_gluon.gluon is not None
+                            else set()))
     # the default tiles fit the registers, also in the model's build (paired, bf16, the one closest to the
     # limit); a spill costs local-memory traffic a
     # step. The fp32 backward alone is capped on purpose (``BACKWARD_BUILDS``: 12 programs an SM, measured
@@ -30,7 +31,8 @@ def test_every_kernel_compiles_for_hopper():
     for row in rows.values():
         capped = cap if row.name.startswith("backward") and "bf16" not in row.name and "gluon" not in row.name else None
         assert 0 < row.registers <= (capped or 255) and row.shared >= 0, row
-        # the Gluon backward's cap (``SCAN.gluon_build``) spills a little (64 bytes) in one direction's fp32 build with z
+        # the Gluon backward's cap (``SCAN.gluon_build``) spills a little (64 bytes) in one direction's fp32
+        # build with z
         assert row.spill_stack <= (32 if capped else 64 if row.name == "backward gluon" else 0), row
     for kernel in scans:
         # the step loops' loads are issued ahead as asynchronous copies, also for bf16 inputs (read as words;
