@@ -154,8 +154,8 @@ def report_compiled() -> None:
     the GPU runs, with the JIT's own specialisation of the arguments)."""
     import re
 
-    for name in ("_scan_fwd_kernel", "_segment_fwd_kernel", "_window_entries_kernel", "_segment_bwd_kernel",
-                 "_scan_bwd_kernel"):
+    for name in ("_scan_fwd_kernel", "_scan_fwd_tile_kernel", "_segment_fwd_kernel", "_window_entries_kernel",
+                 "_segment_bwd_kernel", "_scan_bwd_kernel", "_scan_bwd_gluon_kernel"):
         for cache in getattr(getattr(ts, name), "device_caches", {}).values():
             for compiled in cache[0].values():
                 ttgir = compiled.asm.get("ttgir", "")
