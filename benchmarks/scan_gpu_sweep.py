@@ -98,9 +98,7 @@ def sweep(fields: tuple[str, ...], settings: list, shapes) -> None:
         for setting in settings:
             for field, value in zip(fields, setting):
                 setattr(SCAN, field.lower(), value if value is not None or field != "PROGRAMS_PER_SM" else defaults[field])
-            chunks = -(-L // ts.checkpoint_interval(L))
-            used = "/".join(str(ts._segments(b, 768, chunks, x["u"].device, backward, gluon=backward and ts._gluon_backward(
-                x["u"].device))[1]) for backward in (False, True))
+            used = _segments_used(b, L, x["u"].device)
             fwd = lambda: selective_scan(**x, delta_softplus=True, backend="triton")  # noqa: E731
             grad = torch.randn_like(fwd())
             with torch.no_grad():
@@ -136,11 +134,19 @@ def _fresh_step(fwd, grad, leaves):
     return step
 
 
+def _segments_used(b: int, L: int, device) -> str:
+    """The forward's and backward's segment counts of a scan of (extended) batch ``b`` and length ``L``, the
+    backward's for the kernel that runs (the Gluon one or the plain one)."""
+    chunk = ts.checkpoint_interval(L)
+    chunks = -(-L // chunk)
+    gluon = ts._gluon_backward(device, ts._window(chunk), 16)
+    return "/".join(str(ts._segments(b, 768, chunks, device, backward, gluon=backward and gluon)[1])
+                    for backward in (False, True))
+
+
 def _paired_segments(b: int, L: int, device) -> str:
     """The forward's and backward's segment counts of a paired scan of batch ``b`` and length ``L``."""
-    chunks = -(-L // ts.checkpoint_interval(L))
-    return "/".join(str(ts._segments(2 * b, 768, chunks, device, backward, gluon=backward and ts._gluon_backward(device))[1])
-                    for backward in (False, True))
+    return _segments_used(2 * b, L, device)
 
 
 def paired_sweep(shapes=((8, 785), (8, 1569), (8, 3137), (8, 6273), (32, 785), (32, 1569))) -> None:

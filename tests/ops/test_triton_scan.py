@@ -487,7 +487,7 @@ def test_segment_rule_fills_the_gpu_without_overfilling_it(monkeypatch):
     # batch 8 in 4 segments, one wave of 1536 programs on 1584 slots; the CPU never runs it
     monkeypatch.setattr(SCAN, "segments", None)
     monkeypatch.setattr(SCAN, "backward_max_registers", None)
-    assert ts._backward_build(True, gluon=True) == SCAN.gluon_build and not ts._gluon_backward(cpu)
+    assert ts._backward_build(True, gluon=True) == SCAN.gluon_build and not ts._gluon_backward(cpu, 8, 16)
     assert ts._segments(16, 768, chunks, cuda, True, True, gluon=True) == (25, 4)
 
 
@@ -516,7 +516,7 @@ def test_an_older_gluon_leaves_the_plain_backward_in_charge():
     pytest.importorskip("triton.experimental.gluon")
     script = ("import torch, triton.experimental.gluon as g; del g.constexpr_function; "
               "import videomamba.ops.triton.scan as s; "
-              "assert s._scan_bwd_gluon_kernel is None and not s._gluon_backward(torch.device('cuda'))")
+              "assert s._scan_bwd_gluon_kernel is None and not s._gluon_backward(torch.device('cuda'), 8, 16)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -531,6 +531,9 @@ def test_gluon_backward_plan_fits_the_shared_memory():
     per_program = ts.gluon_shared_bytes(ts._window(SCAN.chunk), 16) + 1024
     assert SCAN.gluon_build[1] * per_program <= 228 * 1024, (SCAN.gluon_build, per_program)
     assert ts.gluon_shared_bytes(ts._window(SCAN.chunk), 16) <= ts._GLUON_SHARED < ts.gluon_shared_bytes(64, 64)
+    if ts._scan_bwd_gluon_kernel is not None:  # the launcher's decision: the model's window, not a 64-step one
+        cuda = torch.device("cuda")
+        assert ts._gluon_backward(cuda, ts._window(SCAN.chunk), 16) and not ts._gluon_backward(cuda, 64, 64)
 
 
 def test_bf16_is_read_as_words_only_where_every_word_lies_in_the_storage():

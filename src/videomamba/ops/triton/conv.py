@@ -72,31 +72,6 @@ if triton is not None:
                  mask=(steps < L)[:, None] & (d < Dm)[None, :])
 
     @triton.jit
-    def _output_grad(x_ptr, w_ptr, bias_ptr, g_ptr, b, steps, ok, d, L, S, P, Dm, sx_b, sx_l, sg_b, sg_l, sg_d,
-                     direction, K: tl.constexpr, MODE: tl.constexpr, PAIRED: tl.constexpr, BLOCK_L: tl.constexpr,
-                     BLOCK_D: tl.constexpr):
-        """The gradient at the conv output of scan steps ``steps``, g · silu'(y), y recomputed from x; 0 in rows
-        not ``ok``: (BLOCK_L, BLOCK_D) fp32."""
-        y = _conv_tile(x_ptr, w_ptr, bias_ptr, b, steps, d, L, S, P, Dm, sx_b, sx_l, direction, K, MODE, PAIRED,
-                       BLOCK_L, BLOCK_D)
-        pos = _position(steps, direction, L, S, P, MODE, PAIRED)
-        g = tl.load(g_ptr + b * sg_b + pos[:, None] * sg_l + d[None, :] * sg_d, mask=ok[:, None] & (d < Dm)[None, :],
-                    other=0.0).to(tl.float32)
-        s = tl.sigmoid(y)
-        return g * s * (1.0 + y * (1.0 - s))
-
-    @triton.jit
-    def _store_weight_grads(x_ptr, gy, dw_ptr, dbias_ptr, part, b, steps, d, L, S, P, Dm, sx_b, sx_l, direction,
-                            K: tl.constexpr, MODE: tl.constexpr, PAIRED: tl.constexpr):
-        """A tile's partial sums of dbias (Σ gy) and of dweight (Σ gy · x at each tap) over its steps, written at
-        row ``part`` of the (rows, d) and (rows, d, K) partial-sum buffers."""
-        dmask = d < Dm
-        tl.store(dbias_ptr + part + d, tl.sum(gy, axis=0), mask=dmask)
-        for j in tl.static_range(K):
-            x = _tap(x_ptr, b, steps, d, j, L, S, P, Dm, sx_b, sx_l, direction, K, MODE, PAIRED)
-            tl.store(dw_ptr + part * K + d * K + j, tl.sum(gy * x, axis=0), mask=dmask)
-
-    @triton.jit
     def _conv_silu_grad_kernel(x_ptr, w_ptr, bias_ptr, g_ptr, g2_ptr, gy_ptr, dw_ptr, dbias_ptr, L, S, P, Dm, batch,
                                sx_b, sx_l, sg_b, sg_l, sg_d, K: tl.constexpr, MODE: tl.constexpr, PAIRED: tl.constexpr,
                                BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -109,12 +84,19 @@ if triton is not None:
         steps = lb * BLOCK_L + tl.arange(0, BLOCK_L)
         d = db * BLOCK_D + tl.arange(0, BLOCK_D)
         lmask, dmask = steps < L, d < Dm
-        gy = _output_grad(x_ptr, w_ptr + w_off, bias_ptr + bias_off, g_ptr, b, steps, lmask, d, L, S, P, Dm, sx_b, sx_l,
-                          sg_b, sg_l, sg_d, direction, K, MODE, PAIRED, BLOCK_L, BLOCK_D)
+        y = _conv_tile(x_ptr, w_ptr + w_off, bias_ptr + bias_off, b, steps, d, L, S, P, Dm, sx_b, sx_l, direction, K,
+                       MODE, PAIRED, BLOCK_L, BLOCK_D)
+        pos = _position(steps, direction, L, S, P, MODE, PAIRED)
+        g = tl.load(g_ptr + b * sg_b + pos[:, None] * sg_l + d[None, :] * sg_d, mask=lmask[:, None] & dmask[None, :],
+                    other=0.0).to(tl.float32)
+        s = tl.sigmoid(y)
+        gy = g * s * (1.0 + y * (1.0 - s))
         tl.store(gy_ptr + (pid_e * L + steps[:, None]) * Dm + d[None, :], gy, mask=lmask[:, None] & dmask[None, :])
-        # one row of partial sums per (batch, block of steps)
-        _store_weight_grads(x_ptr, gy, dw_ptr, dbias_ptr, (pid_e * tl.num_programs(1) + lb) * Dm, b, steps, d, L, S,
-                            P, Dm, sx_b, sx_l, direction, K, MODE, PAIRED)
+        part = (pid_e * tl.num_programs(1) + lb) * Dm  # one row of partial sums per (batch, block of steps)
+        tl.store(dbias_ptr + part + d, tl.sum(gy, axis=0), mask=dmask)
+        for j in tl.static_range(K):
+            x = _tap(x_ptr, b, steps, d, j, L, S, P, Dm, sx_b, sx_l, direction, K, MODE, PAIRED)
+            tl.store(dw_ptr + (part * K) + d * K + j, tl.sum(gy * x, axis=0), mask=dmask)
 
     @triton.jit
     def _conv_input_grad_kernel(gy_ptr, w_ptr, dx_ptr, L, S, P, Dm, batch, sd_b, sd_l, K: tl.constexpr,

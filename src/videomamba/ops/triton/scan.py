@@ -76,11 +76,13 @@ else:
 _GLUON_SHARED = 96 * 1024  # bytes of shared memory a Gluon backward program may hold (an H100 SM has 228 KiB)
 
 
-def _gluon_backward(device: torch.device) -> bool:
-    """Whether the backward runs the Gluon kernel (``SCAN.backward_gluon``): on an NVIDIA GPU, where Gluon
-    imports, for the tile it is written for (one warp, one channel group)."""
+def _gluon_backward(device: torch.device, window: int, n: int) -> bool:
+    """Whether the backward of ``n`` states recomputed ``window`` steps at a time runs the Gluon kernel
+    (``SCAN.backward_gluon``): on an NVIDIA GPU, where Gluon imports, for the tile it is written for (one warp,
+    one channel group), and where the window's states and Δ, which it holds in shared memory (at most all N
+    states a program), leave two programs an SM."""
     return (SCAN.backward_gluon and _scan_bwd_gluon_kernel is not None and nvidia(device) and SCAN.num_warps == 1
-            and SCAN.channel_groups["backward"] == 1)
+            and SCAN.channel_groups["backward"] == 1 and gluon_shared_bytes(window, n) <= _GLUON_SHARED)
 
 
 def gluon_shared_bytes(window: int, n: int) -> int:
@@ -371,9 +373,7 @@ def _scan_backward(dout, dlast, u, u2, delta, delta2, A, B, B2, C, C2, D, z, del
     n_dblocks = cdiv(channels, SCAN.block_d)
     f32 = dict(device=u.device, dtype=torch.float32)
     reads_words = any(t is not None and _reads_words(t) for t in (u, delta, dout, z))
-    # the Gluon kernel holds a window's states and Δ in shared memory (at most all N states a program): where a
-    # long window or many states would not leave two programs an SM, the plain kernel runs
-    gluon = _gluon_backward(u.device) and gluon_shared_bytes(_window(chunk), n) <= _GLUON_SHARED
+    gluon = _gluon_backward(u.device, _window(chunk), n)
     max_registers, _ = _backward_build(reads_words, gluon)
     seg_chunks, n_segs = _segments(extended, channels, ckpt.shape[1], u.device, True, reads_words, gluon)
     splits = _state_splits(extended, channels, n, u.device, n_segs)
